@@ -1,0 +1,3 @@
+"""grokcopy: watch causal LMs grok to copy, on top of transformers.Trainer."""
+
+__version__ = "0.1.0"
