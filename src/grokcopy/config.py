@@ -1,0 +1,188 @@
+"""Argument dataclasses and the config-file + command-line parser.
+
+Every `TrainingArguments` field works unchanged: `CopyTrainingArguments` extends it (as TRL's
+configs do) with the copy-evaluation schedule, and `ModelArguments` / `DataArguments` describe
+what to train on. A config is a YAML or JSON file of any of these fields; command-line
+`--field value` pairs override it. Both go through the same argparse types, so a wrong type in
+the file is caught exactly like a wrong type on the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+
+
+class ConfigError(ValueError):
+    """A bad config: the message is one line that names the field or file at fault."""
+
+
+@dataclass
+class ModelArguments:
+    """Which model to train: a fresh one from a preset/shape, or a pretrained one to continue."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Continue from this model (local folder or Hub id) instead of from scratch."}
+    )
+    revision: str = field(default="main", metadata={"help": "Hub revision of model_name_or_path (e.g. step1000)."})
+    preset: str | None = field(
+        default=None, metadata={"help": "Named model shape from grokcopy.modeling.PRESETS (e.g. demo, paper-162m)."}
+    )
+    model_type: str = field(default="llama", metadata={"help": "transformers model_type for a model from scratch."})
+    num_hidden_layers: int | None = field(default=None, metadata={"help": "Layers (overrides the preset)."})
+    hidden_size: int | None = field(default=None, metadata={"help": "Residual width (overrides the preset)."})
+    num_attention_heads: int | None = field(default=None, metadata={"help": "Query heads (overrides the preset)."})
+    num_key_value_heads: int | None = field(default=None, metadata={"help": "Key/value heads (grouped-query)."})
+    intermediate_size: int | None = field(default=None, metadata={"help": "MLP width (overrides the preset)."})
+    max_position_embeddings: int | None = field(default=None, metadata={"help": "Context length of the model."})
+    vocab_size: int | None = field(default=None, metadata={"help": "Defaults to the tokenizer's length."})
+    attention_dropout: float | None = field(default=None, metadata={"help": "Attention dropout (paper: 0.1)."})
+    tie_word_embeddings: bool | None = field(default=None, metadata={"help": "Tie input and output embeddings."})
+    attn_implementation: str | None = field(default=None, metadata={"help": "eager, sdpa or flash_attention_2."})
+    model_config_overrides: str | None = field(
+        default=None, metadata={"help": "JSON object of further config fields, e.g. '{\"rope_theta\": 500000}'."}
+    )
+
+
+@dataclass
+class DataArguments:
+    """Where the pretraining text comes from and how it becomes fixed-size blocks."""
+
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset id."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset config."})
+    dataset_split: str = field(default="train", metadata={"help": "Split to train on."})
+    streaming: bool = field(default=False, metadata={"help": "Stream the Hub dataset instead of downloading it."})
+    train_files: list[str] | None = field(default=None, metadata={"help": "Local .txt/.jsonl/.json/.parquet files."})
+    validation_files: list[str] | None = field(default=None, metadata={"help": "Held-out files (else a split)."})
+    text_column: str = field(default="text", metadata={"help": "Column holding the text."})
+    validation_split_percentage: float = field(default=1.0, metadata={"help": "Percent held out for eval_loss."})
+    block_size: int = field(default=1024, metadata={"help": "Tokens per training block (texts are packed)."})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "num_proc for tokenization."})
+    tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "Tokenizer (else the model's)."})
+    train_tokenizer: bool = field(default=False, metadata={"help": "Train a tokenizer on the training text."})
+    tokenizer_type: str = field(default="bpe", metadata={"help": "bpe (byte-level BPE) or char (one symbol each)."})
+    tokenizer_vocab_size: int = field(default=4096, metadata={"help": "Vocabulary size of a trained BPE tokenizer."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set (debugging)."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the eval set."})
+    cache_dir: str | None = field(default=None, metadata={"help": "datasets cache directory."})
+    demo_corpus: bool = field(default=False, metadata={"help": "Train on the generated demo corpus (grokcopy demo)."})
+
+
+@dataclass
+class CopyTrainingArguments(TrainingArguments):
+    """`TrainingArguments` plus the paper's copy test and when to run it."""
+
+    copy_eval_schedule: str = field(
+        default="log",
+        metadata={"help": "log: steps 0,1,2,4,...,copy_eval_steps then every copy_eval_steps; linear; or none."},
+    )
+    copy_eval_steps: int = field(default=500, metadata={"help": "Copy-test interval in optimizer steps."})
+    copy_num_samples: int = field(default=500, metadata={"help": "Samples per copy test (paper: 500)."})
+    copy_num_sequences: int = field(default=50, metadata={"help": "Random sequences per sample (paper: 50)."})
+    copy_prefix_length: int = field(default=12, metadata={"help": "Prefix symbols per sequence (paper: 12)."})
+    copy_suffix_length: int = field(default=6, metadata={"help": "Suffix symbols to reproduce (paper: 6)."})
+    copy_query_stride: int = field(default=5, metadata={"help": "Query sequences i = stride, 2*stride, ..."})
+    copy_symbols: str = field(default="tokens", metadata={"help": "tokens (random ids) or hex (as in Fig. 1)."})
+    copy_seed: int = field(default=1234, metadata={"help": "Seed of the copy test samples (fixed across a run)."})
+    copy_eval_batch_size: int = field(default=16, metadata={"help": "Samples per forward pass in the copy test."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.copy_eval_schedule not in ("log", "linear", "none"):
+            raise ConfigError(f"copy_eval_schedule: expected log, linear or none, got {self.copy_eval_schedule!r}")
+        if self.copy_symbols not in ("tokens", "hex"):
+            raise ConfigError(f"copy_symbols: expected tokens or hex, got {self.copy_symbols!r}")
+        for name in ("copy_eval_steps", "copy_num_samples", "copy_num_sequences", "copy_prefix_length",
+                     "copy_suffix_length", "copy_query_stride", "copy_eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+
+
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, CopyTrainingArguments)
+
+
+class GrokcopyArgumentParser(HfArgumentParser):
+    """HfArgumentParser whose errors are exceptions carrying one line, not a page of usage."""
+
+    def __init__(self):
+        super().__init__(ARGUMENT_CLASSES, prog="grokcopy train")
+
+    def error(self, message):
+        raise ConfigError(message)
+
+    @property
+    def field_names(self) -> set[str]:
+        return {f.name for cls in ARGUMENT_CLASSES for f in fields(cls) if f.init}
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON config into a flat dict of field -> value."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
+                          f"{' '.join(str(err).split())}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of field: value at the top level")
+    return data
+
+
+def config_to_argv(config: dict[str, Any]) -> list[str]:
+    """Turn typed config values into argv so argparse checks their types like command-line ones."""
+    argv = []
+    for key, value in config.items():
+        if value is None:
+            continue
+        argv.append(f"--{key}")
+        if isinstance(value, (list, tuple)):
+            argv.extend(json.dumps(v) if isinstance(v, dict) else str(v) for v in value)
+        elif isinstance(value, dict):
+            argv.append(json.dumps(value))
+        else:
+            argv.append(str(value))
+    return argv
+
+
+def parse_args(config: dict[str, Any] | str | Path | None = None, overrides: list[str] | None = None):
+    """Parse a config (dict or file) plus command-line overrides into the three argument dataclasses.
+
+    Raises ConfigError with a one-line message for unknown fields, wrong types and invalid values.
+    """
+    parser = GrokcopyArgumentParser()
+    source = ""
+    if isinstance(config, (str, Path)):
+        source = f"{config}: "
+        config = load_config_file(config)
+    config = dict(config or {})
+    unknown = sorted(set(config) - parser.field_names)
+    if unknown:
+        raise ConfigError(f"{source}unknown field{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}")
+    argv = config_to_argv(config) + list(overrides or [])
+    namespace_args, remaining = parser.parse_known_args(argv)
+    if remaining:
+        flags = [a for a in remaining if a.startswith("-")] or remaining
+        raise ConfigError(f"unknown field{'s' if len(flags) > 1 else ''}: {', '.join(a.lstrip('-') for a in flags)}")
+    try:
+        return parser.parse_args_into_dataclasses(argv, look_for_args_file=False)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise ConfigError(" ".join(str(err).split())) from None
+
+
+def main_error(message: str) -> None:
+    """Print a one-line error the way argparse does and exit 2."""
+    print(f"grokcopy: error: {message}", file=sys.stderr)
+    raise SystemExit(2)

@@ -1,0 +1,96 @@
+"""Scoring the copy test: one forward pass per sample, the context shared by its queries.
+
+Each batch of samples runs its contexts once, keeps the KV cache, repeats it for the queries and
+runs every query (prefix + suffix) under teacher forcing. A query is an exact match when the
+argmax at every suffix position is the suffix token: exactly when greedy decoding would produce
+the suffix, since greedy only diverges after a first wrong token. The numbers come from the
+`metrics/copy_accuracy` evaluate module.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import lru_cache
+from itertools import groupby
+from pathlib import Path
+
+import torch
+
+from .copy_task import CopyTask
+
+
+def metric_path() -> Path:
+    """Folder of the `copy_accuracy` evaluate module (repo checkout, else installed copy)."""
+    here = Path(__file__).resolve()
+    for candidate in (here.parents[2] / "metrics" / "copy_accuracy",
+                      Path(sys.prefix) / "share" / "grokcopy" / "metrics" / "copy_accuracy"):
+        if (candidate / "copy_accuracy.py").is_file():
+            return candidate
+    raise FileNotFoundError("the copy_accuracy metric module is missing from this installation")
+
+
+@lru_cache(maxsize=1)
+def load_copy_metric():
+    import evaluate
+
+    return evaluate.load(str(metric_path()))
+
+
+def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+@torch.inference_mode()
+def predict_suffixes(model, task: CopyTask, batch_size: int = 16, progress: bool = False):
+    """Greedy (teacher-forced) predictions for every query: (query_index, predicted ids, suffix ids)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    results = []
+    # Samples with equal context length share a batch (always the case for `tokens` symbols).
+    order = sorted(range(len(task.samples)), key=lambda k: len(task.samples[k].context))
+    batches = []
+    for _, group in groupby(order, key=lambda k: len(task.samples[k].context)):
+        group = list(group)
+        batches += [group[i:i + batch_size] for i in range(0, len(group), batch_size)]
+    iterator = batches
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(batches, desc="copy test", unit="batch")
+    try:
+        for batch in iterator:
+            samples = [task.samples[k] for k in batch]
+            contexts = torch.tensor([s.context for s in samples], dtype=torch.long, device=device)
+            cache = model(input_ids=contexts, use_cache=True).cache
+            n_queries = len(samples[0].queries)
+            cache.batch_repeat_interleave(n_queries)
+            queries = [(i, p, s) for sample in samples for (i, p, s) in sample.queries]
+            rows = [p + s for _, p, s in queries]
+            logits = model(input_ids=_pad(rows, 0).to(device), cache=cache, use_cache=True).logits
+            argmax = logits.argmax(-1).cpu()
+            for row, (i, prefix, suffix) in enumerate(queries):
+                start = len(prefix) - 1
+                results.append((i, argmax[row, start:start + len(suffix)].tolist(), suffix))
+    finally:
+        model.train(was_training)
+    return results
+
+
+def score_copy_task(model, task: CopyTask, batch_size: int = 16, metric=None, progress: bool = False) -> dict:
+    """exact_match and token_accuracy overall and per query position i, through the evaluate metric."""
+    metric = metric or load_copy_metric()
+    results = predict_suffixes(model, task, batch_size=batch_size, progress=progress)
+    overall = metric.compute(predictions=[p for _, p, _ in results], references=[r for _, _, r in results])
+    per_position = {}
+    for i in task.query_indices:
+        picked = [(p, r) for j, p, r in results if j == i]
+        per_position[str(i)] = metric.compute(predictions=[p for p, _ in picked], references=[r for _, r in picked])
+    return {
+        "exact_match": overall["exact_match"],
+        "token_accuracy": overall["token_accuracy"],
+        "per_position": per_position,
+        "num_samples": len(task.samples),
+        "num_sequences": task.num_sequences,
+    }

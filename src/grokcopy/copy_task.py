@@ -1,0 +1,144 @@
+"""The paper's context-copying test (Lv et al. 2025, Fig. 1), built from random symbols.
+
+One sample = N random sequences, each a `prefix_length` prefix + `suffix_length` suffix, every
+prefix and every suffix unique within the sample, each followed by a newline. A query appends
+the prefix of sequence i (i = stride, 2*stride, ... <= N); the model must continue with that
+sequence's suffix. Symbols are random vocabulary ids (`tokens`, special tokens and the newline
+excluded) or random hexadecimal strings tokenized by the model's tokenizer (`hex`, as in the
+paper's figure). Samples depend only on the seed and the tokenizer, never on training data, so
+the same test can be rerun on every checkpoint of a series.
+"""
+
+from __future__ import annotations
+
+import logging
+import string
+from dataclasses import dataclass, field
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+HEX_DIGITS = string.hexdigits[:16]
+
+
+class CopyTaskError(ValueError):
+    """The copy test cannot be built for this tokenizer / context (the message says why)."""
+
+
+@dataclass(frozen=True)
+class CopyTaskConfig:
+    num_samples: int = 500
+    num_sequences: int = 50
+    prefix_length: int = 12
+    suffix_length: int = 6
+    query_stride: int = 5
+    symbols: str = "tokens"
+    seed: int = 1234
+
+    @classmethod
+    def from_training_args(cls, args) -> "CopyTaskConfig":
+        return cls(num_samples=args.copy_num_samples, num_sequences=args.copy_num_sequences,
+                   prefix_length=args.copy_prefix_length, suffix_length=args.copy_suffix_length,
+                   query_stride=args.copy_query_stride, symbols=args.copy_symbols, seed=args.copy_seed)
+
+
+@dataclass
+class CopySample:
+    """Token ids of one sample: the shared context and, per query, (sequence index, prefix, suffix)."""
+
+    context: list[int]
+    queries: list[tuple[int, list[int], list[int]]] = field(default_factory=list)
+
+
+@dataclass
+class CopyTask:
+    config: CopyTaskConfig
+    samples: list[CopySample]
+    num_sequences: int  # after fitting the model's context
+    query_indices: list[int]
+    note: str = ""
+
+    @property
+    def max_length(self) -> int:
+        return max(len(s.context) + max(len(p) + len(q) for _, p, q in s.queries) for s in self.samples)
+
+
+def separator_ids(tokenizer) -> list[int]:
+    ids = tokenizer.encode("\n", add_special_tokens=False)
+    if not ids:
+        raise CopyTaskError("the tokenizer cannot encode a newline, which separates the copy test's sequences")
+    return ids
+
+
+def eligible_token_ids(tokenizer, exclude=()) -> np.ndarray:
+    """Vocabulary ids a random `tokens` sequence may use: no special tokens, no separator."""
+    banned = set(tokenizer.all_special_ids) | set(exclude)
+    return np.array([i for i in range(len(tokenizer)) if i not in banned], dtype=np.int64)
+
+
+def fit_num_sequences(config: CopyTaskConfig, sep_len: int, max_length: int | None) -> int:
+    """How many sequences fit: N * (prefix + suffix + sep) + prefix + suffix <= max_length."""
+    per_seq = config.prefix_length + config.suffix_length + sep_len
+    if max_length is None:
+        return config.num_sequences
+    return min(config.num_sequences, (max_length - config.prefix_length - config.suffix_length) // per_seq)
+
+
+def _unique_rows(rng, symbols: np.ndarray, n: int, length: int) -> np.ndarray:
+    """n distinct random rows of `length` symbols (rejection sampling, bounded)."""
+    if len(symbols) ** length < 2 * n:
+        raise CopyTaskError(f"vocabulary too small for the copy test: {len(symbols)} usable symbols cannot make "
+                            f"{n} distinct {length}-symbol strings with room to spare")
+    rows: dict[bytes, np.ndarray] = {}
+    for _ in range(100):
+        for row in symbols[rng.integers(0, len(symbols), size=(n, length))]:
+            rows.setdefault(row.tobytes(), row)
+            if len(rows) == n:
+                return np.stack(list(rows.values()))
+    raise CopyTaskError(f"could not draw {n} distinct {length}-symbol strings")  # pragma: no cover
+
+
+def build_copy_task(tokenizer, config: CopyTaskConfig = CopyTaskConfig(), max_length: int | None = None) -> CopyTask:
+    """Draw the test's samples for this tokenizer, fitting the model's context `max_length`."""
+    if config.symbols not in ("tokens", "hex"):
+        raise CopyTaskError(f"copy symbols: expected tokens or hex, got {config.symbols!r}")
+    sep = separator_ids(tokenizer)
+    n_fit = fit_num_sequences(config, len(sep), max_length)
+    if n_fit < config.query_stride:
+        need = config.query_stride * (config.prefix_length + config.suffix_length + len(sep)) \
+            + config.prefix_length + config.suffix_length
+        raise CopyTaskError(f"the model's context ({max_length} tokens) is too short for the copy test: one query "
+                            f"needs {config.query_stride} sequences ({need} tokens)")
+    note = ""
+    if n_fit < config.num_sequences:
+        note = (f"copy test: the model's context of {max_length} tokens fits {n_fit} of the "
+                f"{config.num_sequences} sequences per sample; queries at i = "
+                f"{', '.join(str(i) for i in range(config.query_stride, n_fit + 1, config.query_stride))}")
+        logger.warning(note)
+    queries = list(range(config.query_stride, n_fit + 1, config.query_stride))
+    if config.symbols == "tokens":
+        symbols = eligible_token_ids(tokenizer, exclude=sep)
+    else:
+        symbols = np.array(list(HEX_DIGITS))
+        for digit in HEX_DIGITS:
+            ids = tokenizer.encode(digit, add_special_tokens=False)
+            if not ids or (tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids):
+                raise CopyTaskError(f"hex copy test: the tokenizer cannot encode the hex digit {digit!r}")
+    samples = []
+    for k in range(config.num_samples):
+        rng = np.random.default_rng([config.seed, k])
+        prefixes = _unique_rows(rng, symbols, n_fit, config.prefix_length)
+        suffixes = _unique_rows(rng, symbols, n_fit, config.suffix_length)
+        if config.symbols == "tokens":
+            pairs = [(p.tolist(), s.tolist()) for p, s in zip(prefixes, suffixes)]
+        else:
+            encode = lambda chars: tokenizer.encode("".join(chars), add_special_tokens=False)  # noqa: E731
+            pairs = [(encode(p), encode(s)) for p, s in zip(prefixes, suffixes)]
+        context = [t for p, s in pairs for t in (*p, *s, *sep)]
+        samples.append(CopySample(context, [(i, pairs[i - 1][0], pairs[i - 1][1]) for i in queries]))
+    task = CopyTask(config, samples, n_fit, queries, note)
+    if max_length is not None and task.max_length > max_length:
+        raise CopyTaskError(f"copy test samples of {task.max_length} tokens exceed the model's context of "
+                            f"{max_length}; lower copy_num_sequences")
+    return task

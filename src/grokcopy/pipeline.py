@@ -1,0 +1,100 @@
+"""`grokcopy train`: the path from config to a trained model, its copy curve and a summary.
+
+Every check that can fail (data, tokenizer, model shape, copy test) runs before the Trainer is
+built, so a bad config fails in seconds and leaves no output folder that looks like a run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import transformers
+from transformers.trainer_utils import get_last_checkpoint
+
+from .callbacks import COPY_HISTORY, read_jsonl
+from .config import ConfigError, CopyTrainingArguments, DataArguments, ModelArguments
+from .copy_task import CopyTaskConfig, CopyTaskError, build_copy_task
+from .data import prepare_datasets
+from .modeling import build_model, model_context_length
+from .trainer import CopyTrainer
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_resume(training_args: CopyTrainingArguments) -> str | None:
+    """`resume_from_checkpoint`: a folder, or `last` for the newest checkpoint in output_dir."""
+    value = training_args.resume_from_checkpoint
+    if value in (None, "", "false", "False"):
+        return None
+    if value in ("last", "true", "True"):
+        last = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
+        if last is None:
+            raise ConfigError(f"resume_from_checkpoint: no checkpoint-* folder in {training_args.output_dir}")
+        return last
+    if not Path(value).is_dir():
+        raise ConfigError(f"resume_from_checkpoint: not a folder: {value}")
+    return value
+
+
+def build_trainer(model_args: ModelArguments, data_args: DataArguments, training_args: CopyTrainingArguments,
+                  callbacks=None) -> CopyTrainer:
+    """Data, tokenizer, model and copy test, validated, wired into a CopyTrainer."""
+    transformers.set_seed(training_args.seed)
+    if data_args.demo_corpus:
+        from .demo_corpus import demo_corpus_files
+
+        data_args.train_files = demo_corpus_files(data_args.cache_dir)
+    tokenizer, blocks = prepare_datasets(data_args, model_args, seed=training_args.seed)
+    model = build_model(model_args, tokenizer)
+    context = model_context_length(model)
+    if context is not None and data_args.block_size > context:
+        raise ConfigError(f"block_size: {data_args.block_size} is longer than the model's context of {context} "
+                          "tokens (max_position_embeddings)")
+    try:
+        copy_task = build_copy_task(tokenizer, CopyTaskConfig.from_training_args(training_args), max_length=context)
+    except CopyTaskError as err:
+        raise ConfigError(str(err)) from None
+    return CopyTrainer(model=model, args=training_args, train_dataset=blocks["train"],
+                       eval_dataset=blocks["validation"], processing_class=tokenizer, copy_task=copy_task,
+                       block_size=data_args.block_size, callbacks=callbacks)
+
+
+def summarize(output_dir: str | Path) -> dict:
+    """The run in numbers: steps, tokens, final loss and copy accuracy, first step with EM >= 0.5."""
+    history = read_jsonl(Path(output_dir) / COPY_HISTORY)
+    if not history:
+        return {}
+    last = history[-1]
+    jump = next((r for r in history if r["exact_match"] >= 0.5), None)
+    return {
+        "steps": last["step"],
+        "tokens": last["tokens"],
+        "final_loss": last["loss"],
+        "final_exact_match": last["exact_match"],
+        "final_token_accuracy": last["token_accuracy"],
+        "first_step_exact_match_over_half": jump["step"] if jump else None,
+        "copy_test_sequences_per_sample": last["num_sequences"],
+    }
+
+
+def run_training(model_args: ModelArguments, data_args: DataArguments, training_args: CopyTrainingArguments,
+                 callbacks=None) -> dict:
+    """Train, save the final model + tokenizer, plot the copy curve, return the summary."""
+    resume = resolve_resume(training_args)
+    trainer = build_trainer(model_args, data_args, training_args, callbacks=callbacks)
+    if trainer.copy_task.note:
+        print(trainer.copy_task.note)
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model()
+    trainer.save_state()
+    summary = summarize(training_args.output_dir)
+    if trainer.is_world_process_zero():
+        from .plots import plot_copy_curve
+
+        history = read_jsonl(Path(training_args.output_dir) / COPY_HISTORY)
+        if history:
+            plot_copy_curve(history, Path(training_args.output_dir) / "copy_curve.png")
+        (Path(training_args.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,89 @@
+"""CopyTrainer: `transformers.Trainer` that also measures the paper's context-copying accuracy.
+
+Everything the Trainer does stays as it is (loop, logging to `report_to`, checkpoints, resume,
+`push_to_hub`, distributed launch). On top: `evaluate()` adds `eval_copy_exact_match` and
+`eval_copy_token_accuracy`, and a `CopyEvalCallback` runs the copy test on its own schedule,
+independent of `eval_strategy`, writing `copy_history.jsonl`.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import Trainer
+
+from .callbacks import CopyEvalCallback
+from .copy_eval import score_copy_task
+from .copy_task import CopyTask, CopyTaskConfig, build_copy_task
+from .modeling import model_context_length
+
+
+class CopyTrainer(Trainer):
+    """A Trainer for causal-LM pretraining that watches copying emerge.
+
+    Args beyond `Trainer`'s: `copy_task` (built from the `copy_*` arguments and the model's context
+    when not given) and `block_size` (tokens per sequence, to count tokens seen; inferred from the
+    training set when it can be indexed).
+    """
+
+    def __init__(self, *args, copy_task: CopyTask | None = None, block_size: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        schedule = getattr(self.args, "copy_eval_schedule", "none")
+        if copy_task is None and self.processing_class is not None and hasattr(self.args, "copy_num_samples"):
+            copy_task = build_copy_task(self.processing_class, CopyTaskConfig.from_training_args(self.args),
+                                        max_length=model_context_length(self.model))
+        self.copy_task = copy_task
+        self.block_size = block_size or self._infer_block_size()
+        self._step_loss = None
+        self._step_loss_at = -1
+        if self.copy_task is not None and schedule != "none":
+            self.add_callback(CopyEvalCallback(self, schedule=schedule, every=self.args.copy_eval_steps))
+
+    def _infer_block_size(self) -> int | None:
+        try:
+            return len(self.train_dataset[0]["input_ids"])
+        except (TypeError, KeyError, IndexError, NotImplementedError):
+            return None
+
+    @property
+    def tokens_per_step(self) -> int | None:
+        if self.block_size is None:
+            return None
+        args = self.args
+        return args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size * self.block_size
+
+    def tokens_seen(self) -> int | None:
+        if self.state.num_input_tokens_seen:
+            return int(self.state.num_input_tokens_seen)
+        per_step = self.tokens_per_step
+        return None if per_step is None else self.state.global_step * per_step
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # Micro-batches of one optimizer step all run at the same global_step; their returned
+        # losses add up to the step's mean loss (as Trainer's own tr_loss does). No .item() here.
+        if self._step_loss_at != self.state.global_step:
+            self._step_loss, self._step_loss_at = torch.zeros_like(loss), self.state.global_step
+        self._step_loss += loss
+        return loss
+
+    @property
+    def last_step_loss(self) -> float | None:
+        """Training loss of the latest optimizer step (None before the first)."""
+        return None if self._step_loss is None else float(self._step_loss)
+
+    def copy_evaluate(self, progress: bool = False) -> dict:
+        """Run the copy test on the current model: exact_match, token_accuracy, per position."""
+        if self.copy_task is None:
+            raise ValueError("CopyTrainer has no copy task: pass copy_task= or a processing_class (tokenizer)")
+        return score_copy_task(self.model, self.copy_task, batch_size=self.args.copy_eval_batch_size,
+                               progress=progress)
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                        metric_key_prefix="eval"):
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
+                                         metric_key_prefix)
+        if self.copy_task is not None and description == "Evaluation":
+            result = self.copy_evaluate()
+            output.metrics[f"{metric_key_prefix}_copy_exact_match"] = result["exact_match"]
+            output.metrics[f"{metric_key_prefix}_copy_token_accuracy"] = result["token_accuracy"]
+        return output
