@@ -37,10 +37,21 @@ def _builder_for(files: list[str], field_name: str) -> str:
         if path.suffix not in _BUILDERS:
             raise ConfigError(f"{field_name}: unsupported file type {path.suffix!r} ({name}); "
                               f"use one of {', '.join(sorted(_BUILDERS))}")
+        if path.stat().st_size == 0:
+            raise ConfigError(f"{field_name}: empty file: {name}")
         builders.add(_BUILDERS[path.suffix])
     if len(builders) > 1:
         raise ConfigError(f"{field_name}: mixes file types ({', '.join(sorted(builders))}); use one kind")
     return builders.pop()
+
+
+def _load_files(files: list[str], field_name: str, cache_dir: str | None) -> Dataset:
+    builder = _builder_for(files, field_name)
+    try:
+        return load_dataset(builder, data_files={"train": files}, split="train", cache_dir=cache_dir)
+    except Exception as err:  # datasets raises many kinds; the user needs the file and the reason
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise ConfigError(f"{field_name}: could not read {', '.join(files)}: {reason}") from err
 
 
 def load_raw_datasets(data_args: DataArguments, seed: int = 42) -> DatasetDict | dict:
@@ -51,17 +62,13 @@ def load_raw_datasets(data_args: DataArguments, seed: int = 42) -> DatasetDict |
         train = load_dataset(data_args.dataset_name, data_args.dataset_config_name, split=data_args.dataset_split,
                              streaming=data_args.streaming, cache_dir=data_args.cache_dir)
     else:
-        builder = _builder_for(data_args.train_files, "train_files")
-        train = load_dataset(builder, data_files={"train": data_args.train_files}, split="train",
-                             cache_dir=data_args.cache_dir)
+        train = _load_files(data_args.train_files, "train_files", data_args.cache_dir)
     columns = train.column_names or []
     if columns and data_args.text_column not in columns:
         raise ConfigError(f"text_column: {data_args.text_column!r} is not a column of the data "
                           f"(columns: {', '.join(columns)})")
     if data_args.validation_files:
-        builder = _builder_for(data_args.validation_files, "validation_files")
-        validation = load_dataset(builder, data_files={"validation": data_args.validation_files},
-                                  split="validation", cache_dir=data_args.cache_dir)
+        validation = _load_files(data_args.validation_files, "validation_files", data_args.cache_dir)
     elif isinstance(train, IterableDataset):
         n_eval = data_args.max_eval_samples or 1000
         validation, train = train.take(n_eval), train.skip(n_eval)
@@ -187,6 +194,3 @@ def write_jsonl(rows, path: Path) -> None:
             fh.write(json.dumps(row) + "\n")
     tmp.replace(path)
 
-
-__all__ = ["Dataset", "load_raw_datasets", "load_tokenizer", "pack_into_blocks", "prepare_datasets",
-           "train_tokenizer", "write_jsonl"]

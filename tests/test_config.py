@@ -1,0 +1,80 @@
+"""Config files + command-line overrides, and one-line errors for bad configs."""
+
+import json
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import GROKCOPY, REPO, tiny_config
+from grokcopy.config import ConfigError, parse_args
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([*GROKCOPY, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def assert_one_line_error(proc, *needles):
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("grokcopy: error:")]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_overrides_win_and_types_apply(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"learning_rate": 3e-3, "block_size": 64, "report_to": ["tensorboard"]}))
+    model_args, data_args, args = parse_args(cfg, ["--learning_rate", "1e-4", "--preset", "demo"])
+    assert args.learning_rate == 1e-4 and data_args.block_size == 64 and model_args.preset == "demo"
+    assert args.report_to == ["tensorboard"]
+
+
+def test_json_config(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"max_steps": 3, "lr_scheduler_kwargs": {"min_lr": 1e-5}}))
+    _, _, args = parse_args(cfg)
+    assert args.max_steps == 3 and args.lr_scheduler_kwargs == {"min_lr": 1e-5}
+
+
+@pytest.mark.parametrize("config,overrides,needle", [
+    ({"learning_rat": 1e-3}, [], "learning_rat"),
+    ({}, ["--blok_size", "3"], "blok_size"),
+    ({"learning_rate": "fast"}, [], "learning_rate"),
+    ({}, ["--max_steps", "1.5"], "max_steps"),
+    ({"copy_symbols": "octal"}, [], "copy_symbols"),
+])
+def test_bad_fields_name_the_field(config, overrides, needle):
+    with pytest.raises(ConfigError, match=needle):
+        parse_args(config, overrides)
+
+
+def test_cli_unknown_field_is_one_line(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("learning_rate: 0.001\nnum_layerz: 3\n")
+    assert_one_line_error(run_cli("train", str(cfg)), "num_layerz")
+
+
+def test_cli_wrong_type_is_one_line(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("max_steps: 10\n")
+    assert_one_line_error(run_cli("train", str(cfg), "--per_device_train_batch_size", "big"),
+                          "per_device_train_batch_size")
+
+
+def test_cli_missing_config_file(tmp_path):
+    assert_one_line_error(run_cli("train", str(tmp_path / "nope.yaml")), "nope.yaml")
+
+
+def test_cli_missing_data_file_leaves_no_output(tmp_path):
+    out = tmp_path / "run"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(tmp_path / "missing.jsonl", out)))
+    assert_one_line_error(run_cli("train", str(cfg)), "train_files", "missing.jsonl")
+    assert not out.exists()
+
+
+def test_shipped_configs_parse():
+    for path in sorted((REPO / "trainer_configs").glob("*.yaml")):
+        parse_args(path)

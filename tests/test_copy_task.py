@@ -1,0 +1,92 @@
+"""Invariants of the paper's copy test, independent of any model."""
+
+import numpy as np
+import pytest
+
+from grokcopy.copy_task import CopyTaskConfig, CopyTaskError, build_copy_task, separator_ids
+from grokcopy.data import train_tokenizer
+
+PAPER = CopyTaskConfig(num_samples=6)
+
+
+@pytest.fixture(scope="module")
+def char_tok():
+    text = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ\n" * 3
+    return train_tokenizer([text], kind="char")
+
+
+@pytest.fixture(scope="module")
+def bpe_tok():
+    text = ["the quick brown fox jumps over the lazy dog 0123456789 abcdef\n"] * 50
+    return train_tokenizer(text, kind="bpe", vocab_size=300)
+
+
+def test_paper_shape_tokens(char_tok):
+    task = build_copy_task(char_tok, PAPER)
+    sep = separator_ids(char_tok)
+    assert task.num_sequences == 50 and task.query_indices == [5, 10, 15, 20, 25, 30, 35, 40, 45, 50]
+    for sample in task.samples:
+        assert len(sample.context) == 50 * (12 + 6 + len(sep))
+        seqs = [sample.context[k * 19:(k + 1) * 19] for k in range(50)]
+        assert all(s[18:] == sep for s in seqs)
+        prefixes = {tuple(s[:12]) for s in seqs}
+        suffixes = {tuple(s[12:18]) for s in seqs}
+        assert len(prefixes) == 50 and len(suffixes) == 50
+        for i, prefix, suffix in sample.queries:
+            assert prefix == seqs[i - 1][:12] and suffix == seqs[i - 1][12:18]
+        specials = set(char_tok.all_special_ids) | set(sep)
+        assert not specials & set(sample.context[k] for k in range(len(sample.context)) if k % 19 < 18)
+
+
+def test_deterministic_for_a_seed(char_tok):
+    a = build_copy_task(char_tok, PAPER)
+    b = build_copy_task(char_tok, PAPER)
+    c = build_copy_task(char_tok, CopyTaskConfig(num_samples=6, seed=99))
+    assert [s.context for s in a.samples] == [s.context for s in b.samples]
+    assert [s.context for s in a.samples] != [s.context for s in c.samples]
+    assert len({tuple(s.context) for s in a.samples}) == 6  # samples differ from each other
+
+
+def test_symbols_cover_the_vocabulary(char_tok):
+    task = build_copy_task(char_tok, CopyTaskConfig(num_samples=40))
+    used = {t for s in task.samples for t in s.context}
+    eligible = len(char_tok) - len(char_tok.all_special_ids)  # minus newline, plus newline itself
+    assert len(used) == eligible
+
+
+def test_fits_a_short_context_and_says_so(char_tok):
+    task = build_copy_task(char_tok, PAPER, max_length=256)
+    assert task.num_sequences == 12 and task.query_indices == [5, 10]
+    assert "fits 12 of the 50" in task.note
+    assert task.max_length <= 256
+
+
+def test_context_too_short_is_an_error(char_tok):
+    with pytest.raises(CopyTaskError, match="too short"):
+        build_copy_task(char_tok, PAPER, max_length=80)
+
+
+def test_vocabulary_too_small(char_tok):
+    tiny = train_tokenizer(["ab\n"], kind="char")
+    with pytest.raises(CopyTaskError, match="vocabulary too small"):
+        build_copy_task(tiny, CopyTaskConfig(num_samples=2, num_sequences=50))
+
+
+def test_hex_mode_uses_the_tokenizer(bpe_tok):
+    task = build_copy_task(bpe_tok, CopyTaskConfig(num_samples=3, symbols="hex"))
+    text = bpe_tok.decode(task.samples[0].context)
+    lines = text.split("\n")[:-1]
+    assert len(lines) == 50 and all(len(line) == 18 for line in lines)
+    assert all(set(line) <= set("0123456789abcdef") for line in lines)
+    assert len({line[:12] for line in lines}) == 50 and len({line[12:] for line in lines}) == 50
+    i, prefix, suffix = task.samples[0].queries[0]
+    assert bpe_tok.decode(prefix + suffix) == lines[i - 1]
+
+
+def test_config_from_training_args():
+    from grokcopy.config import parse_args
+
+    _, _, args = parse_args({"copy_num_samples": 7, "copy_symbols": "hex", "output_dir": "/tmp/unused"})
+    config = CopyTaskConfig.from_training_args(args)
+    assert config.num_samples == 7 and config.symbols == "hex" and config.prefix_length == 12
+    assert np.isclose(args.learning_rate, 5e-5)  # every TrainingArguments default untouched
