@@ -76,5 +76,26 @@ def test_cli_missing_data_file_leaves_no_output(tmp_path):
 
 
 def test_shipped_configs_parse():
-    for path in sorted((REPO / "trainer_configs").glob("*.yaml")):
-        parse_args(path)
+    import torch
+
+    cpu_overrides = [] if torch.cuda.is_available() else ["--bf16", "false", "--tf32", "false", "--optim", "adamw_torch"]
+    paths = sorted((REPO / "trainer_configs").glob("*.yaml"))
+    assert len(paths) >= 2
+    for path in paths:
+        parse_args(path, cpu_overrides if "bf16" in path.read_text() else [])
+
+
+def test_paper_preset_has_162m_parameters():
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from grokcopy.config import ModelArguments
+    from grokcopy.modeling import model_config_kwargs
+
+    kwargs = model_config_kwargs(ModelArguments(preset="paper-162m"))
+    config = AutoConfig.for_model(kwargs.pop("model_type"), vocab_size=32000, **kwargs)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert 161e6 < n_params < 163e6
+    assert config.head_dim == 64 and not config.tie_word_embeddings

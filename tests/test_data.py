@@ -42,6 +42,18 @@ def test_files_pack_into_full_blocks(tmp_path, kind):
     assert n_eos > 0  # documents are separated by EOS
 
 
+def test_streaming_and_workers(tmp_path):
+    path = write(tmp_path, "jsonl")
+    model_args, data_args, _ = args_for(path, tmp_path, streaming=True, max_eval_samples=10)
+    _, blocks = prepare_datasets(data_args, model_args)
+    first = next(iter(blocks["train"]))
+    assert len(first["input_ids"]) == 128 and first["labels"] == first["input_ids"]
+    assert sum(1 for _ in blocks["validation"]) >= 1
+    model_args, data_args, _ = args_for(path, tmp_path, preprocessing_num_workers=2)
+    _, blocks = prepare_datasets(data_args, model_args)
+    assert all(len(ids) == 128 for ids in blocks["train"]["input_ids"])
+
+
 def test_text_column_is_configurable(tmp_path):
     path = write(tmp_path, "jsonl", column="content")
     model_args, data_args, _ = args_for(path, tmp_path, text_column="content")

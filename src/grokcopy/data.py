@@ -45,10 +45,11 @@ def _builder_for(files: list[str], field_name: str) -> str:
     return builders.pop()
 
 
-def _load_files(files: list[str], field_name: str, cache_dir: str | None) -> Dataset:
+def _load_files(files: list[str], field_name: str, cache_dir: str | None, streaming: bool = False):
     builder = _builder_for(files, field_name)
     try:
-        return load_dataset(builder, data_files={"train": files}, split="train", cache_dir=cache_dir)
+        return load_dataset(builder, data_files={"train": files}, split="train", cache_dir=cache_dir,
+                            streaming=streaming)
     except Exception as err:  # datasets raises many kinds; the user needs the file and the reason
         reason = " ".join(str(err).split()) or type(err).__name__
         raise ConfigError(f"{field_name}: could not read {', '.join(files)}: {reason}") from err
@@ -62,7 +63,7 @@ def load_raw_datasets(data_args: DataArguments, seed: int = 42) -> DatasetDict |
         train = load_dataset(data_args.dataset_name, data_args.dataset_config_name, split=data_args.dataset_split,
                              streaming=data_args.streaming, cache_dir=data_args.cache_dir)
     else:
-        train = _load_files(data_args.train_files, "train_files", data_args.cache_dir)
+        train = _load_files(data_args.train_files, "train_files", data_args.cache_dir, data_args.streaming)
     columns = train.column_names or []
     if columns and data_args.text_column not in columns:
         raise ConfigError(f"text_column: {data_args.text_column!r} is not a column of the data "
