@@ -1,0 +1,434 @@
+"""Induction-head scores for Hugging Face causal LMs (Lv et al. 2024, "Language Models 'Grok' to Copy").
+
+Per (layer, head) we compute
+
+* ``attention`` -- the paper's A(L, H): on random tokens ``x_0 .. x_{s-1}`` repeated twice, the mean
+  attention weight from position ``s+i-1`` to position ``i``, ``i`` in ``1 .. s-1``, read with
+  0-based positions (the only reading in which every such pair is an induction pair): each
+  second-copy token attends to the token that *followed* its first occurrence.  With a leading BOS
+  every position is shifted by one (``s+i -> i+1``); ``with_bos`` is recorded in the result.
+* ``ep`` -- eigenvalue positivity of the OV circuit ``W_U W_O^h W_V^h W_E``,
+  ``sum(lambda) / sum(|lambda|)``, from the d_head x d_head product (cyclic permutation), float64.
+  Norm *weights* (input/final RMSNorm or LayerNorm scales) are folded in; LayerNorm centring,
+  biases and the per-token 1/rms are ignored (``fold_norms=False``: raw weights only).
+* ``induction`` -- ``attention * ep``, the paper's I(L, H), in [-1, 1].
+* ``prev_token`` (Olsson et al.) -- mean attention from every position to the one before it on the
+  same repeated random sequence (queries from the second real token on, so BOS is never a target).
+* ``prefix_matching`` (Olsson et al.) -- for every second-copy token, the total attention paid to
+  keys whose *preceding* token equals the current token, averaged over second-copy tokens.  With
+  distinct random tokens this is A plus the last second-copy token (whose target is the first token
+  of the second copy); it stays correct when tokens repeat inside a copy.
+* ``icl_score`` (Olsson et al.) -- mean loss on the 500th token minus mean loss on the 50th token
+  (1-based) of caller-supplied held-out sequences; None if they or the model's context are shorter.
+
+Supported: LLaMA and relatives that share its module layout (Mistral, Qwen2, Qwen3, OLMo, OLMo-2/3),
+GPT-NeoX (Pythia) and GPT-2; anything else raises :class:`UnsupportedArchitectureError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "InductionScores", "UnsupportedArchitectureError", "analyze_induction", "attention_pattern_scores",
+    "eager_eval_mode", "eigenvalue_positivity", "icl_score", "ov_circuit_eigenvalues", "ov_circuit_matrices",
+    "repeated_random_tokens",
+]
+
+# LLaMA-layout families.  OLMo-2/3 normalise the attention *output* (post_attention_layernorm)
+# and have no norm in front of attention.
+_LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "olmo3"}
+_POST_NORM = {"olmo2", "olmo3"}
+SUPPORTED_MODEL_TYPES = frozenset(_LLAMA_LIKE | {"gpt_neox", "gpt2"})
+
+
+class UnsupportedArchitectureError(ValueError):
+    """The model's architecture (config.model_type) has no weight mapping in this module."""
+
+
+@dataclass
+class InductionScores:
+    """Per-head scores, arrays shaped [num_layers, num_heads]."""
+
+    num_layers: int
+    num_heads: int
+    attention: np.ndarray
+    ep: np.ndarray
+    induction: np.ndarray
+    prev_token: np.ndarray
+    prefix_matching: np.ndarray
+    icl_score: float | None
+    seq_len: int
+    with_bos: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict; matrices become lists of lists indexed [layer][head]."""
+        icl = None if self.icl_score is None else float(self.icl_score)
+        out: dict[str, Any] = dict(num_layers=int(self.num_layers), num_heads=int(self.num_heads),
+                                   icl_score=icl, seq_len=int(self.seq_len), with_bos=bool(self.with_bos))
+        for key in ("attention", "ep", "induction", "prev_token", "prefix_matching"):
+            out[key] = np.asarray(getattr(self, key), dtype=float).tolist()
+        return out
+
+
+# ----------------------------------------------------------------------------- model plumbing
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The transformers model inside a torch.compile / PEFT wrapper (LoRA layers stay injected)."""
+    model = getattr(model, "_orig_mod", model)
+    if hasattr(model, "peft_config") and hasattr(model, "get_base_model"):
+        return model.get_base_model()
+    return model
+
+
+def _model_type(lm: nn.Module) -> str:
+    model_type = getattr(getattr(lm, "config", None), "model_type", None)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise UnsupportedArchitectureError(
+            f"induction analysis does not support model_type={model_type!r} "
+            f"({type(lm).__name__}); supported: {sorted(SUPPORTED_MODEL_TYPES)}"
+        )
+    return model_type
+
+
+def effective_weight(module: nn.Module) -> torch.Tensor:
+    """The weight a module actually uses, in its native layout, with active LoRA deltas added.
+
+    A PEFT LoRA layer keeps W in ``base_layer`` and B, A beside it; the forward pass uses
+    W + scale * B @ A.  We add the deltas out of place, so the model is never mutated (no merge).
+    """
+    if not (hasattr(module, "base_layer") and hasattr(module, "get_delta_weight")):
+        return module.weight
+    weight = module.get_base_layer().weight
+    merged = set(getattr(module, "merged_adapters", []))
+    present = set(getattr(module, "lora_A", {})) | set(getattr(module, "lora_embedding_A", {}))
+    for name in merged | set(module.active_adapters):
+        if getattr(module, "lora_variant", {}).get(name) is not None:
+            raise NotImplementedError(
+                f"LoRA variant (e.g. DoRA) on adapter {name!r}: merge_and_unload() a copy first"
+            )
+    if module.disable_adapters:  # forward runs the bare base weight: undo merged deltas
+        for name in merged:
+            weight = weight - module.get_delta_weight(name)
+    else:
+        for name in module.active_adapters:
+            if name in present and name not in merged:
+                weight = weight + module.get_delta_weight(name)
+    return weight
+
+
+def _layers_and_final_norm(lm: nn.Module, model_type: str) -> tuple[list[nn.Module], nn.Module]:
+    base = lm.base_model  # LlamaModel / GPTNeoXModel / GPT2Model
+    if model_type == "gpt2":
+        return list(base.h), base.ln_f
+    if model_type == "gpt_neox":
+        return list(base.layers), base.final_layer_norm
+    return list(base.layers), base.norm
+
+
+def _layer_ov_weights(
+    layer: nn.Module, model_type: str, n_heads: int
+) -> tuple[torch.Tensor, torch.Tensor, nn.Module | None, nn.Module | None]:
+    """(W_V [n_kv*d_head, d_model], W_O [d_model, n_heads*d_head], input norm, output norm).
+
+    Both matrices act on column vectors (y = W x), query head h reads key/value head
+    h // (n_heads // n_kv) exactly as transformers' repeat_kv expands them.
+    """
+    if model_type == "gpt2":  # Conv1D stores [in, out]: y = x @ W
+        attn = layer.attn
+        qkv = effective_weight(attn.c_attn)  # [d, 3d], columns q | k | v
+        d = qkv.shape[0]
+        return qkv[:, 2 * d :].T, effective_weight(attn.c_proj).T, layer.ln_1, None
+    if model_type == "gpt_neox":  # fused rows interleaved per head: [q_h | k_h | v_h] * n_heads
+        attn = layer.attention
+        qkv = effective_weight(attn.query_key_value)  # [3d, d]
+        d = qkv.shape[1]
+        w_v = qkv.reshape(n_heads, 3, -1, d)[:, 2].reshape(-1, d)
+        return w_v, effective_weight(attn.dense), layer.input_layernorm, None
+    attn = layer.self_attn
+    w_v, w_o = effective_weight(attn.v_proj), effective_weight(attn.o_proj)
+    if model_type in _POST_NORM:
+        return w_v, w_o, None, layer.post_attention_layernorm
+    return w_v, w_o, layer.input_layernorm, None
+
+
+def _norm_scale(norm: nn.Module | None, device: torch.device) -> torch.Tensor | None:
+    """A norm's learned per-channel scale g (float64), or None if it has none.
+
+    Folding g in is exact for the linear part of RMSNorm.  Biases, the per-token 1/rms (1/std) and
+    LayerNorm's mean subtraction are left out: folded in, the centring adds a rank-one term (row means
+    of W_U times the summed head output) that gives heads writing nothing the unembedding reads a
+    spurious EP near -1 or +1.
+    """
+    weight = getattr(norm, "weight", None) if norm is not None else None
+    return None if weight is None else weight.detach().to(device, torch.float64)
+
+
+def _compute_device(tensor: torch.Tensor) -> torch.device:
+    return torch.device("cpu") if tensor.device.type in ("mps", "meta") else tensor.device
+
+
+# ----------------------------------------------------------------------------- OV circuit
+
+
+@torch.inference_mode()
+def ov_circuit_matrices(model: nn.Module, *, fold_norms: bool = True) -> torch.Tensor:
+    """Per-head d_head x d_head matrices W_V^h W_E^T W_U W_O^h, float64, shape [L, H, d_head, d_head].
+
+    Their eigenvalues are the non-zero eigenvalues of the vocabulary-sized OV circuit
+    W_U W_O^h W_V^h W_E^T (cyclic permutation: eig(AB) and eig(BA) share non-zero eigenvalues),
+    so no vocab x vocab matrix is formed.  Only the direct path embedding -> head -> unembedding
+    counts; biases are ignored.  With ``fold_norms`` (default) the per-channel weights of the input
+    norm (or OLMo-2's output norm) and of the final norm are folded in, as TransformerLens' fold_ln
+    does (see :func:`_norm_scale`); ``fold_norms=False`` uses the raw weights W_U W_O W_V W_E.
+    """
+    lm = unwrap_model(model)
+    model_type = _model_type(lm)
+    n_heads = int(lm.config.num_attention_heads)
+    emb = effective_weight(lm.get_input_embeddings())  # [V, d]
+    unemb = effective_weight(lm.get_output_embeddings())  # [V, d]
+    if emb.shape != unemb.shape:
+        raise ValueError(f"embedding {tuple(emb.shape)} and unembedding {tuple(unemb.shape)} differ")
+    device = _compute_device(emb)
+    d = emb.shape[1]
+    layers, final_norm = _layers_and_final_norm(lm, model_type)
+    final = _norm_scale(final_norm, device) if fold_norms else None
+    # G = W_E^T W_U (d x d), accumulated over vocabulary chunks to keep float64 copies small.
+    gram = torch.zeros(d, d, dtype=torch.float64, device=device)
+    for start in range(0, emb.shape[0], 8192):
+        e = emb[start : start + 8192].to(device, torch.float64)
+        u = unemb[start : start + 8192].to(device, torch.float64)
+        gram += e.T @ u
+    if final is not None:
+        gram = gram * final  # W_U -> W_U diag(g_final): the norm acts before the unembedding
+    out = []
+    for layer in layers:
+        w_v, w_o, in_norm, out_norm = _layer_ov_weights(layer, model_type, n_heads)
+        w_v, w_o = w_v.to(device, torch.float64), w_o.to(device, torch.float64)
+        g_in, g_out = (_norm_scale(in_norm, device), _norm_scale(out_norm, device)) if fold_norms else (None, None)
+        if g_in is not None:
+            w_v = w_v * g_in  # W_V diag(g_in)
+        if g_out is not None:
+            w_o = g_out[:, None] * w_o  # diag(g_out) W_O (OLMo-2's norm on the attention output)
+        d_head = w_o.shape[1] // n_heads
+        n_kv = w_v.shape[0] // d_head
+        blocks = (w_v @ gram @ w_o).view(n_kv, d_head, n_heads, d_head)
+        kv_of = torch.arange(n_heads, device=device) // (n_heads // n_kv)
+        out.append(blocks.permute(0, 2, 1, 3)[kv_of, torch.arange(n_heads, device=device)])
+    return torch.stack(out)
+
+
+def ov_circuit_eigenvalues(model: nn.Module, *, fold_norms: bool = True) -> np.ndarray:
+    """Complex eigenvalues of each head's OV circuit, shape [L, H, d_head] (see ov_circuit_matrices)."""
+    mats = ov_circuit_matrices(model, fold_norms=fold_norms).cpu().numpy()
+    return np.linalg.eigvals(mats)
+
+
+def eigenvalue_positivity(model: nn.Module, *, fold_norms: bool = True) -> np.ndarray:
+    """EP = sum(lambda) / sum(|lambda|) per head, [L, H] in [-1, 1]: +1 for a pure copying head.
+
+    A head whose OV circuit is exactly zero gets 0.
+    """
+    eig = ov_circuit_eigenvalues(model, fold_norms=fold_norms)
+    num = eig.sum(-1).real
+    den = np.abs(eig).sum(-1)
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+
+# ----------------------------------------------------------------------------- attention patterns
+
+
+def _vocab_size(lm: nn.Module) -> int:
+    rows = lm.get_input_embeddings().weight.shape[0]
+    return min(rows, int(getattr(lm.config, "vocab_size", rows) or rows))
+
+
+def repeated_random_tokens(
+    vocab_size: int, seq_len: int, batch_size: int, *, seed: int = 0,
+    bos_token_id: int | None = None, exclude: tuple[int, ...] = (),
+) -> torch.Tensor:
+    """[batch, (1 if BOS) + 2*seq_len] ids: a random length-seq_len sequence written twice.
+
+    Tokens are distinct within a copy when the vocabulary allows (so "the token after its earlier
+    occurrence" is unique) and never equal to BOS or the ``exclude`` ids.
+    """
+    banned = set(exclude) | ({bos_token_id} if bos_token_id is not None else set())
+    allowed = torch.tensor([t for t in range(vocab_size) if t not in banned], dtype=torch.long)
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(batch_size):
+        if len(allowed) >= seq_len:
+            pick = torch.randperm(len(allowed), generator=gen)[:seq_len]
+        else:
+            pick = torch.randint(len(allowed), (seq_len,), generator=gen)
+        rows.append(allowed[pick].repeat(2))
+    ids = torch.stack(rows)
+    if bos_token_id is not None:
+        ids = torch.cat([torch.full((batch_size, 1), bos_token_id, dtype=torch.long), ids], dim=1)
+    return ids
+
+
+def _attention_configs(lm: nn.Module) -> list[Any]:
+    """Every config object whose _attn_implementation the model reads (top level and sub-configs)."""
+    seen: dict[int, Any] = {}
+    stack = [m.config for m in lm.modules() if hasattr(m, "config") and hasattr(m.config, "sub_configs")]
+    while stack:
+        cfg = stack.pop()
+        if id(cfg) in seen:
+            continue
+        seen[id(cfg)] = cfg
+        stack.extend(getattr(cfg, k, None) for k in cfg.sub_configs if getattr(cfg, k, None) is not None)
+    return list(seen.values())
+
+
+@contextlib.contextmanager
+def eager_eval_mode(model: nn.Module, *, eager: bool = True) -> Iterator[None]:
+    """Eval mode (+ eager attention: sdpa/flash return no weights); restores both exactly afterwards.
+
+    Each module's own ``training`` flag is saved and put back (not model.train(), which would
+    also flip submodules the caller had deliberately frozen in eval mode).
+    """
+    lm = unwrap_model(model)
+    modes = [(m, m.training) for m in model.modules()]
+    saved = [(cfg, getattr(cfg, "_attn_implementation_internal", None)) for cfg in _attention_configs(lm)]
+    model.eval()
+    try:
+        if eager and lm.config._attn_implementation != "eager":
+            lm.set_attn_implementation("eager")
+        yield
+    finally:
+        for cfg, impl in saved:
+            cfg._attn_implementation_internal = impl
+        for module, training in modes:
+            module.training = training
+
+
+def _input_device(lm: nn.Module) -> torch.device:
+    return lm.get_input_embeddings().weight.device
+
+
+@torch.inference_mode()
+def attention_pattern_scores(
+    model: nn.Module, input_ids: torch.Tensor, *, seq_len: int, with_bos: bool
+) -> dict[str, np.ndarray]:
+    """A (``attention``), ``prefix_matching`` and ``prev_token`` scores, each [L, H], from a batch of
+    repeated random sequences (layout of :func:`repeated_random_tokens`).  Call inside
+    :func:`eager_eval_mode` (analyze_induction does)."""
+    lm = unwrap_model(model)
+    off, s = int(with_bos), seq_len
+    if input_ids.shape[1] != off + 2 * s:
+        raise ValueError(f"expected length {off + 2 * s}, got {input_ids.shape[1]}")
+    ids = input_ids.to(_input_device(lm))
+    out = lm(input_ids=ids, output_attentions=True, use_cache=False)
+    if not out.attentions or out.attentions[0] is None:
+        raise RuntimeError("model returned no attention weights (is eager attention supported?)")
+    i = torch.arange(1, s, device=ids.device)
+    q_ind, k_ind = off + s + i - 1, off + i  # the paper's A: s+i-1 -> i, shifted past BOS
+    second = torch.arange(off + s, off + 2 * s, device=ids.device)
+    # prefix-matching mask [B, |second|, T]: key k (k >= 1, k <= q) whose preceding token is ids[q]
+    prev_tok = torch.cat([torch.full_like(ids[:, :1], -1), ids[:, :-1]], dim=1)
+    if with_bos:
+        prev_tok[:, 1] = -1  # BOS is not a real token to match
+    keys = torch.arange(ids.shape[1], device=ids.device)
+    match = (prev_tok[:, None, :] == ids[:, second, None]) & (keys[None, None, :] <= second[None, :, None])
+    scores: dict[str, list[torch.Tensor]] = {"attention": [], "prefix_matching": [], "prev_token": []}
+    for attn in out.attentions:  # [B, H, T, T]
+        attn = attn.double()
+        scores["attention"].append(attn[:, :, q_ind, k_ind].mean(dim=(0, 2)))
+        pm = (attn[:, :, second, :] * match[:, None].to(attn.dtype)).sum(-1)
+        scores["prefix_matching"].append(pm.mean(dim=(0, 2)))
+        diag = torch.diagonal(attn, offset=-1, dim1=-2, dim2=-1)  # (q, q-1) for q = 1 .. T-1
+        scores["prev_token"].append(diag[:, :, off:].mean(dim=(0, 2)))
+    return {k: torch.stack(v).cpu().numpy() for k, v in scores.items()}
+
+
+# ----------------------------------------------------------------------------- ICL score
+
+
+def _context_length(lm: nn.Module) -> int | None:
+    for key in ("max_position_embeddings", "n_positions"):
+        value = getattr(lm.config, key, None)
+        if value:
+            return int(value)
+    return None
+
+
+@torch.inference_mode()
+def icl_score(model: nn.Module, input_ids: Any, *, batch_size: int = 8) -> float | None:
+    """Olsson et al.'s in-context-learning score: mean loss (nats) on the 500th token minus mean loss
+    on the 50th token (1-based; i.e. predicting ids[:, 499] and ids[:, 49]).  Negative = the model
+    uses longer context.  None when the sequences or the model's context are shorter than 500.
+    Runs in eval mode with the model's own attention implementation."""
+    lm = unwrap_model(model)
+    ids = torch.as_tensor(input_ids, dtype=torch.long)
+    if ids.ndim == 1:
+        ids = ids[None]
+    ctx = _context_length(lm)
+    if ids.shape[1] < 500 or (ctx is not None and ctx < 500):
+        return None
+    ids = ids[:, :500].to(_input_device(lm))
+    keep = torch.tensor([48, 498], device=ids.device)  # logits predicting tokens 50 and 500
+    losses = []
+    with eager_eval_mode(model, eager=False):
+        for start in range(0, ids.shape[0], batch_size):
+            chunk = ids[start : start + batch_size]
+            logits = lm(input_ids=chunk, use_cache=False, logits_to_keep=keep).logits.float()
+            logp = torch.log_softmax(logits, dim=-1)
+            target = chunk[:, [49, 499]].to(logp.device)
+            losses.append(-logp.gather(-1, target[..., None])[..., 0])
+    loss = torch.cat(losses).mean(dim=0)
+    return float(loss[1] - loss[0])
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+@torch.inference_mode()
+def analyze_induction(
+    model: nn.Module,
+    *,
+    seq_len: int = 100,
+    batch_size: int = 8,
+    seed: int = 0,
+    with_bos: bool = True,
+    icl_input_ids: Any = None,
+    bos_token_id: int | None = None,
+) -> InductionScores:
+    """All induction scores of ``model`` (a transformers causal LM or a PEFT LoRA wrapper of one).
+
+    Attention patterns are read in eval mode with eager attention; the attention implementation and
+    each module's train/eval flag are restored afterwards.  EP uses the (LoRA-merged) weights.  ``bos_token_id`` defaults to
+    ``config.bos_token_id`` and is only used when ``with_bos``.
+    """
+    lm = unwrap_model(model)
+    _model_type(lm)  # fail fast, before any forward pass
+    vocab = _vocab_size(lm)
+    if with_bos:
+        bos_token_id = lm.config.bos_token_id if bos_token_id is None else bos_token_id
+        if bos_token_id is None or not 0 <= int(bos_token_id) < vocab:
+            raise ValueError(f"with_bos=True needs a BOS id inside the vocabulary, got {bos_token_id!r}")
+        bos_token_id = int(bos_token_id)
+    else:
+        bos_token_id = None
+    specials: list[int] = []
+    for key in ("eos_token_id", "pad_token_id"):  # an int, a list of ints or None
+        value = getattr(lm.config, key, None)
+        specials += [value] if isinstance(value, int) else list(value or [])
+    ids = repeated_random_tokens(
+        vocab, seq_len, batch_size, seed=seed, bos_token_id=bos_token_id, exclude=tuple(specials)
+    )
+    ep = eigenvalue_positivity(model)
+    with eager_eval_mode(model):
+        patterns = attention_pattern_scores(model, ids, seq_len=seq_len, with_bos=with_bos)
+    icl = None if icl_input_ids is None else icl_score(model, icl_input_ids, batch_size=batch_size)
+    return InductionScores(
+        num_layers=ep.shape[0], num_heads=ep.shape[1], ep=ep, induction=patterns["attention"] * ep,
+        **patterns, icl_score=icl, seq_len=seq_len, with_bos=with_bos,
+    )
