@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import tiny_config
@@ -56,6 +57,15 @@ def test_training_writes_history_logs_and_checkpoints(corpus_file, tmp_path):
     events = EventAccumulator(str(next((out / "runs").rglob("events.out.tfevents*")).parent))
     events.Reload()
     assert "train/copy_exact_match" in events.Tags()["scalars"]
+    # every checkpoint carries its induction analysis; the run has a history and figures
+    for step in (4, 8):
+        analysis = json.loads((out / f"checkpoint-{step}" / "induction.json").read_text())
+        assert analysis["step"] == step and len(analysis["induction"]) == 2 and len(analysis["induction"][0]) == 4
+        assert (out / f"checkpoint-{step}" / "induction.png").stat().st_size > 5_000
+    assert [r["step"] for r in read_jsonl(out / "induction_history.jsonl")] == [4, 8]
+    assert any("induction_max_layer1" in r for r in state["log_history"])
+    assert (out / "induction_formation.png").is_file() and (out / "induction_history.png").is_file()
+    assert [r["layer"] for r in summary["induction_formation"]] == [0, 1]
 
 
 def test_resume_continues_history_without_gap_or_duplicate(corpus_file, tmp_path):
@@ -67,6 +77,30 @@ def test_resume_continues_history_without_gap_or_duplicate(corpus_file, tmp_path
     run_training(*parse_args(tiny_config(corpus_file, out, max_steps=10, resume_from_checkpoint="last")))
     steps = [r["step"] for r in history(out)]
     assert steps == [0, 2, 4, 6, 8, 10]
+    assert [r["step"] for r in read_jsonl(out / "induction_history.jsonl")] == [4, 8, 10]
+
+
+def test_induction_on_its_own_schedule_and_cli(corpus_file, tmp_path):
+    import subprocess
+
+    from conftest import GROKCOPY
+
+    out = tmp_path / "run"
+    run_training(*parse_args(tiny_config(corpus_file, out, induction_eval_steps=4, copy_eval_schedule="none")))
+    assert [r["step"] for r in read_jsonl(out / "induction_history.jsonl")] == [0, 1, 2, 4, 8]
+    proc = subprocess.run([*GROKCOPY, "induction", str(out / "checkpoint-8"), "--json", str(tmp_path / "i.json"),
+                           "--plot", str(tmp_path / "i.png")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "i.json").read_text())
+    assert result["num_layers"] == 2 and result["num_heads"] == 4
+    for key in ("attention", "ep", "induction", "prev_token", "prefix_matching"):
+        assert len(result[key]) == 2 and len(result[key][0]) == 4
+    saved = json.loads((out / "checkpoint-8" / "induction.json").read_text())
+    assert np.allclose(result["induction"], saved["induction"], atol=1e-6)
+    assert (tmp_path / "i.png").stat().st_size > 5_000
+    missing = subprocess.run([*GROKCOPY, "induction", str(tmp_path / "nowhere")], capture_output=True, text=True,
+                             timeout=300)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr and "nowhere" in missing.stderr
 
 
 def test_resume_from_missing_checkpoint_is_clear(corpus_file, tmp_path):

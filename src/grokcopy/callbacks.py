@@ -1,10 +1,12 @@
 """Trainer callbacks that measure the model while it trains.
 
 `CopyEvalCallback` runs the copy test on its own schedule (Pythia-style log spacing by default,
-so the early steps where things change fastest are sampled densely), logs it through the
-Trainer's log (TensorBoard, W&B, ... see it) and appends it to `OUTPUT_DIR/copy_history.jsonl`.
-On resume, lines after the checkpoint's step are dropped and rerun, so the history has no gap
-and no duplicate step.
+so the early steps where things change fastest are sampled densely); `InductionHeadCallback`
+analyses induction heads at every checkpoint (and optionally on its own schedule). Both log
+through the Trainer's log (TensorBoard, W&B, ... see it) and append to a JSONL history in
+`output_dir`. On resume, records after the checkpoint's step are dropped and rerun, so a history
+has no gap and no duplicate step. The callbacks read the model through the trainer that owns
+them; the analyses themselves never import the trainer.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from transformers import TrainerCallback
 logger = logging.getLogger(__name__)
 
 COPY_HISTORY = "copy_history.jsonl"
+INDUCTION_HISTORY = "induction_history.jsonl"
 
 
 def eval_steps_schedule(step: int, schedule: str, every: int) -> bool:
@@ -59,6 +62,27 @@ def append_jsonl(path: Path, record: dict) -> None:
         os.fsync(fh.fileno())
 
 
+class History:
+    """A run's JSONL history that follows the Trainer's step through resumes."""
+
+    def __init__(self, output_dir: str, name: str):
+        self.path = Path(output_dir) / name
+
+    def resume_at(self, step: int, is_main: bool) -> set[int]:
+        """Drop records after `step` (they belong to a lost future); return the steps kept."""
+        records = read_jsonl(self.path)
+        kept = [r for r in records if r.get("step", -1) <= step]
+        if is_main and records and kept != records:
+            logger.info("%s: dropping %d records after step %d (resumed run)", self.path.name,
+                        len(records) - len(kept), step)
+            rewrite_jsonl(self.path, kept)
+        return {r["step"] for r in kept}
+
+    def append(self, record: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        append_jsonl(self.path, record)
+
+
 class CopyEvalCallback(TrainerCallback):
     """Copy test every `every` steps (plus log-spaced early steps), into the log and a JSONL history.
 
@@ -73,33 +97,22 @@ class CopyEvalCallback(TrainerCallback):
         self.history_name = history_name
         self.last_step = None
 
-    def history_path(self, args) -> Path:
-        return Path(args.output_dir) / self.history_name
-
     def on_train_begin(self, args, state, control, **kwargs):
-        path = self.history_path(args)
-        if state.is_world_process_zero:
-            records = read_jsonl(path)
-            kept = [r for r in records if r.get("step", -1) <= state.global_step]
-            if len(kept) != len(records) or (path.is_file() and kept != records):
-                logger.info("copy history: dropping %d records after step %d (resumed run)",
-                            len(records) - len(kept), state.global_step)
-            if records:
-                rewrite_jsonl(path, kept)
-        steps = {r["step"] for r in read_jsonl(path)}
+        self.history = History(args.output_dir, self.history_name)
+        steps = self.history.resume_at(state.global_step, state.is_world_process_zero)
         self.last_step = max(steps) if steps else None
         if state.global_step == 0 and 0 not in steps and eval_steps_schedule(0, self.schedule, self.every):
-            self._evaluate(args, state)
+            self._evaluate(state)
 
     def on_step_end(self, args, state, control, **kwargs):
         if eval_steps_schedule(state.global_step, self.schedule, self.every):
-            self._evaluate(args, state)
+            self._evaluate(state)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.last_step != state.global_step:
-            self._evaluate(args, state)  # the final model is always measured
+            self._evaluate(state)  # the final model is always measured
 
-    def _evaluate(self, args, state):
+    def _evaluate(self, state):
         start = time.perf_counter()
         result = self.trainer.copy_evaluate()
         record = {
@@ -116,8 +129,79 @@ class CopyEvalCallback(TrainerCallback):
         }
         self.last_step = state.global_step
         if state.is_world_process_zero:
-            path = self.history_path(args)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            append_jsonl(path, record)
+            self.history.append(record)
         self.trainer.log({"copy_exact_match": record["exact_match"],
                           "copy_token_accuracy": record["token_accuracy"]})
+
+
+class InductionHeadCallback(TrainerCallback):
+    """Induction-head analysis at every checkpoint save, and every `every` steps when set.
+
+    Each checkpoint folder gets `induction.json` and `induction.png` (I per layer x head), so a
+    checkpoint carries its own analysis; `induction_history.jsonl` gets one record per analysed
+    step; the Trainer's log gets the best head's I per layer (`induction_max_layer{L}`).
+    An architecture the analysis does not know is reported once and skipped: training and the
+    copy test go on.
+    """
+
+    def __init__(self, trainer, every: int | None = None, seq_len: int = 100, batch_size: int = 8,
+                 icl_input_ids=None, history_name: str = INDUCTION_HISTORY):
+        self.trainer = trainer
+        self.every = every
+        self.seq_len = seq_len
+        self.batch_size = batch_size
+        self.icl_input_ids = icl_input_ids
+        self.history_name = history_name
+        self.disabled = False
+        self._latest = None  # (step, record) of the latest analysis, reused by a save at that step
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.history = History(args.output_dir, self.history_name)
+        self.done = self.history.resume_at(state.global_step, state.is_world_process_zero)
+        if self.every and state.global_step == 0 and 0 not in self.done:
+            self._analyse(state)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.every and eval_steps_schedule(state.global_step, "log", self.every):
+            self._analyse(state)
+
+    def on_save(self, args, state, control, **kwargs):
+        record = self._analyse(state)
+        if record is None or not state.is_world_process_zero:
+            return
+        from .plots import plot_induction_heatmap
+
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if checkpoint.is_dir():
+            write_json_atomic(checkpoint / "induction.json", record)
+            plot_induction_heatmap(record, checkpoint / "induction.png")
+
+    def _analyse(self, state) -> dict | None:
+        if self.disabled:
+            return None
+        if self._latest is not None and self._latest[0] == state.global_step:
+            return self._latest[1]
+        from .induction import UnsupportedArchitectureError, analyze_induction
+
+        start = time.perf_counter()
+        try:
+            scores = analyze_induction(self.trainer.model, seq_len=self.seq_len, batch_size=self.batch_size,
+                                       icl_input_ids=self.icl_input_ids)
+        except UnsupportedArchitectureError as err:
+            logger.warning("induction analysis off for this run: %s", err)
+            self.disabled = True
+            return None
+        record = {"step": state.global_step, "tokens": self.trainer.tokens_seen(), **scores.to_dict(),
+                  "seconds": round(time.perf_counter() - start, 4)}
+        self._latest = (state.global_step, record)
+        if state.is_world_process_zero and state.global_step not in self.done:
+            self.history.append(record)
+        self.done.add(state.global_step)
+        self.trainer.log({f"induction_max_layer{layer}": max(row) for layer, row in enumerate(record["induction"])})
+        return record
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)

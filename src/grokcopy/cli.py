@@ -3,6 +3,7 @@
     grokcopy train CONFIG [--any_field value ...]   pretrain with a YAML/JSON config
     grokcopy demo [--any_field value ...]           the 2-core CPU demo (trainer_configs/demo.yaml)
     grokcopy copy-test MODEL [--revision R]         the paper's copy test on a saved or Hub model
+    grokcopy induction MODEL [--revision R]         induction-head scores per layer x head
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, main_error
+from .induction import UnsupportedArchitectureError
 
 
 def _train(config, overrides) -> int:
@@ -49,6 +51,33 @@ def _copy_test(ns) -> int:
     return 0
 
 
+def _induction(ns) -> int:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from .induction import analyze_induction
+    from .plots import plot_induction_heatmap
+
+    model = AutoModelForCausalLM.from_pretrained(ns.model, revision=ns.revision)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    icl = None
+    if ns.icl_tokens:
+        icl = torch.load(ns.icl_tokens) if ns.icl_tokens.endswith(".pt") else None
+    scores = analyze_induction(model, seq_len=ns.seq_len, batch_size=ns.batch_size, seed=ns.seed,
+                               with_bos=not ns.no_bos, icl_input_ids=icl)
+    record = {"model": ns.model, "revision": ns.revision, **scores.to_dict()}
+    text = json.dumps(record, indent=1)
+    if ns.json:
+        Path(ns.json).write_text(text + "\n")
+    if ns.plot:
+        plot_induction_heatmap(record, ns.plot)
+    best = [max(row) for row in record["induction"]]
+    print("\n".join(f"layer {k}: max I = {v:.3f} (head {record['induction'][k].index(v)})" for k, v in enumerate(best)))
+    if not ns.json:
+        print(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grokcopy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,6 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     copy.add_argument("--seed", type=int, default=1234)
     copy.add_argument("--batch_size", type=int, default=16)
     copy.add_argument("--json", help="also write the result to this file")
+    ind = sub.add_parser("induction", help="induction-head analysis (A, EP, I, prev-token, prefix matching)")
+    ind.add_argument("model")
+    ind.add_argument("--revision", default="main")
+    ind.add_argument("--seq_len", type=int, default=100, help="s: random tokens repeated twice")
+    ind.add_argument("--batch_size", type=int, default=8)
+    ind.add_argument("--seed", type=int, default=0)
+    ind.add_argument("--no_bos", action="store_true", help="no leading BOS token")
+    ind.add_argument("--icl_tokens", help="a .pt LongTensor [batch, >=500] of held-out tokens for the ICL score")
+    ind.add_argument("--json", help="write the scores here")
+    ind.add_argument("--plot", help="write the layer x head heatmap of I here (.png)")
     return parser
 
 
@@ -81,11 +120,14 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(ns.output_dir, rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        return _copy_test(ns)
+        try:
+            return _copy_test(ns) if ns.command == "copy-test" else _induction(ns)
+        except OSError as err:  # a missing model, revision or file: say which, in one line
+            main_error(" ".join(str(err).split()))
+        except UnsupportedArchitectureError as err:
+            main_error(str(err))
     except ConfigError as err:
         main_error(str(err))
-    except OSError as err:
-        main_error(" ".join(str(err).split()))
 
 
 if __name__ == "__main__":

@@ -91,6 +91,15 @@ class CopyTrainingArguments(TrainingArguments):
     copy_symbols: str = field(default="tokens", metadata={"help": "tokens (random ids) or hex (as in Fig. 1)."})
     copy_seed: int = field(default=1234, metadata={"help": "Seed of the copy test samples (fixed across a run)."})
     copy_eval_batch_size: int = field(default=16, metadata={"help": "Samples per forward pass in the copy test."})
+    induction_analysis: bool = field(
+        default=True, metadata={"help": "Analyse induction heads at every checkpoint save (induction.json/png)."}
+    )
+    induction_eval_steps: int | None = field(
+        default=None, metadata={"help": "Also analyse every N steps (log-spaced below N), besides saves."}
+    )
+    induction_seq_len: int = field(default=100, metadata={"help": "s: random tokens repeated twice (paper: 100)."})
+    induction_batch_size: int = field(default=8, metadata={"help": "Repeated sequences averaged per analysis."})
+    induction_threshold: float = field(default=0.3, metadata={"help": "I above which a layer's head has formed."})
 
     def __post_init__(self):
         super().__post_init__()
@@ -99,7 +108,8 @@ class CopyTrainingArguments(TrainingArguments):
         if self.copy_symbols not in ("tokens", "hex"):
             raise ConfigError(f"copy_symbols: expected tokens or hex, got {self.copy_symbols!r}")
         for name in ("copy_eval_steps", "copy_num_samples", "copy_num_sequences", "copy_prefix_length",
-                     "copy_suffix_length", "copy_query_stride", "copy_eval_batch_size"):
+                     "copy_suffix_length", "copy_query_stride", "copy_eval_batch_size", "induction_seq_len",
+                     "induction_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import transformers
 from transformers.trainer_utils import get_last_checkpoint
 
-from .callbacks import COPY_HISTORY, read_jsonl
+from .callbacks import COPY_HISTORY, INDUCTION_HISTORY, read_jsonl
 from .config import ConfigError, CopyTrainingArguments, DataArguments, ModelArguments
 from .copy_task import CopyTaskConfig, CopyTaskError, build_copy_task
 from .data import prepare_datasets
@@ -96,5 +96,23 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         history = read_jsonl(Path(training_args.output_dir) / COPY_HISTORY)
         if history:
             plot_copy_curve(history, Path(training_args.output_dir) / "copy_curve.png")
+        formation = write_induction_figures(training_args.output_dir, training_args.induction_threshold)
+        if formation:
+            summary["induction_formation"] = formation
         (Path(training_args.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def write_induction_figures(output_dir: str | Path, threshold: float = 0.3) -> list[dict]:
+    """induction_history.png (I per head over steps) and induction_formation.png (+ printed table)."""
+    from .grokking import formation_table, induction_formation
+    from .plots import plot_formation, plot_induction_history
+
+    history = read_jsonl(Path(output_dir) / INDUCTION_HISTORY)
+    if not history:
+        return []
+    rows = induction_formation(history, threshold)
+    plot_induction_history(history, Path(output_dir) / "induction_history.png")
+    plot_formation(rows, Path(output_dir) / "induction_formation.png", threshold, max(r["step"] for r in history))
+    print(formation_table(rows, threshold))
+    return rows

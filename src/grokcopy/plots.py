@@ -1,4 +1,5 @@
-"""Figures people would rather look at than read: the copy curve (the paper's Fig. 2)."""
+"""Figures people would rather look at than read: the copy curve (the paper's Fig. 2), induction heads
+per checkpoint and across training (Fig. 6), and the formation chart. Files are written atomically."""
 
 from __future__ import annotations
 
@@ -39,6 +40,69 @@ def plot_copy_curve(history: list[dict], out: str | Path, title: str = "Loss fal
     ax_acc.legend(handles=handles, loc="center right")
     ax_loss.set_title(title)
     ax_loss.grid(alpha=0.3)
+    return _save(fig, out)
+
+
+def plot_induction_heatmap(record: dict, out: str | Path):
+    """I(L, H) per layer x head of one analysis (the checkpoint's own picture)."""
+    import numpy as np
+
+    values = np.array(record["induction"])
+    fig, ax = plt.subplots(figsize=(1.2 + 0.5 * values.shape[1], 1.0 + 0.45 * values.shape[0]), dpi=120)
+    image = ax.imshow(values, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
+    for (layer, head), v in np.ndenumerate(values):
+        if values.size <= 400:
+            ax.text(head, layer, f"{v:.2f}", ha="center", va="center", fontsize=7)
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title(f"induction score I = A x EP, step {record.get('step', '?')}", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.05)
+    return _save(fig, out)
+
+
+def plot_induction_history(history: list[dict], out: str | Path):
+    """I per head across checkpoints: one panel per layer, one line per head (the paper's Fig. 6)."""
+    history = sorted(history, key=lambda r: r["step"])
+    n_layers, n_heads = history[0]["num_layers"], history[0]["num_heads"]
+    cols = min(4, n_layers)
+    rows = (n_layers + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), dpi=110, sharex=True, sharey=True,
+                             squeeze=False)
+    steps = [r["step"] for r in history]
+    for layer in range(n_layers):
+        ax = axes[layer // cols][layer % cols]
+        for head in range(n_heads):
+            ax.plot(steps, [r["induction"][layer][head] for r in history], lw=1)
+        ax.set_title(f"layer {layer}", fontsize=9)
+        ax.set_ylim(-1.05, 1.05)
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.grid(alpha=0.3)
+    for k in range(n_layers, rows * cols):
+        axes[k // cols][k % cols].axis("off")
+    fig.supxlabel("optimizer step")
+    fig.supylabel("induction score I (one line per head)")
+    return _save(fig, out)
+
+
+def plot_formation(rows: list[dict], out: str | Path, threshold: float, last_step: int | None = None):
+    """First step at which each layer's best head passes the threshold: shallow to deep at a glance."""
+    fig, ax = plt.subplots(figsize=(6, 1.2 + 0.4 * len(rows)), dpi=120)
+    for r in rows:
+        if r["first_step"] is None:
+            ax.barh(r["layer"], last_step or 0, color="lightgrey", hatch="//")
+            ax.text(last_step or 0, r["layer"], "  not formed", va="center", fontsize=8)
+        else:
+            ax.barh(r["layer"], r["first_step"], color="tab:purple")
+            ax.text(r["first_step"], r["layer"], f"  {r['first_step']} (head {r['head']})", va="center", fontsize=8)
+    ax.set_yticks([r["layer"] for r in rows])
+    ax.invert_yaxis()
+    ax.set_ylabel("layer (shallow at top)")
+    ax.set_xlabel(f"first step with best head's I >= {threshold}")
+    ax.set_title("induction-head formation", fontsize=10)
+    return _save(fig, out)
+
+
+def _save(fig, out):
     fig.tight_layout()
     out = Path(out)
     tmp = out.with_name(out.stem + ".tmp" + out.suffix)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from transformers import Trainer
 
-from .callbacks import CopyEvalCallback
+from .callbacks import CopyEvalCallback, InductionHeadCallback
 from .copy_eval import score_copy_task
 from .copy_task import CopyTask, CopyTaskConfig, build_copy_task
 from .modeling import model_context_length
@@ -37,6 +37,20 @@ class CopyTrainer(Trainer):
         self._step_loss_at = -1
         if self.copy_task is not None and schedule != "none":
             self.add_callback(CopyEvalCallback(self, schedule=schedule, every=self.args.copy_eval_steps))
+        if getattr(self.args, "induction_analysis", False):
+            self.add_callback(InductionHeadCallback(
+                self, every=self.args.induction_eval_steps, seq_len=self.args.induction_seq_len,
+                batch_size=self.args.induction_batch_size, icl_input_ids=self._icl_input_ids()))
+
+    def _icl_input_ids(self):
+        """Held-out blocks for Olsson's ICL score (loss at token 500 - at token 50), when blocks are long enough."""
+        if self.block_size is None or self.block_size < 500 or self.eval_dataset is None:
+            return None
+        try:
+            rows = self.eval_dataset.select(range(min(8, len(self.eval_dataset))))["input_ids"]
+        except (AttributeError, TypeError, KeyError):
+            return None
+        return torch.tensor(rows, dtype=torch.long) if rows else None
 
     def _infer_block_size(self) -> int | None:
         try:
