@@ -37,6 +37,6 @@ setup(
         "pyyaml",
         "tqdm",
     ],
-    extras_require={"dev": ["pytest>=8", "tensorboard"]},
+    extras_require={"dev": ["pytest>=8", "tensorboard", "starlette", "uvicorn"]},
     entry_points={"console_scripts": ["grokcopy=grokcopy.cli:main"]},
 )

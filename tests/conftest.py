@@ -1,15 +1,26 @@
 """Shared test set-up: offline, one torch thread (2-core CI), tiny real models and data."""
 
+import atexit
 import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
+from hub_server import HubServer, configure_client_env, free_port
+
+# Before huggingface_hub / transformers / datasets are imported (they read these once): every cache
+# in a temp folder, and the Hub client pointed at the local test server (no test reaches the internet).
+_CACHE_ROOT = tempfile.mkdtemp(prefix="grokcopy_tests_")
+atexit.register(shutil.rmtree, _CACHE_ROOT, ignore_errors=True)
+for _var, _sub in (("HF_HOME", "hf"), ("HF_DATASETS_CACHE", "datasets"), ("GROKCOPY_CACHE", "grokcopy")):
+    os.environ[_var] = os.path.join(_CACHE_ROOT, _sub)
+os.environ.pop("HF_HUB_OFFLINE", None)
+configure_client_env(free_port())
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -21,16 +32,32 @@ REPO = Path(__file__).resolve().parents[1]
 GROKCOPY = [sys.executable, "-m", "grokcopy.cli"]
 
 
-@pytest.fixture(scope="session", autouse=True)
-def isolated_caches(tmp_path_factory):
-    """HF / datasets / grokcopy caches in a temp folder, so tests never reuse a user's cache."""
-    root = tmp_path_factory.mktemp("caches")
-    for var, sub in (("HF_HOME", "hf"), ("HF_DATASETS_CACHE", "datasets"), ("GROKCOPY_CACHE", "grokcopy")):
-        os.environ[var] = str(root / sub)
-    import datasets.config
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory):
+    """A local Hub-compatible server (tests/hub_server.py) on the port of HF_ENDPOINT."""
+    from huggingface_hub import constants
 
-    datasets.config.HF_DATASETS_CACHE = Path(os.environ["HF_DATASETS_CACHE"])
-    yield root
+    endpoint = os.environ["HF_ENDPOINT"]
+    if constants.ENDPOINT != endpoint.rstrip("/"):
+        pytest.fail(f"huggingface_hub was imported before HF_ENDPOINT={endpoint} was set ({constants.ENDPOINT=})")
+    server = HubServer(tmp_path_factory.mktemp("hub_storage"), port=urlparse(endpoint).port)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def api(hub):
+    """HfApi against a healthy test Hub; fails the test if the client called an endpoint the server lacks."""
+    from huggingface_hub import HfApi
+
+    hub.heal()
+    yield HfApi()
+    hub.heal()
+    if not hub.is_running:
+        hub.start()
+    unrouted, hub.unrouted[:] = list(hub.unrouted), []
+    assert unrouted == [], f"the client called endpoints the test Hub lacks: {unrouted}"
 
 
 @pytest.fixture(scope="session")
