@@ -4,7 +4,7 @@ from setuptools import find_packages, setup
 
 
 def data_files(folder):
-    """Ship metrics/ and trainer_configs/ beside the package (share/grokcopy/...)."""
+    """Ship metrics/, trainer_configs/ and model_cards/ beside the package (share/grokcopy/...)."""
     groups = {}
     for path in Path(folder).rglob("*"):
         if path.is_file() and "__pycache__" not in path.parts:
@@ -20,7 +20,7 @@ setup(
     long_description_content_type="text/markdown",
     package_dir={"": "src"},
     packages=find_packages("src"),
-    data_files=data_files("metrics") + data_files("trainer_configs"),
+    data_files=data_files("metrics") + data_files("trainer_configs") + data_files("model_cards"),
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",

@@ -96,6 +96,7 @@ class CopyEvalCallback(TrainerCallback):
         self.every = every
         self.history_name = history_name
         self.last_step = None
+        self.latest = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.history = History(args.output_dir, self.history_name)
@@ -112,7 +113,15 @@ class CopyEvalCallback(TrainerCallback):
         if self.last_step != state.global_step:
             self._evaluate(state)  # the final model is always measured
 
-    def _evaluate(self, state):
+    def on_save(self, args, state, control, **kwargs):
+        """The checkpoint carries the copy result of its own step (measured now if not yet)."""
+        fresh = self.latest is not None and self.last_step == state.global_step
+        record = self.latest if fresh else self._evaluate(state)
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and checkpoint.is_dir() and record is not None:
+            write_json_atomic(checkpoint / "copy_eval.json", record)
+
+    def _evaluate(self, state) -> dict:
         start = time.perf_counter()
         result = self.trainer.copy_evaluate()
         record = {
@@ -127,11 +136,12 @@ class CopyEvalCallback(TrainerCallback):
             "epoch": state.epoch,
             "seconds": round(time.perf_counter() - start, 4),
         }
-        self.last_step = state.global_step
+        self.last_step, self.latest = state.global_step, record
         if state.is_world_process_zero:
             self.history.append(record)
         self.trainer.log({"copy_exact_match": record["exact_match"],
                           "copy_token_accuracy": record["token_accuracy"]})
+        return record
 
 
 class InductionHeadCallback(TrainerCallback):

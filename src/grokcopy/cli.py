@@ -4,6 +4,8 @@
     grokcopy demo [--any_field value ...]           the 2-core CPU demo (trainer_configs/demo.yaml)
     grokcopy copy-test MODEL [--revision R]         the paper's copy test on a saved or Hub model
     grokcopy induction MODEL [--revision R]         induction-head scores per layer x head
+    grokcopy push OUTPUT_DIR                        push checkpoints a run could not push (Hub was down)
+    grokcopy push-metric NAMESPACE/copy_accuracy    share the metric as a Hub Space for evaluate.load
 """
 
 from __future__ import annotations
@@ -78,6 +80,27 @@ def _induction(ns) -> int:
     return 0
 
 
+def _push(ns) -> int:
+    from .hub import PUSH_RECORD, HubCheckpointCallback
+
+    record_file = Path(ns.output_dir) / PUSH_RECORD
+    if not record_file.is_file() and not ns.hub_model_id:
+        raise ConfigError(f"{record_file} not found: not a run with hub_checkpoint_series; give --hub_model_id")
+    repo = ns.hub_model_id or json.loads(record_file.read_text())["repo_id"]
+    callback = HubCheckpointCallback(repo, private=ns.private or None, timeout=ns.timeout)
+    done = callback.push_pending(ns.output_dir, timeout=ns.wait)
+    print(f"{repo}: pushed {sorted(callback.pushed)}" + ("" if done else f"; still pending {sorted(callback.pending)}"))
+    return 0 if done else 1
+
+
+def _push_metric(ns) -> int:
+    from .hub import push_metric
+
+    space = push_metric(ns.space_id, private=ns.private or None)
+    print(f"pushed: evaluate.load(\"{space}\")")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grokcopy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -105,6 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     ind.add_argument("--icl_tokens", help="a .pt LongTensor [batch, >=500] of held-out tokens for the ICL score")
     ind.add_argument("--json", help="write the scores here")
     ind.add_argument("--plot", help="write the layer x head heatmap of I here (.png)")
+    push = sub.add_parser("push", help="push a run's checkpoints that are not on the Hub yet, one branch each")
+    push.add_argument("output_dir")
+    push.add_argument("--hub_model_id", help="repo (default: the one recorded in OUTPUT_DIR/hub_pushes.json)")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--timeout", type=float, default=60.0, help="HTTP timeout of one request (s)")
+    push.add_argument("--wait", type=float, default=None, help="give up after this many seconds")
+    metric = sub.add_parser("push-metric", help="upload metrics/copy_accuracy as a Hub Space")
+    metric.add_argument("space_id", help="NAMESPACE/copy_accuracy")
+    metric.add_argument("--private", action="store_true")
     return parser
 
 
@@ -120,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(ns.output_dir, rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        commands = {"copy-test": _copy_test, "induction": _induction, "push": _push, "push-metric": _push_metric}
         try:
-            return _copy_test(ns) if ns.command == "copy-test" else _induction(ns)
+            return commands[ns.command](ns)
         except OSError as err:  # a missing model, revision or file: say which, in one line
             main_error(" ".join(str(err).split()))
         except UnsupportedArchitectureError as err:

@@ -100,9 +100,21 @@ class CopyTrainingArguments(TrainingArguments):
     induction_seq_len: int = field(default=100, metadata={"help": "s: random tokens repeated twice (paper: 100)."})
     induction_batch_size: int = field(default=8, metadata={"help": "Repeated sequences averaged per analysis."})
     induction_threshold: float = field(default=0.3, metadata={"help": "I above which a layer's head has formed."})
+    hub_checkpoint_series: bool = field(
+        default=False,
+        metadata={"help": "Push every checkpoint to branch step{N} of hub_model_id (with its analyses and card)."},
+    )
+    hub_push_timeout: float = field(
+        default=60.0, metadata={"help": "HTTP timeout (s) of one Hub request; a hanging request is retried."}
+    )
+    hub_push_wait: float = field(
+        default=600.0, metadata={"help": "Seconds to wait at the end of training for pending pushes to land."}
+    )
 
     def __post_init__(self):
         super().__post_init__()
+        if self.hub_checkpoint_series and not self.hub_model_id:
+            raise ConfigError("hub_checkpoint_series: needs hub_model_id (the repo that gets one branch per checkpoint)")
         if self.copy_eval_schedule not in ("log", "linear", "none"):
             raise ConfigError(f"copy_eval_schedule: expected log, linear or none, got {self.copy_eval_schedule!r}")
         if self.copy_symbols not in ("tokens", "hex"):

@@ -58,7 +58,22 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
         raise ConfigError(str(err)) from None
     return CopyTrainer(model=model, args=training_args, train_dataset=blocks["train"],
                        eval_dataset=blocks["validation"], processing_class=tokenizer, copy_task=copy_task,
-                       block_size=data_args.block_size, callbacks=callbacks)
+                       block_size=data_args.block_size, callbacks=callbacks,
+                       data_description=describe_data(data_args))
+
+
+def describe_data(data_args: DataArguments) -> str:
+    """One sentence on the training data, for the model card."""
+    if data_args.demo_corpus:
+        source = "the grokcopy demo corpus (generated text with repeated passages, see the grokcopy README)"
+    elif data_args.dataset_name:
+        source = f"`{data_args.dataset_name}`" + (f" ({data_args.dataset_config_name})" if data_args.dataset_config_name
+                                                  else "") + f", split `{data_args.dataset_split}`"
+        source += ", streamed" if data_args.streaming else ""
+    else:
+        source = "local files " + ", ".join(f"`{Path(f).name}`" for f in data_args.train_files or [])
+    return (f"Trained on {source}, column `{data_args.text_column}`, tokenized with an EOS after each document "
+            f"and packed into {data_args.block_size}-token blocks.")
 
 
 def summarize(output_dir: str | Path) -> dict:

@@ -8,13 +8,18 @@ independent of `eval_strategy`, writing `copy_history.jsonl`.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from transformers import Trainer
 
 from .callbacks import CopyEvalCallback, InductionHeadCallback
+from .hub import HubCheckpointCallback
 from .copy_eval import score_copy_task
 from .copy_task import CopyTask, CopyTaskConfig, build_copy_task
 from .modeling import model_context_length
+
+logger = logging.getLogger(__name__)
 
 
 class CopyTrainer(Trainer):
@@ -25,7 +30,8 @@ class CopyTrainer(Trainer):
     training set when it can be indexed).
     """
 
-    def __init__(self, *args, copy_task: CopyTask | None = None, block_size: int | None = None, **kwargs):
+    def __init__(self, *args, copy_task: CopyTask | None = None, block_size: int | None = None,
+                 data_description: str = "", **kwargs):
         super().__init__(*args, **kwargs)
         schedule = getattr(self.args, "copy_eval_schedule", "none")
         if copy_task is None and self.processing_class is not None and hasattr(self.args, "copy_num_samples"):
@@ -41,6 +47,31 @@ class CopyTrainer(Trainer):
             self.add_callback(InductionHeadCallback(
                 self, every=self.args.induction_eval_steps, seq_len=self.args.induction_seq_len,
                 batch_size=self.args.induction_batch_size, icl_input_ids=self._icl_input_ids()))
+        self.hub_callback = None
+        if getattr(self.args, "hub_checkpoint_series", False):
+            self.hub_callback = HubCheckpointCallback(
+                self.args.hub_model_id, token=self.args.hub_token, private=self.args.hub_private_repo,
+                main_branch=self.args.hub_revision, card=self._card_renderer(data_description),
+                timeout=self.args.hub_push_timeout)
+            self.add_callback(self.hub_callback)
+
+    def _card_renderer(self, data_description: str):
+        def render(output_dir, branches):
+            from .model_card import render_card
+
+            return render_card(self.args.hub_model_id, output_dir, branches, self.model.config, self.args,
+                               data_description or "Not described.", self.args.induction_threshold)
+
+        return render
+
+    def train(self, *args, **kwargs):
+        output = super().train(*args, **kwargs)
+        if self.hub_callback is not None and self.is_world_process_zero():
+            if not self.hub_callback.wait(self.args.hub_push_wait):
+                logger.warning("hub: %d checkpoint(s) not pushed yet (%s); they are pushed on the next run or "
+                               "with `grokcopy push %s`", len(self.hub_callback.pending),
+                               sorted(self.hub_callback.pending), self.args.output_dir)
+        return output
 
     def _icl_input_ids(self):
         """Held-out blocks for Olsson's ICL score (loss at token 500 - at token 50), when blocks are long enough."""

@@ -1,0 +1,65 @@
+"""The model card of a pushed run, rendered from `model_cards/checkpoint_series.md` with `ModelCard`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .callbacks import COPY_HISTORY, INDUCTION_HISTORY, read_jsonl
+from .copy_eval import metric_path
+from .grokking import first_step_reaching, induction_formation, loss_fall_step
+
+ARCH_FIELDS = ("model_type", "num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
+               "intermediate_size", "max_position_embeddings", "vocab_size", "tie_word_embeddings",
+               "attention_dropout")
+TRAIN_FIELDS = ("learning_rate", "lr_scheduler_type", "warmup_steps", "per_device_train_batch_size",
+                "gradient_accumulation_steps", "max_steps", "weight_decay", "adam_beta1", "adam_beta2",
+                "max_grad_norm", "bf16", "seed")
+
+
+def template_path() -> Path:
+    return metric_path().parents[1] / "model_cards" / "checkpoint_series.md"
+
+
+def render_card(repo_id: str, output_dir: Path, branches: list[str], model_config, training_args,
+                data_description: str, threshold: float = 0.3) -> str:
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    copy = read_jsonl(Path(output_dir) / COPY_HISTORY)
+    induction = read_jsonl(Path(output_dir) / INDUCTION_HISTORY)
+    last = copy[-1] if copy else {"step": 0, "tokens": None, "exact_match": 0.0, "token_accuracy": 0.0,
+                                 "num_sequences": None, "num_samples": None}
+    state_file = Path(output_dir) / "trainer_state.json"
+    losses = [(r["step"], r["loss"]) for r in json.loads(state_file.read_text())["log_history"]
+              if "loss" in r] if state_file.is_file() else [(r["step"], r["loss"]) for r in copy if r.get("loss")]
+    name = repo_id.split("/")[-1]
+    card_data = ModelCardData(
+        library_name="transformers", pipeline_tag="text-generation", tags=["grokcopy", "induction-heads"],
+        model_name=name,
+        eval_results=[
+            EvalResult(task_type="text-generation", dataset_type="grokcopy/copy-test",
+                       dataset_name="Copy test (Lv et al. 2025)", metric_type="exact_match",
+                       metric_value=float(last["exact_match"]), metric_name="copy exact match"),
+            EvalResult(task_type="text-generation", dataset_type="grokcopy/copy-test",
+                       dataset_name="Copy test (Lv et al. 2025)", metric_type="accuracy",
+                       metric_value=float(last["token_accuracy"]), metric_name="copy token accuracy"),
+        ],
+    )
+    config = model_config.to_dict()
+    card = ModelCard.from_template(
+        card_data, template_path=str(template_path()),
+        model_name=name, repo_id=repo_id, architecture=config.get("model_type", "causal LM"),
+        architecture_table=[(k, config[k]) for k in ARCH_FIELDS if k in config],
+        data_description=data_description,
+        training_table=[(k, getattr(training_args, k)) for k in TRAIN_FIELDS if hasattr(training_args, k)],
+        last_step=last["step"], last_tokens=last.get("tokens"), exact_match=last["exact_match"],
+        token_accuracy=last["token_accuracy"], copy_sequences=last.get("num_sequences"),
+        copy_samples=last.get("num_samples"),
+        loss_plateau_step=loss_fall_step(losses, 0.8),
+        copy_jump_step=first_step_reaching([(r["step"], r["exact_match"]) for r in copy], 0.5),
+        formation=induction_formation(induction, threshold) if induction else [], threshold=threshold,
+        plots=[p for p in ("copy_curve.png", "induction_history.png", "induction_formation.png")
+               if (Path(output_dir) / p).is_file()],
+        branches=branches,
+    )
+    return str(card)

@@ -1,0 +1,132 @@
+"""Pushing a run as a checkpoint series, through the local Hub server and the real clients."""
+
+import json
+import uuid
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, TrainerCallback
+
+from conftest import tiny_config
+from grokcopy.config import parse_args
+from grokcopy.pipeline import build_trainer
+
+BRANCH_FILES = {"config.json", "model.safetensors", "tokenizer.json", "trainer_state.json", "copy_eval.json",
+                "induction.json", "induction.png", "README.md"}
+
+
+def series_config(corpus_file, out, **extra):
+    settings = {"hub_checkpoint_series": True, "hub_model_id": f"user/run-{uuid.uuid4().hex[:6]}",
+                "hub_push_wait": 120, **extra}
+    return tiny_config(corpus_file, out, **settings)
+
+
+def branches(api, repo):
+    return sorted(b.name for b in api.list_repo_refs(repo).branches)
+
+
+def test_every_checkpoint_is_a_branch_with_its_analyses(api, corpus_file, tmp_path):
+    out = tmp_path / "run"
+    trainer = build_trainer(*parse_args(series_config(corpus_file, out)))
+    trainer.train()
+    repo = trainer.args.hub_model_id
+    assert branches(api, repo) == ["main", "step4", "step8"]
+    for step in (4, 8):
+        files = set(api.list_repo_files(repo, revision=f"step{step}"))
+        assert BRANCH_FILES <= files and "optimizer.pt" not in files
+        remote = AutoModelForCausalLM.from_pretrained(repo, revision=f"step{step}")
+        local = AutoModelForCausalLM.from_pretrained(out / f"checkpoint-{step}")
+        assert all(torch.equal(a, b) for a, b in zip(remote.state_dict().values(), local.state_dict().values()))
+        copy_eval = json.loads(open(api.hf_hub_download(repo, "copy_eval.json", revision=f"step{step}")).read())
+        assert copy_eval["step"] == step
+    main_files = set(api.list_repo_files(repo))
+    assert {"copy_history.jsonl", "model.safetensors", "README.md"} <= main_files
+    assert api.model_info(repo).sha == api.model_info(repo, revision="main").sha
+    card = open(api.hf_hub_download(repo, "README.md")).read()
+    assert "model-index" in card and "step4, step8" in card and "copy exact match" in card
+    assert json.loads((out / "hub_pushes.json").read_text())["pushed"] == [4, 8]
+    assert trainer.hub_callback.failures == 0
+
+
+class Fault(TrainerCallback):
+    """Break the Hub at step 2, before the first checkpoint is saved at step 4."""
+
+    def __init__(self, hub, kind):
+        self.hub, self.kind = hub, kind
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 2:
+            {"down": self.hub.stop, "500": lambda: self.hub.fail_with(500),
+             "hang": lambda: self.hub.hang(3600)}[self.kind]()
+
+
+@pytest.mark.parametrize("kind", ["down", "500", "hang"])
+def test_training_survives_a_broken_hub_and_pushes_once_it_is_back(api, hub, corpus_file, tmp_path, kind):
+    out = tmp_path / "run"
+    config = series_config(corpus_file, out, hub_push_wait=0.5, hub_push_timeout=1)
+    trainer = build_trainer(*parse_args(config), callbacks=[Fault(hub, kind)])
+    repo = trainer.args.hub_model_id
+    trainer.train()  # completes although no push can land
+    assert trainer.state.global_step == 8
+    for step in (4, 8):
+        assert (out / f"checkpoint-{step}" / "model.safetensors").is_file()
+        assert (out / f"checkpoint-{step}" / "optimizer.pt").is_file()
+    assert trainer.hub_callback.pending
+    hub.heal()
+    if not hub.is_running:
+        hub.start()
+    assert trainer.hub_callback.wait(90), "pushes did not land after the Hub came back"
+    assert branches(api, repo) == ["main", "step4", "step8"]
+    if kind != "hang":  # a hang is absorbed by the client's own retries; errors reach our backoff loop
+        assert trainer.hub_callback.failures > 0
+
+
+def test_restart_pushes_checkpoints_that_never_reached_the_hub(api, hub, corpus_file, tmp_path):
+    out = tmp_path / "run"
+    hub.stop()
+    first = build_trainer(*parse_args(series_config(corpus_file, out, hub_push_wait=0.2, hub_push_timeout=1)))
+    first.train()
+    repo = first.args.hub_model_id
+    assert json.loads((out / "hub_pushes.json").read_text()) == {"repo_id": repo, "pushed": []}
+    hub.start()
+    # A new process resumes the run for 4 more steps; the checkpoints the first never pushed go up too.
+    config = series_config(corpus_file, out, hub_model_id=repo, max_steps=12)
+    second = build_trainer(*parse_args(config))
+    second.train(resume_from_checkpoint=str(out / "checkpoint-8"))
+    assert branches(api, repo) == ["main", "step12", "step4", "step8"]
+
+
+def test_trainer_push_to_hub_still_works(api, corpus_file, tmp_path):
+    repo = f"user/plain-{uuid.uuid4().hex[:6]}"
+    config = tiny_config(corpus_file, tmp_path / "run", push_to_hub=True, hub_model_id=repo, max_steps=4)
+    trainer = build_trainer(*parse_args(config))
+    trainer.train()
+    trainer.push_to_hub()
+    assert "model.safetensors" in api.list_repo_files(repo)
+
+
+def test_push_metric_space_loads_with_evaluate(api):
+    import evaluate
+
+    from grokcopy.hub import push_metric
+
+    for space in (f"user{uuid.uuid4().hex[:4]}/copy_accuracy", f"user/copy_acc_{uuid.uuid4().hex[:4]}"):
+        push_metric(space)
+        metric = evaluate.load(space)
+        assert metric.compute(predictions=[[1, 2]], references=[[1, 3]]) == {"exact_match": 0.0, "token_accuracy": 0.5}
+
+
+def test_push_command_sends_pending_checkpoints(api, hub, corpus_file, tmp_path):
+    import subprocess
+
+    from conftest import GROKCOPY
+
+    out = tmp_path / "run"
+    with hub.down():
+        trainer = build_trainer(*parse_args(series_config(corpus_file, out, hub_push_wait=0.2, hub_push_timeout=1)))
+        trainer.train()
+    proc = subprocess.run([*GROKCOPY, "push", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert branches(api, trainer.args.hub_model_id) == ["main", "step4", "step8"]
+    nothing = subprocess.run([*GROKCOPY, "push", str(tmp_path / "none")], capture_output=True, text=True, timeout=300)
+    assert nothing.returncode == 2 and "hub_pushes.json" in nothing.stderr
