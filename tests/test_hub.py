@@ -3,6 +3,7 @@
 import json
 import uuid
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, TrainerCallback
@@ -46,6 +47,20 @@ def test_every_checkpoint_is_a_branch_with_its_analyses(api, corpus_file, tmp_pa
     assert "model-index" in card and "step4, step8" in card and "copy exact match" in card
     assert json.loads((out / "hub_pushes.json").read_text())["pushed"] == [4, 8]
     assert trainer.hub_callback.failures == 0
+
+    # Downloading the series and analysing it reproduces what training measured locally.
+    from grokcopy.series import analyze_series
+
+    records = analyze_series(repo, out_dir=tmp_path / "series", copy_samples=trainer.args.copy_num_samples,
+                             seed=trainer.args.copy_seed, progress=False)
+    assert [r["revision"] for r in records] == ["step4", "step8"]
+    for record in records:
+        local_copy = json.loads((out / f"checkpoint-{record['step']}" / "copy_eval.json").read_text())
+        local_induction = json.loads((out / f"checkpoint-{record['step']}" / "induction.json").read_text())
+        assert record["exact_match"] == local_copy["exact_match"]
+        assert record["token_accuracy"] == local_copy["token_accuracy"]
+        assert record["tokens"] == local_copy["tokens"]
+        assert np.allclose(record["induction"]["induction"], local_induction["induction"], atol=1e-6)
 
 
 class Fault(TrainerCallback):

@@ -4,6 +4,7 @@
     grokcopy demo [--any_field value ...]           the 2-core CPU demo (trainer_configs/demo.yaml)
     grokcopy copy-test MODEL [--revision R]         the paper's copy test on a saved or Hub model
     grokcopy induction MODEL [--revision R]         induction-head scores per layer x head
+    grokcopy series REPO --out DIR                  copy test + induction analysis of a checkpoint series
     grokcopy push OUTPUT_DIR                        push checkpoints a run could not push (Hub was down)
     grokcopy push-metric NAMESPACE/copy_accuracy    share the metric as a Hub Space for evaluate.load
 """
@@ -134,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true")
     push.add_argument("--timeout", type=float, default=60.0, help="HTTP timeout of one request (s)")
     push.add_argument("--wait", type=float, default=None, help="give up after this many seconds")
+    from .series import add_series_parser
+
+    add_series_parser(sub)
     metric = sub.add_parser("push-metric", help="upload metrics/copy_accuracy as a Hub Space")
     metric.add_argument("space_id", help="NAMESPACE/copy_accuracy")
     metric.add_argument("--private", action="store_true")
@@ -152,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(ns.output_dir, rest)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        if ns.command == "series":
+            from .series import run_series
+
+            return run_series(ns)
         commands = {"copy-test": _copy_test, "induction": _induction, "push": _push, "push-metric": _push_metric}
         try:
             return commands[ns.command](ns)

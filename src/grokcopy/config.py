@@ -72,6 +72,9 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the eval set."})
     cache_dir: str | None = field(default=None, metadata={"help": "datasets cache directory."})
     demo_corpus: bool = field(default=False, metadata={"help": "Train on the generated demo corpus (grokcopy demo)."})
+    demo_corpus_config: str | None = field(
+        default=None, metadata={"help": "JSON of DemoCorpusConfig fields, e.g. '{\"spans_per_document\": 4}'."}
+    )
 
 
 @dataclass

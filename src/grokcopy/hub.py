@@ -71,6 +71,7 @@ class HubCheckpointCallback(TrainerCallback):
         self.pushed: set[int] = set()
         self.output_dir: Path | None = None
         self.failures = 0
+        self.wait_seconds = 0.0  # time callers spent in wait(), e.g. at the end of training
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self._repo_ready = False
@@ -139,12 +140,15 @@ class HubCheckpointCallback(TrainerCallback):
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every queued checkpoint is pushed (True) or the timeout passes (False)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.pending:
-            if deadline is not None and time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
-        return True
+        start = time.monotonic()
+        try:
+            while self.pending:
+                if timeout is not None and time.monotonic() - start > timeout:
+                    return False
+                time.sleep(0.05)
+            return True
+        finally:
+            self.wait_seconds += time.monotonic() - start
 
     # ---- the push itself ----
     def _push(self, step: int) -> None:
