@@ -99,3 +99,15 @@ def tiny_config(corpus_file, output_dir, **overrides):
     }
     config.update(overrides)
     return config
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """The CPU demo, run once for the session exactly as `grokcopy demo` runs it (2 threads)."""
+    import subprocess
+
+    out = tmp_path_factory.mktemp("demo") / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    proc = subprocess.run([*GROKCOPY, "demo", "--output_dir", str(out), "--disable_tqdm", "true"],
+                          capture_output=True, text=True, env=env, timeout=1500)
+    return out, proc

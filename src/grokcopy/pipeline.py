@@ -114,7 +114,8 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
 
         history = read_jsonl(Path(training_args.output_dir) / COPY_HISTORY)
         if history:
-            plot_copy_curve(history, Path(training_args.output_dir) / "copy_curve.png")
+            losses = [(r["step"], r["loss"]) for r in trainer.state.log_history if "loss" in r]
+            plot_copy_curve(history, Path(training_args.output_dir) / "copy_curve.png", losses)
         formation = write_induction_figures(training_args.output_dir, training_args.induction_threshold)
         if formation:
             summary["induction_formation"] = formation

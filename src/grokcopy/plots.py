@@ -11,15 +11,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def plot_copy_curve(history: list[dict], out: str | Path, title: str = "Loss falls first, copying jumps later"):
+def plot_copy_curve(history: list[dict], out: str | Path, losses: list[tuple[int, float]] | None = None,
+                    title: str = "Training loss and context-copying accuracy"):
     """Training loss (left axis) and copy accuracy (right axis) against optimizer steps.
 
-    A top axis shows tokens seen, so steps and tokens can both be read off (the paper's
+    `losses` are the Trainer's logged (step, loss) points (denser than the copy history's);
+    a top axis shows tokens seen, so steps and tokens can both be read off (the paper's
     claim is that the jump follows steps).
     """
     steps = [r["step"] for r in history]
     fig, ax_loss = plt.subplots(figsize=(8, 4.5), dpi=120)
-    loss_points = [(r["step"], r["loss"]) for r in history if r.get("loss") is not None]
+    loss_points = losses or [(r["step"], r["loss"]) for r in history if r.get("loss") is not None]
     if loss_points:
         ax_loss.plot(*zip(*loss_points), color="tab:blue", label="training loss")
     ax_loss.set_xlabel("optimizer step")
