@@ -69,9 +69,12 @@ class History:
         self.path = Path(output_dir) / name
 
     def resume_at(self, step: int, is_main: bool) -> set[int]:
-        """Drop records after `step` (they belong to a lost future); return the steps kept."""
+        """Drop records after `step` (they belong to a lost future); return the steps kept.
+
+        A run starting at step 0 is a new run: an old history in its output_dir is replaced.
+        """
         records = read_jsonl(self.path)
-        kept = [r for r in records if r.get("step", -1) <= step]
+        kept = [r for r in records if r.get("step", -1) <= step] if step > 0 else []
         if is_main and records and kept != records:
             logger.info("%s: dropping %d records after step %d (resumed run)", self.path.name,
                         len(records) - len(kept), step)

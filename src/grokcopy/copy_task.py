@@ -66,7 +66,7 @@ class CopyTask:
 
 def separator_ids(tokenizer) -> list[int]:
     ids = tokenizer.encode("\n", add_special_tokens=False)
-    if not ids:
+    if not ids or (tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids):
         raise CopyTaskError("the tokenizer cannot encode a newline, which separates the copy test's sequences")
     return ids
 

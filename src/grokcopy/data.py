@@ -109,7 +109,9 @@ def train_tokenizer(texts, kind: str = "bpe", vocab_size: int = 4096) -> PreTrai
         # A BPE with no room for merges is exactly a character vocabulary of the training text.
         tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
         tok.decoder = decoders.Fuse()
-        trainer = trainers.BpeTrainer(vocab_size=len(specials), special_tokens=specials, show_progress=False)
+        # The newline is always in the vocabulary: the copy test separates its sequences with it.
+        trainer = trainers.BpeTrainer(vocab_size=len(specials), special_tokens=specials, show_progress=False,
+                                      initial_alphabet=["\n"])
     else:
         raise ConfigError(f"tokenizer_type: expected bpe or char, got {kind!r}")
     tok.train_from_iterator(texts, trainer=trainer)

@@ -2,7 +2,9 @@
 
 Runs `trainer_configs/demo.yaml` (any field can be overridden on the command line), then prints
 whether the run shows what the paper reports: the loss makes most of its fall first, copy
-accuracy jumps later.
+accuracy jumps later. It exits 0 when training completed; the verdict is printed and recorded in
+summary.json (`loss_fell_first_then_copy_jumped`), since whether a given run shows it is a
+measurement, not an error.
 """
 
 from __future__ import annotations
@@ -48,10 +50,12 @@ def run_demo(output_dir: str, overrides: list[str]) -> int:
           f"{summary['final_exact_match']:.3f} (token accuracy {summary['final_token_accuracy']:.3f})")
     print(f"loss made 80% of its fall by step {fall80}; copy exact match first >= 0.5 at step {jump}")
     verdict = jump is not None and fall80 is not None and jump > fall80
-    print("the loss fell first, then copying jumped" if verdict else "the phenomenon did NOT show in this run")
+    summary["loss_fell_first_then_copy_jumped"] = verdict
+    print("the loss fell first, then copying jumped" if verdict else
+          "the phenomenon did NOT show in this run (see README, 'What the demo is')")
     print(f"curve: {Path(output_dir) / 'copy_curve.png'}; model + tokenizer: {output_dir}")
     (Path(output_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return 0 if verdict else 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ PRESETS: dict[str, dict] = {
     ),
     "demo": dict(
         model_type="llama", num_hidden_layers=2, hidden_size=128, num_attention_heads=4,
-        num_key_value_heads=4, intermediate_size=512, max_position_embeddings=256,
+        num_key_value_heads=4, intermediate_size=512, max_position_embeddings=40,
         tie_word_embeddings=False,
     ),
     "tiny": dict(
