@@ -145,3 +145,26 @@ def test_push_command_sends_pending_checkpoints(api, hub, corpus_file, tmp_path)
     assert branches(api, trainer.args.hub_model_id) == ["main", "step4", "step8"]
     nothing = subprocess.run([*GROKCOPY, "push", str(tmp_path / "none")], capture_output=True, text=True, timeout=300)
     assert nothing.returncode == 2 and "hub_pushes.json" in nothing.stderr
+
+
+def test_induction_and_copy_test_cli_on_a_hub_revision(api, corpus_file, tmp_path):
+    import subprocess
+
+    from conftest import GROKCOPY
+
+    trainer = build_trainer(*parse_args(series_config(corpus_file, tmp_path / "run")))
+    trainer.train()
+    repo = trainer.args.hub_model_id
+    proc = subprocess.run([*GROKCOPY, "induction", repo, "--revision", "step4", "--json", str(tmp_path / "i.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    remote = json.loads((tmp_path / "i.json").read_text())
+    local = json.loads((tmp_path / "run" / "checkpoint-4" / "induction.json").read_text())
+    assert np.allclose(remote["induction"], local["induction"], atol=1e-6) and remote["revision"] == "step4"
+    copy = subprocess.run([*GROKCOPY, "copy-test", repo, "--revision", "step8", "--num_samples", "8"],
+                          capture_output=True, text=True, timeout=300)
+    assert copy.returncode == 0, copy.stderr
+    assert json.loads(copy.stdout[copy.stdout.index("{"):])["exact_match"] >= 0.0
+    missing = subprocess.run([*GROKCOPY, "induction", repo, "--revision", "step999"], capture_output=True, text=True,
+                             timeout=300)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr and "step999" in missing.stderr
