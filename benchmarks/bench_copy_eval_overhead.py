@@ -17,6 +17,7 @@ import torch
 from grokcopy.config import parse_args
 from grokcopy.demo import demo_config_path
 from grokcopy.pipeline import build_trainer
+from machine import cpu_name
 
 
 def timed_run(overrides):
@@ -36,7 +37,7 @@ def main(overrides):
     base_s, steps, _ = timed_run(["--copy_eval_schedule", "none", *overrides])
     copy_s, _, n_evals = timed_run(overrides)
     result = {
-        "cpu": open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": "),
+        "cpu": cpu_name(),
         "threads": torch.get_num_threads(),
         "steps": steps,
         "baseline_train_s": round(base_s, 1),

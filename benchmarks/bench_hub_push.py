@@ -26,6 +26,7 @@ import torch  # noqa: E402
 from grokcopy.config import parse_args  # noqa: E402
 from grokcopy.demo import demo_config_path  # noqa: E402
 from grokcopy.pipeline import build_trainer  # noqa: E402
+from machine import cpu_name  # noqa: E402
 
 
 def run(out, steps, save_steps, push):
@@ -59,7 +60,7 @@ def main():
         finally:
             server.stop()
     print(json.dumps({
-        "cpu": open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": "),
+        "cpu": cpu_name(),
         "threads": ns.threads, "steps": ns.max_steps, "checkpoints_pushed": ns.max_steps // ns.save_steps,
         "train_s_without_push": round(base, 2), "train_s_with_push": round(pushed, 2),
         "step_time_waiting_on_pushes": round(pushed / base - 1, 4),

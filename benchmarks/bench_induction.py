@@ -15,6 +15,7 @@ from grokcopy.config import ModelArguments, parse_args
 from grokcopy.demo import demo_config_path
 from grokcopy.induction import analyze_induction
 from grokcopy.modeling import model_config_kwargs
+from machine import cpu_name
 
 
 def build(preset: str, vocab_size: int):
@@ -60,7 +61,7 @@ def main():
     step_s = timed(lambda: [step() for _ in range(5)], repeats=2) / 5
     between = step_s * args.save_steps
     print(json.dumps({
-        "cpu": open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": "),
+        "cpu": cpu_name(),
         "threads": ns.threads,
         "paper_162m_analysis_s": round(paper_s, 2),
         "paper_162m_analysis_with_icl_8x1024_s": round(paper_icl_s, 2),
