@@ -63,6 +63,7 @@ class DataArguments:
     text_column: str = field(default="text", metadata={"help": "Column holding the text."})
     validation_split_percentage: float = field(default=1.0, metadata={"help": "Percent held out for eval_loss."})
     block_size: int = field(default=1024, metadata={"help": "Tokens per training block (texts are packed)."})
+    append_eos: bool = field(default=True, metadata={"help": "End every document with EOS before packing."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "num_proc for tokenization."})
     tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "Tokenizer (else the model's)."})
     train_tokenizer: bool = field(default=False, metadata={"help": "Train a tokenizer on the training text."})

@@ -143,9 +143,9 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def pack_into_blocks(raw: dict, tokenizer, block_size: int, text_column: str = "text",
-                     num_proc: int | None = None) -> dict:
+                     num_proc: int | None = None, append_eos: bool = True) -> dict:
     """Tokenize (EOS after each document), concatenate and cut into `block_size` blocks with labels."""
-    eos = tokenizer.eos_token_id
+    eos = tokenizer.eos_token_id if append_eos else None
     tok_key = tokenizer_fingerprint(tokenizer)
 
     def tokenize(batch):
@@ -185,7 +185,7 @@ def prepare_datasets(data_args: DataArguments, model_args: ModelArguments, seed:
     raw = load_raw_datasets(data_args, seed=seed)
     tokenizer = load_tokenizer(data_args, model_args, raw["train"])
     blocks = pack_into_blocks(raw, tokenizer, data_args.block_size, data_args.text_column,
-                              data_args.preprocessing_num_workers)
+                              data_args.preprocessing_num_workers, data_args.append_eos)
     return tokenizer, blocks
 
 
