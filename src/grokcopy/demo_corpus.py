@@ -38,7 +38,7 @@ ALPHABET = string.digits + string.ascii_letters + "".join(chr(c) for c in range(
 class DemoCorpusConfig:
     num_documents: int = 160_000
     document_chars: int = 40  # one 40-token block per document (the demo packs without EOS)
-    identifier_share: float = 0.5
+    identifier_share: float = 1.0
     spans_per_document: int = 1
     span_min: int = 6
     span_max: int = 14
