@@ -19,6 +19,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from .data import write_jsonl
+
 logger = logging.getLogger(__name__)
 
 COPY_HISTORY = "copy_history.jsonl"
@@ -49,10 +51,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def rewrite_jsonl(path: Path, records: list[dict]) -> None:
     """Replace a history atomically (temporary file + rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.writelines(json.dumps(r) + "\n" for r in records)
-    os.replace(tmp, path)
+    write_jsonl(records, path)
 
 
 def append_jsonl(path: Path, record: dict) -> None:
