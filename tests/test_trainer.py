@@ -108,5 +108,5 @@ def test_resume_from_missing_checkpoint_is_clear(corpus_file, tmp_path):
     from grokcopy.pipeline import resolve_resume
 
     _, _, args = parse_args(tiny_config(corpus_file, tmp_path / "empty", resume_from_checkpoint="last"))
-    with pytest.raises(ConfigError, match="no checkpoint"):
+    with pytest.raises(ConfigError, match="no complete checkpoint"):
         resolve_resume(args)

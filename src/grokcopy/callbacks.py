@@ -85,6 +85,35 @@ class History:
         append_jsonl(self.path, record)
 
 
+class DivergenceGuard(TrainerCallback):
+    """Stops training at the first NaN/inf loss, before anything of it is saved or evaluated.
+
+    Losses stay on the device and are checked only where the Trainer is about to log, evaluate,
+    save or stop (one sync then, none per step); a diverged step turns those off, so the last
+    checkpoint on disk is a good one. CopyTrainer.train() then raises TrainingDivergedError.
+    """
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_log or control.should_evaluate or control.should_save or control.should_training_stop:
+            self._check(control)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._check(control)
+
+    def _check(self, control):
+        if self.trainer.diverged_at is None:
+            step = self.trainer.first_nonfinite_step()
+            if step is not None:
+                logger.error("training loss is not finite at step %d: stopping, nothing saved from here on", step)
+                self.trainer.diverged_at = step
+        if self.trainer.diverged_at is not None:
+            control.should_save = control.should_evaluate = False
+            control.should_training_stop = True
+
+
 class CopyEvalCallback(TrainerCallback):
     """Copy test every `every` steps (plus log-spaced early steps), into the log and a JSONL history.
 
@@ -123,7 +152,9 @@ class CopyEvalCallback(TrainerCallback):
         if state.is_world_process_zero and checkpoint.is_dir() and record is not None:
             write_json_atomic(checkpoint / "copy_eval.json", record)
 
-    def _evaluate(self, state) -> dict:
+    def _evaluate(self, state) -> dict | None:
+        if getattr(self.trainer, "diverged_at", None) is not None:
+            return None
         start = time.perf_counter()
         result = self.trainer.copy_evaluate()
         record = {
@@ -189,7 +220,7 @@ class InductionHeadCallback(TrainerCallback):
             plot_induction_heatmap(record, checkpoint / "induction.png")
 
     def _analyse(self, state) -> dict | None:
-        if self.disabled:
+        if self.disabled or getattr(self.trainer, "diverged_at", None) is not None:
             return None
         if self._latest is not None and self._latest[0] == state.global_step:
             return self._latest[1]

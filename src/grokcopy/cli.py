@@ -169,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
             main_error(str(err))
     except ConfigError as err:
         main_error(str(err))
+    except RuntimeError as err:
+        from .trainer import CheckpointSaveError, TrainingDivergedError
+
+        if not isinstance(err, (CheckpointSaveError, TrainingDivergedError)):
+            raise
+        main_error(str(err), code=1)
 
 
 if __name__ == "__main__":

@@ -208,7 +208,7 @@ def parse_args(config: dict[str, Any] | str | Path | None = None, overrides: lis
         raise ConfigError(" ".join(str(err).split())) from None
 
 
-def main_error(message: str) -> None:
-    """Print a one-line error the way argparse does and exit 2."""
+def main_error(message: str, code: int = 2) -> None:
+    """Print a one-line error the way argparse does and exit (2: bad input, 1: the run failed)."""
     print(f"grokcopy: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    raise SystemExit(code)

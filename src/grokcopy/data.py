@@ -132,6 +132,9 @@ def load_tokenizer(data_args: DataArguments, model_args: ModelArguments, raw_tra
         raise ConfigError("tokenizer_name_or_path: give a tokenizer, a model_name_or_path, or train_tokenizer true")
     revision = model_args.revision if name == model_args.model_name_or_path else "main"
     tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+    if data_args.append_eos and tokenizer.eos_token_id is None:
+        raise ConfigError(f"tokenizer_name_or_path: {name} has no EOS token to end each document with; "
+                          "give a tokenizer with an eos_token, or set append_eos false")
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

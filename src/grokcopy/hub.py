@@ -24,6 +24,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from .checkpoints import checkpoint_problem, checkpoints
+
 logger = logging.getLogger(__name__)
 
 PUSH_RECORD = "hub_pushes.json"
@@ -97,9 +99,12 @@ class HubCheckpointCallback(TrainerCallback):
     def _enqueue_unpushed(self, output_dir: str | Path) -> None:
         self.output_dir = Path(output_dir)
         self.pushed = set(self._read_record().get("pushed", []))
-        for folder in sorted(self.output_dir.glob("checkpoint-*"), key=lambda p: checkpoint_step(p) or -1):
+        for folder in checkpoints(self.output_dir):
             step = checkpoint_step(folder)
-            if step is not None and step not in self.pushed:
+            problem = checkpoint_problem(folder)
+            if problem:
+                logger.warning("hub: %s is incomplete (%s); not pushed", folder.name, problem)
+            elif step not in self.pushed:
                 logger.info("hub: %s is not on the Hub yet; queueing it", folder.name)
                 self._enqueue(step)
 

@@ -11,9 +11,9 @@ import logging
 from pathlib import Path
 
 import transformers
-from transformers.trainer_utils import get_last_checkpoint
 
 from .callbacks import COPY_HISTORY, INDUCTION_HISTORY, read_jsonl
+from .checkpoints import checkpoint_problem, last_complete_checkpoint
 from .config import ConfigError, CopyTrainingArguments, DataArguments, ModelArguments
 from .copy_task import CopyTaskConfig, CopyTaskError, build_copy_task
 from .data import prepare_datasets
@@ -24,17 +24,26 @@ logger = logging.getLogger(__name__)
 
 
 def resolve_resume(training_args: CopyTrainingArguments) -> str | None:
-    """`resume_from_checkpoint`: a folder, or `last` for the newest checkpoint in output_dir."""
+    """`resume_from_checkpoint`: a folder, or `last` for the newest complete checkpoint in output_dir.
+
+    A checkpoint left half-written by a crash is never resumed from: with `last`, newer broken ones
+    are renamed `incomplete-checkpoint-N` (by the main process) and the newest complete one is used.
+    """
     value = training_args.resume_from_checkpoint
     if value in (None, "", "false", "False"):
         return None
     if value in ("last", "true", "True"):
-        last = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
+        last = last_complete_checkpoint(training_args.output_dir, set_aside_broken=training_args.should_save)
         if last is None:
-            raise ConfigError(f"resume_from_checkpoint: no checkpoint-* folder in {training_args.output_dir}")
-        return last
+            raise ConfigError(f"resume_from_checkpoint: no complete checkpoint-* folder in {training_args.output_dir}")
+        return str(last)
     if not Path(value).is_dir():
         raise ConfigError(f"resume_from_checkpoint: not a folder: {value}")
+    problem = checkpoint_problem(value)
+    if problem:
+        last = last_complete_checkpoint(Path(value).parent)
+        hint = f"; the newest complete one is {last}" if last else ""
+        raise ConfigError(f"resume_from_checkpoint: {value} is incomplete: {problem}{hint}")
     return value
 
 

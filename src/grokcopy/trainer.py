@@ -9,17 +9,29 @@ independent of `eval_strategy`, writing `copy_history.jsonl`.
 from __future__ import annotations
 
 import logging
+import shutil
+from pathlib import Path
 
 import torch
 from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .callbacks import CopyEvalCallback, InductionHeadCallback
+from .callbacks import CopyEvalCallback, DivergenceGuard, InductionHeadCallback
+from .checkpoints import last_complete_checkpoint
 from .hub import HubCheckpointCallback
 from .copy_eval import score_copy_task
 from .copy_task import CopyTask, CopyTaskConfig, build_copy_task
 from .modeling import model_context_length
 
 logger = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss became NaN or infinite; nothing from that point on was saved."""
+
+
+class CheckpointSaveError(RuntimeError):
+    """Saving a checkpoint failed (e.g. a full disk); the half-written folder was removed."""
 
 
 class CopyTrainer(Trainer):
@@ -41,6 +53,9 @@ class CopyTrainer(Trainer):
         self.block_size = block_size or self._infer_block_size()
         self._step_loss = None
         self._step_loss_at = -1
+        self._unchecked_losses: list[tuple[int, torch.Tensor]] = []
+        self.diverged_at: int | None = None
+        self.add_callback(DivergenceGuard(self))  # first, so the analyses below can skip a diverged step
         if self.copy_task is not None and schedule != "none":
             self.add_callback(CopyEvalCallback(self, schedule=schedule, every=self.args.copy_eval_steps))
         if getattr(self.args, "induction_analysis", False):
@@ -66,6 +81,12 @@ class CopyTrainer(Trainer):
 
     def train(self, *args, **kwargs):
         output = super().train(*args, **kwargs)
+        if self.diverged_at is not None:
+            last = last_complete_checkpoint(self.args.output_dir)
+            raise TrainingDivergedError(
+                f"training loss is not finite (nan/inf) at step {self.diverged_at}; training stopped there and "
+                f"saved nothing after it. Last good checkpoint: {last or 'none'} (resume from it with a lower "
+                "learning_rate, more warmup_steps or max_grad_norm)")
         if self.hub_callback is not None and self.is_world_process_zero():
             if not self.hub_callback.wait(self.args.hub_push_wait):
                 logger.warning("hub: %d checkpoint(s) not pushed yet (%s); they are pushed on the next run or "
@@ -108,8 +129,32 @@ class CopyTrainer(Trainer):
         # losses add up to the step's mean loss (as Trainer's own tr_loss does). No .item() here.
         if self._step_loss_at != self.state.global_step:
             self._step_loss, self._step_loss_at = torch.zeros_like(loss), self.state.global_step
+            self._unchecked_losses.append((self.state.global_step + 1, self._step_loss))
         self._step_loss += loss
         return loss
+
+    def first_nonfinite_step(self) -> int | None:
+        """The first optimizer step since the last check whose loss was NaN/inf (one device sync)."""
+        if not self._unchecked_losses:
+            return None
+        steps, losses = zip(*self._unchecked_losses)
+        self._unchecked_losses = []
+        bad = (~torch.isfinite(torch.stack(losses))).nonzero()
+        return steps[int(bad[0])] if len(bad) else None
+
+    def _save_checkpoint(self, model, trial):
+        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        try:
+            super()._save_checkpoint(model, trial)
+        except Exception as err:
+            if self.args.should_save and folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+            last = last_complete_checkpoint(folder.parent)
+            reason = " ".join(str(err).split()) or type(err).__name__
+            raise CheckpointSaveError(
+                f"saving {folder.name} failed ({reason}); its partial folder was removed and the previous "
+                f"checkpoint {last or '(none)'} is intact: free space, then resume with "
+                "--resume_from_checkpoint last") from err
 
     @property
     def last_step_loss(self) -> float | None:
