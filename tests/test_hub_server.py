@@ -4,7 +4,6 @@ import hashlib
 import os
 import uuid
 from pathlib import Path
-from urllib.parse import urlparse
 
 import httpx2
 import pytest

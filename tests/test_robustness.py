@@ -1,7 +1,6 @@
 """Never lose a run: a real SIGKILL and resume, a NaN loss, a full disk, broken checkpoints, bad input."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

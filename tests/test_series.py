@@ -155,7 +155,7 @@ def test_select_revisions_sorts_by_stage_and_step_and_keeps_every_kth_plus_last(
 def test_tokens_from_name_then_trainer_state_then_tokens_per_step():
     assert default_tokens_per_step("EleutherAI/pythia-160m-deduped") == PYTHIA_TOKENS_PER_STEP
     assert default_tokens_per_step("allenai/OLMo-1B-hf") is None
-    tokens = series._tokens
+    tokens = series.record_tokens
     assert tokens({"step": 10, "name_tokens": 5, "trainer_state": {"num_input_tokens_seen": 7}}, 3) == (5, "revision name")
     assert tokens({"step": 10, "trainer_state": {"num_input_tokens_seen": 7}}, 3) == (7, "trainer_state.json")
     assert tokens({"step": 10, "trainer_state": {"num_input_tokens_seen": 0}}, 3) == (30, "tokens_per_step")

@@ -15,7 +15,7 @@ import logging
 from itertools import chain
 from pathlib import Path
 
-from datasets import Dataset, DatasetDict, IterableDataset, load_dataset
+from datasets import DatasetDict, IterableDataset, load_dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 

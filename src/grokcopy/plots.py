@@ -112,3 +112,67 @@ def _save(fig, out):
     plt.close(fig)
     tmp.replace(out)
     return out
+
+
+def _step_scale(ax, steps: list[int]) -> None:
+    positive = [s for s in steps if s > 0]
+    if positive and max(positive) / min(positive) >= 100:
+        ax.set_xscale("symlog", linthresh=min(positive))
+
+
+def _tokens_axis(ax, points: list[dict]) -> None:
+    """A top axis of tokens seen (steps x the latest tokens/step ratio), on the same scale as the steps."""
+    known = [r for r in points if r.get("tokens") and r.get("step")]
+    if not known:
+        return
+    per_step = known[-1]["tokens"] / known[-1]["step"]
+    top = ax.twiny()
+    if ax.get_xscale() == "symlog":  # symlog depends on x / linthresh only: scale both alike
+        top.set_xscale("symlog", linthresh=ax.xaxis.get_transform().linthresh * per_step)
+    low, high = ax.get_xlim()
+    top.set_xlim(low * per_step, high * per_step)
+    top.set_xlabel(f"tokens seen (~{per_step:,.0f} per step)")
+
+
+def plot_series(records: list[dict], out_dir: Path, repo_id: str, copy_name: str = "series_copy.png",
+                induction_name: str = "series_induction.png") -> list[Path]:
+    """series_copy.png (copy accuracy vs step, tokens on top) and series_induction.png (max I per layer)."""
+    written = []
+    copy_points = [r for r in records if r.get("exact_match") is not None and r.get("step") is not None]
+    if copy_points:
+        fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
+        steps = [r["step"] for r in copy_points]
+        ax.plot(steps, [r["exact_match"] for r in copy_points], color="tab:red", marker="o", ms=3,
+                label="copy exact match")
+        ax.plot(steps, [r["token_accuracy"] for r in copy_points], color="tab:orange", ls="--", marker=".",
+                label="copy token accuracy")
+        _step_scale(ax, steps)
+        _tokens_axis(ax, copy_points)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("optimizer step (checkpoint)")
+        ax.set_ylabel("copy accuracy")
+        ax.set_title(f"{repo_id}: copy test across checkpoints", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best")
+        written.append(_save(fig, Path(out_dir) / copy_name))
+    ind_points = [r for r in records if r.get("induction_max") and r.get("step") is not None]
+    if ind_points:
+        fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
+        n_layers = max(len(r["induction_max"]) for r in ind_points)
+        colors = plt.get_cmap("viridis")
+        steps = [r["step"] for r in ind_points]
+        for layer in range(n_layers):
+            pts = [(r["step"], r["induction_max"][layer]) for r in ind_points if layer < len(r["induction_max"])]
+            ax.plot(*zip(*pts), marker="o", ms=2.5, lw=1.2, color=colors(layer / max(1, n_layers - 1)),
+                    label=f"layer {layer}")
+        _step_scale(ax, steps)
+        _tokens_axis(ax, ind_points)
+        ax.set_ylim(-1.05, 1.05)
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set_xlabel("optimizer step (checkpoint)")
+        ax.set_ylabel("max induction score I over heads")
+        ax.set_title(f"{repo_id}: best induction head per layer", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=max(1, n_layers // 12), loc="best")
+        written.append(_save(fig, Path(out_dir) / induction_name))
+    return written

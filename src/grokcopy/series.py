@@ -32,17 +32,26 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .revisions import (
+    PYTHIA_TOKENS_PER_STEP,
+    SeriesError,
+    default_tokens_per_step,
+    parse_revision,
+    record_tokens,
+    revision_sort_key,
+    select_revisions,
+)
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["SeriesError", "add_series_parser", "analyze_series", "parse_revision", "revision_sort_key",
-           "run_series", "select_revisions"]
+__all__ = ["PYTHIA_TOKENS_PER_STEP", "SeriesError", "add_series_parser", "analyze_series", "default_tokens_per_step",
+           "parse_revision", "revision_sort_key", "run_series", "select_revisions"]
 
 SERIES_JSON = "series.json"
 SERIES_CSV = "series.csv"
 COPY_PLOT = "series_copy.png"
 INDUCTION_PLOT = "series_induction.png"
 WEIGHTS_DIR = "weights"
-PYTHIA_TOKENS_PER_STEP = 2_097_152  # 1024 sequences x 2048 tokens per optimizer step
 
 # Files a revision may hold that the analysis reads (weights are chosen separately).
 CONFIG_FILES = ("config.json", "generation_config.json")
@@ -51,89 +60,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "chat_template.jinja", "chat_template.json")
 RESULT_FILES = ("trainer_state.json", "induction.json", "copy_eval.json")
 
-_UNITS = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
-_STEP_RE = re.compile(
-    r"^(?:(?P<prefix>.*?)[-_/])?step[-_]?(?P<step>\d+)"
-    r"(?:[-_]tokens[-_]?(?P<tokens>\d+(?:\.\d+)?)(?P<unit>[KMGBT]?))?$", re.IGNORECASE)
-_CHECKPOINT_RE = re.compile(r"^(?:(?P<prefix>.*?)[-_/])?checkpoint[-_]?(?P<step>\d+)$", re.IGNORECASE)
-_STAGE_RE = re.compile(r"(?:^|(?<=[-_/]))stage[-_]?(\d+)(?=$|[-_/])", re.IGNORECASE)
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 _BIN_WEIGHTS_RE = re.compile(r"^(?:pytorch_model|model)(?:-\d+-of-\d+)?\.bin$")
-
-
-class SeriesError(ValueError):
-    """A series cannot be analysed (the one-line message names the repo / revision and why)."""
-
-
-# ----------------------------------------------------------------------------- revision names
-
-
-def _match(name: str):
-    return _STEP_RE.match(name) or _CHECKPOINT_RE.match(name)
-
-
-def parse_revision(name: str) -> tuple[int, int | None] | None:
-    """(step, tokens or None) from a checkpoint branch name; None for any other name.
-
-    Pythia `step1000` -> (1000, None); OLMo `step1000-tokens4B` -> (1000, 4_000_000_000) and
-    `stage1-step1000-tokens5B`, `stage2-ingredient1-step1000-tokens5B` alike (token suffixes K, M,
-    B/G, T, decimals allowed, none = a plain count); Trainer `checkpoint-1000` -> (1000, None).
-    """
-    match = _match(name.strip())
-    if match is None:
-        return None
-    step = int(match["step"])
-    tokens = None
-    if match.re is _STEP_RE and match["tokens"] is not None:
-        tokens = int(round(float(match["tokens"]) * _UNITS[match["unit"].upper()]))
-    return step, tokens
-
-
-def revision_sort_key(name: str) -> tuple:
-    """Training order: named checkpoints first, by stage, then by what else the prefix says (an OLMo-2
-    anneal `ingredient`), then by step; names that are no checkpoint sort last (stably)."""
-    match = _match(name.strip())
-    if match is None:
-        return (1, 0, "", 0)
-    prefix = match["prefix"] or ""
-    stage = _STAGE_RE.search(prefix)
-    rest = _STAGE_RE.sub("", prefix).strip("-_/")
-    return (0, int(stage.group(1)) if stage else 0, rest, int(match["step"]))
-
-
-def select_revisions(names: list[str], every: int | None = None) -> list[str]:
-    """Sort `names` into training order and keep every `every`-th (the first, ..., and always the last)."""
-    ordered = sorted(dict.fromkeys(names), key=revision_sort_key)
-    if every is None or every == 1 or not ordered:
-        return ordered
-    if every < 1:
-        raise SeriesError(f"every: expected a positive integer, got {every}")
-    kept = ordered[::every]
-    if kept[-1] != ordered[-1]:
-        kept.append(ordered[-1])
-    return kept
-
-
-def default_tokens_per_step(repo_id: str) -> int | None:
-    """Pythia's 2,097,152 tokens per step for EleutherAI/pythia* repos, else unknown."""
-    return PYTHIA_TOKENS_PER_STEP if repo_id.lower().startswith("eleutherai/pythia") else None
-
-
-def _tokens(record: dict, tokens_per_step: int | None) -> tuple[int | None, str | None]:
-    """Tokens seen at a checkpoint: from its name, else trainer_state.json, else the grokcopy checkpoint's
-    own copy_eval.json, else step x tokens_per_step."""
-    if record.get("name_tokens") is not None:
-        return record["name_tokens"], "revision name"
-    state = record.get("trainer_state") or {}
-    seen = state.get("num_input_tokens_seen")
-    if isinstance(seen, (int, float)) and (seen > 0 or record.get("step") == 0):
-        return int(seen), "trainer_state.json"  # 0 after step 0 means "not counted"
-    copy_eval = (record.get("checkpoint_results") or {}).get("copy_eval.json") or {}
-    if isinstance(copy_eval.get("tokens"), int) and copy_eval.get("step") == record.get("step"):
-        return copy_eval["tokens"], "copy_eval.json"
-    if tokens_per_step and record.get("step") is not None:
-        return int(record["step"]) * int(tokens_per_step), "tokens_per_step"
-    return None, None
 
 
 # ----------------------------------------------------------------------------- Hub listing
@@ -265,71 +193,6 @@ def _write_outputs(out_dir: Path, state: dict) -> None:
     state["updated_at"] = _now()
     _write_state(out_dir, state)
     _write_text_atomic(out_dir / SERIES_CSV, _csv_text(state["records"]))
-
-
-def _step_scale(ax, steps: list[int]) -> None:
-    positive = [s for s in steps if s > 0]
-    if positive and max(positive) / min(positive) >= 100:
-        ax.set_xscale("symlog", linthresh=min(positive))
-
-
-def _tokens_axis(ax, points: list[dict]) -> None:
-    """A top axis of tokens seen (steps x the latest tokens/step ratio), on the same scale as the steps."""
-    known = [r for r in points if r.get("tokens") and r.get("step")]
-    if not known:
-        return
-    per_step = known[-1]["tokens"] / known[-1]["step"]
-    top = ax.twiny()
-    if ax.get_xscale() == "symlog":  # symlog depends on x / linthresh only: scale both alike
-        top.set_xscale("symlog", linthresh=ax.xaxis.get_transform().linthresh * per_step)
-    low, high = ax.get_xlim()
-    top.set_xlim(low * per_step, high * per_step)
-    top.set_xlabel(f"tokens seen (~{per_step:,.0f} per step)")
-
-
-def plot_series(records: list[dict], out_dir: Path, repo_id: str) -> list[Path]:
-    """series_copy.png (copy accuracy vs step, tokens on top) and series_induction.png (max I per layer)."""
-    from .plots import _save, plt
-
-    written = []
-    copy_points = [r for r in records if r.get("exact_match") is not None and r.get("step") is not None]
-    if copy_points:
-        fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
-        steps = [r["step"] for r in copy_points]
-        ax.plot(steps, [r["exact_match"] for r in copy_points], color="tab:red", marker="o", ms=3,
-                label="copy exact match")
-        ax.plot(steps, [r["token_accuracy"] for r in copy_points], color="tab:orange", ls="--", marker=".",
-                label="copy token accuracy")
-        _step_scale(ax, steps)
-        _tokens_axis(ax, copy_points)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("optimizer step (checkpoint)")
-        ax.set_ylabel("copy accuracy")
-        ax.set_title(f"{repo_id}: copy test across checkpoints", fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="best")
-        written.append(_save(fig, out_dir / COPY_PLOT))
-    ind_points = [r for r in records if r.get("induction_max") and r.get("step") is not None]
-    if ind_points:
-        fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
-        n_layers = max(len(r["induction_max"]) for r in ind_points)
-        colors = plt.get_cmap("viridis")
-        steps = [r["step"] for r in ind_points]
-        for layer in range(n_layers):
-            pts = [(r["step"], r["induction_max"][layer]) for r in ind_points if layer < len(r["induction_max"])]
-            ax.plot(*zip(*pts), marker="o", ms=2.5, lw=1.2, color=colors(layer / max(1, n_layers - 1)),
-                    label=f"layer {layer}")
-        _step_scale(ax, steps)
-        _tokens_axis(ax, ind_points)
-        ax.set_ylim(-1.05, 1.05)
-        ax.axhline(0, color="grey", lw=0.5)
-        ax.set_xlabel("optimizer step (checkpoint)")
-        ax.set_ylabel("max induction score I over heads")
-        ax.set_title(f"{repo_id}: best induction head per layer", fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=max(1, n_layers // 12), loc="best")
-        written.append(_save(fig, out_dir / INDUCTION_PLOT))
-    return written
 
 
 # ----------------------------------------------------------------------------- one revision
@@ -640,7 +503,7 @@ def analyze_series(
                 if "files" not in plan:  # reused from a duplicate record whose original is gone
                     plan = _list_revision(api, repo_id, name, commits[name])
                 record = runner.run(name, commits[name], plan)
-            record["tokens"], record["tokens_source"] = _tokens(record, tokens_per_step)
+            record["tokens"], record["tokens_source"] = record_tokens(record, tokens_per_step)
             by_name[name] = record
             state["records"] = list(by_name.values())
             _write_outputs(out, state)
@@ -649,10 +512,12 @@ def analyze_series(
 
     for record in by_name.values():  # tokens_per_step may be new for records of earlier runs
         if record.get("tokens_source") in (None, "tokens_per_step"):
-            record["tokens"], record["tokens_source"] = _tokens(record, tokens_per_step)
+            record["tokens"], record["tokens_source"] = record_tokens(record, tokens_per_step)
     state["records"] = list(by_name.values())
     _write_outputs(out, state)
-    plot_series(state["records"], out, repo_id)
+    from .plots import plot_series
+
+    plot_series(state["records"], out, repo_id, COPY_PLOT, INDUCTION_PLOT)
     return [by_name[name] for name in sorted(selected, key=lambda n: _record_key(by_name[n]))]
 
 
