@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .checkpoints import safetensors_problem
 from .revisions import (
     PYTHIA_TOKENS_PER_STEP,
     SeriesError,
@@ -100,16 +101,19 @@ def _plan_files(repo_id: str, revision: str, entries) -> dict:
     if not weights:
         weights = sorted(p for p in files if _BIN_WEIGHTS_RE.match(p))
         index = [p for p in files if p.endswith(".bin.index.json")]
+    adapter = not weights and "adapter_config.json" in files
+    if adapter:  # a PEFT (LoRA) checkpoint: analysed on top of its base model
+        weights = [p for p in ("adapter_model.safetensors", "adapter_model.bin") if p in files][:1]
     if not weights:
-        raise SeriesError(f"{repo_id}@{revision}: no model weights (*.safetensors or pytorch_model*.bin) "
-                          f"in the revision (files: {', '.join(sorted(files)) or 'none'})")
-    if "config.json" not in files:
+        raise SeriesError(f"{repo_id}@{revision}: no model weights (*.safetensors, pytorch_model*.bin or a PEFT "
+                          f"adapter) in the revision (files: {', '.join(sorted(files)) or 'none'})")
+    if not adapter and "config.json" not in files:
         raise SeriesError(f"{repo_id}@{revision}: no config.json in the revision")
     fingerprint = sorted(files[p].lfs.sha256 if files[p].lfs is not None else f"git-sha1:{files[p].blob_id}"
                          for p in weights)
-    wanted = set(CONFIG_FILES) | set(TOKENIZER_FILES) | set(RESULT_FILES)
+    wanted = set(CONFIG_FILES) | set(TOKENIZER_FILES) | set(RESULT_FILES) | {"adapter_config.json"}
     extra = [p for p in files if p in wanted or p.endswith(".tiktoken")]
-    return {"weight_files": weights, "weights_sha256": fingerprint,
+    return {"weight_files": weights, "weights_sha256": fingerprint, "adapter": adapter,
             "files": sorted(set(weights) | set(index) | set(extra)),
             "has_tokenizer": any(p in TOKENIZER_FILES[:3] or p in ("tokenizer.model", "vocab.json") for p in files),
             "weights_bytes": sum(files[p].size for p in weights)}
@@ -175,7 +179,7 @@ def _record_key(record: dict) -> tuple:
 def _csv_text(records: list[dict]) -> str:
     n_layers = max((len(r.get("induction_max") or []) for r in records), default=0)
     columns = ["revision", "step", "tokens", "exact_match", "token_accuracy",
-               *(f"max_I_layer{k}" for k in range(n_layers)), "duplicate_of"]
+               *(f"max_I_layer{k}" for k in range(n_layers)), "duplicate_of", "error"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
@@ -183,7 +187,7 @@ def _csv_text(records: list[dict]) -> str:
         maxima = list(r.get("induction_max") or [])
         maxima += [None] * (n_layers - len(maxima))
         row = [r["revision"], r.get("step"), r.get("tokens"), r.get("exact_match"), r.get("token_accuracy"),
-               *maxima, r.get("duplicate_of")]
+               *maxima, r.get("duplicate_of"), r.get("error")]
         writer.writerow(["" if v is None else v for v in row])
     return buffer.getvalue()
 
@@ -282,10 +286,42 @@ def _analyse_model(model, tokenizer, *, copy_samples: int, symbols: str, seed: i
 class _Runner:
     """Loads and analyses the revisions of one series (the shared tokenizer fallback lives here)."""
 
-    def __init__(self, repo_id, out_dir, settings, keep_weights, device, progress, batch_size):
+    def __init__(self, repo_id, out_dir, settings, keep_weights, device, progress, batch_size,
+                 base_model=None, base_revision="main"):
         self.repo_id, self.out_dir, self.settings, self.batch_size = repo_id, out_dir, settings, batch_size
         self.keep_weights, self.device, self.progress = keep_weights, device, progress
+        self.base_model, self.base_revision = base_model, base_revision
         self._main_tokenizer = None
+
+    def load_model(self, path: Path, plan: dict, revision: str):
+        """The revision's model; a PEFT adapter on top of its base model (`base_model` or the adapter's own)."""
+        from transformers import AutoModelForCausalLM
+
+        where = f"{self.repo_id}@{revision}"
+        for name in plan["weight_files"]:
+            problem = safetensors_problem(path / name) if name.endswith(".safetensors") else None
+            if problem:
+                raise SeriesError(f"{where}: corrupt checkpoint: {problem}")
+        if not plan.get("adapter"):
+            try:
+                return AutoModelForCausalLM.from_pretrained(path), None
+            except Exception as err:  # noqa: BLE001 (safetensors, torch and config errors all mean: unloadable)
+                raise SeriesError(f"{where}: cannot load the model: {_one_line(err)}") from None
+        from peft import PeftModel
+
+        adapter_config = _read_json(path / "adapter_config.json") or {}
+        base = self.base_model or adapter_config.get("base_model_name_or_path")
+        if not base:
+            raise SeriesError(f"{where}: adapter without base_model_name_or_path; give --base-model")
+        try:
+            model = AutoModelForCausalLM.from_pretrained(base, revision=self.base_revision)
+        except Exception as err:  # noqa: BLE001
+            raise SeriesError(f"{where}: cannot load the adapter's base model {base}: {_one_line(err)}; "
+                              "give --base-model") from None
+        try:
+            return PeftModel.from_pretrained(model, path), base
+        except Exception as err:  # noqa: BLE001
+            raise SeriesError(f"{where}: cannot load the adapter onto {base}: {_one_line(err)}") from None
 
     def tokenizer_for(self, folder: Path, plan: dict, revision: str):
         from transformers import AutoTokenizer
@@ -300,21 +336,23 @@ class _Runner:
             raise SeriesError(f"{self.repo_id}@{revision}: cannot load the tokenizer: {_one_line(err)}") from None
 
     def run(self, revision: str, commit: str, plan: dict) -> dict:
-        import torch
-        from transformers import AutoModelForCausalLM
-
         start = time.perf_counter()
         folder = self.out_dir / WEIGHTS_DIR / re.sub(r"[^A-Za-z0-9._-]+", "_", revision)
-        with _quiet_bars(self.progress):
-            path = _download(self.repo_id, revision, commit, plan["files"], folder)
-            try:
-                model = AutoModelForCausalLM.from_pretrained(path)
-            except (OSError, ValueError, KeyError) as err:
-                raise SeriesError(f"{self.repo_id}@{revision}: cannot load the model: {_one_line(err)}") from None
-            tokenizer, tokenizer_revision = self.tokenizer_for(path, plan, revision)
-            model.to(self.device)
-            analysis = _analyse_model(model, tokenizer, progress=self.progress, batch_size=self.batch_size,
-                                      **self.settings)
+        try:
+            with _quiet_bars(self.progress):
+                path = _download(self.repo_id, revision, commit, plan["files"], folder)
+                model, base = self.load_model(path, plan, revision)
+                tokenizer, tokenizer_revision = self.tokenizer_for(path, plan, revision)
+                model.to(self.device)
+                analysis = _analyse_model(model, tokenizer, progress=self.progress, batch_size=self.batch_size,
+                                          **self.settings)
+            record = self._record(revision, commit, plan, path, model, base, tokenizer_revision, analysis, start)
+            del model
+            return record
+        finally:
+            self._clean_up(folder)
+
+    def _record(self, revision, commit, plan, path, model, base, tokenizer_revision, analysis, start) -> dict:
         parsed = parse_revision(revision)
         state = _read_json(path / "trainer_state.json") if "trainer_state.json" in plan["files"] else None
         trainer_state = None
@@ -331,11 +369,16 @@ class _Runner:
             "tokenizer_revision": tokenizer_revision,
             "weight_files": plan["weight_files"], "weights_sha256": plan["weights_sha256"], "duplicate_of": None,
             **analysis,
-            "checkpoint_results": stored or None,
+            "checkpoint_results": stored or None, "adapter": bool(plan.get("adapter")), "base_model": base,
             "settings": dict(self.settings), "analysed_at": _now(),
             "seconds": round(time.perf_counter() - start, 3),
         }
-        del model
+        return record
+
+    def _clean_up(self, folder: Path) -> None:
+        """Free the model's memory; delete the downloaded files (also after a failure: a retry downloads anew)."""
+        import torch
+
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -345,7 +388,6 @@ class _Runner:
                 folder.parent.rmdir()  # DIR/weights, once empty
             except OSError:
                 pass
-        return record
 
 
 # ----------------------------------------------------------------------------- the series
@@ -412,6 +454,8 @@ def analyze_series(
     device: str | None = None,
     progress: bool = True,
     api=None,
+    base_model: str | None = None,
+    base_revision: str = "main",
 ) -> list[dict]:
     """Copy test + induction analysis of a Hub repo's checkpoint branches; returns the selected records.
 
@@ -421,7 +465,10 @@ def analyze_series(
     same commit and settings are reused, not recomputed. A revision whose weight files have the
     sha256 set of one analysed before gets ``duplicate_of`` and no numbers. `tokens_per_step`
     (default: Pythia's 2,097,152 for EleutherAI/pythia*) gives tokens where neither the name (OLMo)
-    nor trainer_state.json's num_input_tokens_seen does. Raises :class:`SeriesError`.
+    nor trainer_state.json's num_input_tokens_seen does. A PEFT adapter checkpoint is analysed on
+    top of `base_model` (default: the adapter's `base_model_name_or_path`). A revision that cannot be
+    downloaded or loaded (e.g. truncated weights) gets an ``error`` and no numbers; the others go on.
+    Raises :class:`SeriesError` when the series itself cannot be read.
     """
     from huggingface_hub import HfApi
     from tqdm.auto import tqdm
@@ -478,7 +525,7 @@ def analyze_series(
         else:
             plans[name] = _list_revision(api, repo_id, name, commits[name])
 
-    runner = _Runner(repo_id, out, settings, keep_weights, device, progress, batch_size)
+    runner = _Runner(repo_id, out, settings, keep_weights, device, progress, batch_size, base_model, base_revision)
     todo = [name for name in selected if not finished(name)]
     if len(todo) < len(selected):
         _say(f"{repo_id}: {len(selected) - len(todo)} of {len(selected)} revisions already in {out / SERIES_JSON}",
@@ -499,10 +546,18 @@ def analyze_series(
                 if by_name.get(name, {}).get("duplicate_of") != first:
                     _say(f"{repo_id}@{name}: same weights (sha256) as {first}; skipped as its duplicate", progress)
             else:
-                owner[fingerprint] = name
-                if "files" not in plan:  # reused from a duplicate record whose original is gone
-                    plan = _list_revision(api, repo_id, name, commits[name])
-                record = runner.run(name, commits[name], plan)
+                try:
+                    if "files" not in plan:  # reused from a duplicate record whose original is gone
+                        plan = _list_revision(api, repo_id, name, commits[name])
+                    record = runner.run(name, commits[name], plan)
+                    owner[fingerprint] = name
+                except SeriesError as err:  # one broken checkpoint does not stop the series
+                    parsed = parse_revision(name)
+                    record = {"revision": name, "commit": commits[name], "step": parsed[0] if parsed else None,
+                              "name_tokens": parsed[1] if parsed else None, "tokens": None, "tokens_source": None,
+                              "duplicate_of": None, "exact_match": None, "token_accuracy": None,
+                              "induction_max": None, "error": _one_line(err)}
+                    _say(f"skipped: {_one_line(err)} (a rerun retries it)", progress)
             record["tokens"], record["tokens_source"] = record_tokens(record, tokens_per_step)
             by_name[name] = record
             state["records"] = list(by_name.values())
@@ -546,6 +601,9 @@ def add_series_parser(subparsers):
     parser.add_argument("--batch-size", type=int, default=16, help="copy-test batch size")
     parser.add_argument("--device", help="torch device for the analysis (default: cuda if available, else cpu)")
     parser.add_argument("--keep-weights", action="store_true", help="keep downloaded files in DIR/weights")
+    parser.add_argument("--base-model", help="base model of a PEFT adapter series (default: each adapter's own "
+                        "base_model_name_or_path)")
+    parser.add_argument("--base-revision", default="main", help="revision of --base-model")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(handler=run_series)
     return parser
@@ -557,6 +615,8 @@ def _summary_line(record: dict) -> str:
         head += f", {record['tokens']:,} tokens"
     if record.get("duplicate_of"):
         return f"{head}: duplicate of {record['duplicate_of']} (not analysed)"
+    if record.get("error"):
+        return f"{head}: FAILED: {record['error']}"
     parts = []
     if record.get("exact_match") is not None:
         parts.append(f"copy exact {record['exact_match']:.3f}, token acc {record['token_accuracy']:.3f}")
@@ -578,7 +638,7 @@ def run_series(ns) -> int:
             ns.repo, revisions=ns.revisions, every=ns.every, out_dir=ns.out, copy_samples=ns.copy_samples,
             symbols=ns.symbols, seed=ns.seed, keep_weights=ns.keep_weights, tokens_per_step=ns.tokens_per_step,
             induction_seq_len=ns.induction_seq_len, batch_size=ns.batch_size, device=ns.device,
-            progress=not ns.no_progress)
+            progress=not ns.no_progress, base_model=ns.base_model, base_revision=ns.base_revision)
     except SeriesError as err:
         main_error(_one_line(err))
     for record in records:
@@ -586,4 +646,9 @@ def run_series(ns) -> int:
     out = Path(ns.out)
     written = [out / name for name in (SERIES_JSON, SERIES_CSV, COPY_PLOT, INDUCTION_PLOT) if (out / name).is_file()]
     print("wrote " + ", ".join(str(p) for p in written))
+    failed = [r["revision"] for r in records if r.get("error")]
+    if failed:
+        print(f"grokcopy: error: {len(failed)} revision(s) could not be analysed ({', '.join(failed)}); "
+              "the others are recorded; rerun the same command to retry them", file=sys.stderr)
+        return 1
     return 0
