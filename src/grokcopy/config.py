@@ -48,6 +48,13 @@ class ModelArguments:
     model_config_overrides: str | None = field(
         default=None, metadata={"help": "JSON object of further config fields, e.g. '{\"rope_theta\": 500000}'."}
     )
+    lora_r: int = field(default=0, metadata={"help": "Train a PEFT LoRA adapter of this rank on model_name_or_path "
+                                                     "(0: train all weights)."})
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA branch."})
+    lora_target_modules: str = field(
+        default="all-linear", metadata={"help": "Comma-separated module names, or all-linear (PEFT's own choice)."}
+    )
 
 
 @dataclass

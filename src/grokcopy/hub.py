@@ -172,8 +172,8 @@ class HubCheckpointCallback(TrainerCallback):
                  if p.is_file() and not any(tag in p.name for tag in LOCAL_ONLY)]
         branches = sorted(self.pushed | {step})
         readme = self.card(self.output_dir, [branch_name(s) for s in branches]) if self.card else None
-        if readme:
-            files.append(("README.md", readme.encode()))
+        if readme:  # ours replaces the stub card PEFT writes into an adapter checkpoint
+            files = [(name, src) for name, src in files if name != "README.md"] + [("README.md", readme.encode())]
 
         def operations(extra=()):
             # Fresh objects per commit: a CommitOperationAdd remembers its upload state.

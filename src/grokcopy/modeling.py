@@ -60,8 +60,31 @@ def model_config_kwargs(model_args: ModelArguments) -> dict:
     return kwargs
 
 
-def build_model(model_args: ModelArguments, tokenizer) -> PreTrainedModel:
-    """Create the model to train; its vocabulary always covers the tokenizer."""
+def build_model(model_args: ModelArguments, tokenizer):
+    """Create the model to train; its vocabulary always covers the tokenizer. With `lora_r` > 0, a PEFT
+    LoRA adapter on the pretrained model (continued pretraining that trains and saves only the adapter)."""
+    model = _build_base_model(model_args, tokenizer)
+    if model_args.lora_r <= 0:
+        return model
+    if not model_args.model_name_or_path:
+        raise ConfigError("lora_r: a LoRA adapter continues a pretrained model; give model_name_or_path")
+    from peft import LoraConfig, get_peft_model
+
+    targets = model_args.lora_target_modules
+    config = LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
+                        task_type="CAUSAL_LM",
+                        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")])
+    try:
+        model = get_peft_model(model, config)
+    except ValueError as err:
+        raise ConfigError(f"lora_target_modules: {' '.join(str(err).split())}") from None
+    trainable, total = model.get_nb_trainable_parameters()
+    logger.info("LoRA r=%d on %s: %.3fM of %.2fM parameters train", model_args.lora_r, model_args.model_name_or_path,
+                trainable / 1e6, total / 1e6)
+    return model
+
+
+def _build_base_model(model_args: ModelArguments, tokenizer) -> PreTrainedModel:
     attn = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
     if model_args.model_name_or_path:
         model = AutoModelForCausalLM.from_pretrained(
