@@ -228,8 +228,10 @@ class InductionHeadCallback(TrainerCallback):
 
         start = time.perf_counter()
         try:
+            split = self.trainer.process_split() if hasattr(self.trainer, "process_split") else {}
             scores = analyze_induction(self.trainer.model, seq_len=self.seq_len, batch_size=self.batch_size,
-                                       icl_input_ids=self.icl_input_ids)
+                                       icl_input_ids=self.icl_input_ids,
+                                       vocab_size=getattr(self.trainer, "analysis_vocab_size", None), **split)
         except UnsupportedArchitectureError as err:
             logger.warning("induction analysis off for this run: %s", err)
             self.disabled = True

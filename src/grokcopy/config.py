@@ -10,6 +10,8 @@ the file is caught exactly like a wrong type on the command line.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -17,6 +19,15 @@ from typing import Any
 
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
+
+
+logger = logging.getLogger(__name__)
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
 
 
 class ConfigError(ValueError):
@@ -123,6 +134,11 @@ class CopyTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not self.use_cpu and not _has_accelerator():
+            # Without this, Trainer on a CPU-only machine ignores torchrun's process group and every
+            # process trains alone, all writing into one output_dir.
+            logger.info("torchrun on a machine without an accelerator: use_cpu=True (DDP over gloo)")
+            self.use_cpu = True
         super().__post_init__()
         if self.hub_checkpoint_series and not self.hub_model_id:
             raise ConfigError("hub_checkpoint_series: needs hub_model_id (the repo that gets one branch per checkpoint)")

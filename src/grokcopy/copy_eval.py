@@ -10,6 +10,7 @@ the suffix, since greedy only diverges after a first wrong token. The numbers co
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from itertools import groupby
 from pathlib import Path
@@ -42,14 +43,22 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def predict_suffixes(model, task: CopyTask, batch_size: int = 16, progress: bool = False):
-    """Greedy (teacher-forced) predictions for every query: (query_index, predicted ids, suffix ids)."""
+def predict_suffixes(model, task: CopyTask, batch_size: int = 16, progress: bool = False,
+                     samples: Sequence[int] | None = None):
+    """Greedy (teacher-forced) predictions for every query of `samples` (default: all), in sample order:
+    a list of (query_index, predicted ids, suffix ids)."""
+    return [r[1:] for r in _predict(model, task, batch_size, progress, samples)]
+
+
+def _predict(model, task: CopyTask, batch_size: int, progress: bool, samples: Sequence[int] | None):
+    """(sample, query_index, predicted ids, suffix ids) for each query of `samples`, sorted by sample."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     results = []
+    chosen = range(len(task.samples)) if samples is None else samples
     # Samples with equal context length share a batch (always the case for `tokens` symbols).
-    order = sorted(range(len(task.samples)), key=lambda k: len(task.samples[k].context))
+    order = sorted(chosen, key=lambda k: (len(task.samples[k].context), k))
     batches = []
     for _, group in groupby(order, key=lambda k: len(task.samples[k].context)):
         group = list(group)
@@ -61,27 +70,44 @@ def predict_suffixes(model, task: CopyTask, batch_size: int = 16, progress: bool
         iterator = tqdm(batches, desc="copy test", unit="batch")
     try:
         for batch in iterator:
-            samples = [task.samples[k] for k in batch]
-            contexts = torch.tensor([s.context for s in samples], dtype=torch.long, device=device)
+            samples_ = [task.samples[k] for k in batch]
+            contexts = torch.tensor([s.context for s in samples_], dtype=torch.long, device=device)
             cache = model(input_ids=contexts, use_cache=True).cache
-            n_queries = len(samples[0].queries)
+            n_queries = len(samples_[0].queries)
             cache.batch_repeat_interleave(n_queries)
-            queries = [(i, p, s) for sample in samples for (i, p, s) in sample.queries]
-            rows = [p + s for _, p, s in queries]
+            queries = [(k, i, p, s) for k, sample in zip(batch, samples_) for (i, p, s) in sample.queries]
+            rows = [p + s for _, _, p, s in queries]
             logits = model(input_ids=_pad(rows, 0).to(device), cache=cache, use_cache=True).logits
             argmax = logits.argmax(-1).cpu()
-            for row, (i, prefix, suffix) in enumerate(queries):
+            for row, (k, i, prefix, suffix) in enumerate(queries):
                 start = len(prefix) - 1
-                results.append((i, argmax[row, start:start + len(suffix)].tolist(), suffix))
+                results.append((k, i, argmax[row, start:start + len(suffix)].tolist(), suffix))
     finally:
         model.train(was_training)
-    return results
+    return sorted(results, key=lambda r: r[0])  # stable: queries keep their order within a sample
 
 
-def score_copy_task(model, task: CopyTask, batch_size: int = 16, metric=None, progress: bool = False) -> dict:
-    """exact_match and token_accuracy overall and per query position i, through the evaluate metric."""
+def score_copy_task(model, task: CopyTask, batch_size: int = 16, metric=None, progress: bool = False,
+                    shard: tuple[int, int] = (0, 1), gather: Callable[[list], list] | None = None) -> dict:
+    """exact_match and token_accuracy overall and per query position i, through the evaluate metric.
+
+    Distributed: with `shard` = (rank, world size) each process scores every world-th sample and
+    `gather` (e.g. accelerate's gather_object) collects all processes' predictions, so every rank
+    gets the numbers one process would. Each rank runs the same number of batches (a rank short of
+    samples repeats its first one and drops it), as sharded (FSDP) forwards need.
+    """
     metric = metric or load_copy_metric()
-    results = predict_suffixes(model, task, batch_size=batch_size, progress=progress)
+    rank, world = shard
+    mine = list(range(rank, len(task.samples), world))
+    per_rank = -(-len(task.samples) // world)
+    padded = mine + [mine[0] if mine else 0] * (per_rank - len(mine))
+    local, taken = [], {k: 0 for k in mine}
+    for record in _predict(model, task, batch_size, progress, padded):  # drop the padding's repeats
+        k = record[0]
+        if k in taken and taken[k] < len(task.samples[k].queries):
+            local.append(record)
+            taken[k] += 1
+    results = [r[1:] for r in sorted(gather(local) if gather else local, key=lambda r: r[0])]
     overall = metric.compute(predictions=[p for _, p, _ in results], references=[r for _, _, r in results])
     per_position = {}
     for i in task.query_indices:

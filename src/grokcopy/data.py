@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from itertools import chain
 from pathlib import Path
 
@@ -193,8 +194,8 @@ def prepare_datasets(data_args: DataArguments, model_args: ModelArguments, seed:
 
 
 def write_jsonl(rows, path: Path) -> None:
-    """Write rows atomically: a reader never sees half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    """Write rows atomically: a reader never sees half a file (two writers never share a temporary)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w") as fh:
         for row in rows:
             fh.write(json.dumps(row) + "\n")

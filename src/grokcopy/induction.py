@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -179,7 +180,7 @@ def _compute_device(tensor: torch.Tensor) -> torch.device:
 
 
 @torch.inference_mode()
-def ov_circuit_matrices(model: nn.Module, *, fold_norms: bool = True) -> torch.Tensor:
+def ov_circuit_matrices(model: nn.Module, *, fold_norms: bool = True, vocab_size: int | None = None) -> torch.Tensor:
     """Per-head d_head x d_head matrices W_V^h W_E^T W_U W_O^h, float64, shape [L, H, d_head, d_head].
 
     Their eigenvalues are the non-zero eigenvalues of the vocabulary-sized OV circuit
@@ -188,6 +189,7 @@ def ov_circuit_matrices(model: nn.Module, *, fold_norms: bool = True) -> torch.T
     counts; biases are ignored.  With ``fold_norms`` (default) the per-channel weights of the input
     norm (or OLMo-2's output norm) and of the final norm are folded in, as TransformerLens' fold_ln
     does (see :func:`_norm_scale`); ``fold_norms=False`` uses the raw weights W_U W_O W_V W_E.
+    ``vocab_size`` keeps the first rows only (the tokens a tokenizer can produce).
     """
     lm = unwrap_model(model)
     model_type = _model_type(lm)
@@ -196,6 +198,8 @@ def ov_circuit_matrices(model: nn.Module, *, fold_norms: bool = True) -> torch.T
     unemb = effective_weight(lm.get_output_embeddings())  # [V, d]
     if emb.shape != unemb.shape:
         raise ValueError(f"embedding {tuple(emb.shape)} and unembedding {tuple(unemb.shape)} differ")
+    if vocab_size is not None:
+        emb, unemb = emb[:vocab_size], unemb[:vocab_size]
     device = _compute_device(emb)
     d = emb.shape[1]
     layers, final_norm = _layers_and_final_norm(lm, model_type)
@@ -225,18 +229,18 @@ def ov_circuit_matrices(model: nn.Module, *, fold_norms: bool = True) -> torch.T
     return torch.stack(out)
 
 
-def ov_circuit_eigenvalues(model: nn.Module, *, fold_norms: bool = True) -> np.ndarray:
+def ov_circuit_eigenvalues(model: nn.Module, *, fold_norms: bool = True, vocab_size: int | None = None) -> np.ndarray:
     """Complex eigenvalues of each head's OV circuit, shape [L, H, d_head] (see ov_circuit_matrices)."""
-    mats = ov_circuit_matrices(model, fold_norms=fold_norms).cpu().numpy()
+    mats = ov_circuit_matrices(model, fold_norms=fold_norms, vocab_size=vocab_size).cpu().numpy()
     return np.linalg.eigvals(mats)
 
 
-def eigenvalue_positivity(model: nn.Module, *, fold_norms: bool = True) -> np.ndarray:
+def eigenvalue_positivity(model: nn.Module, *, fold_norms: bool = True, vocab_size: int | None = None) -> np.ndarray:
     """EP = sum(lambda) / sum(|lambda|) per head, [L, H] in [-1, 1]: +1 for a pure copying head.
 
     A head whose OV circuit is exactly zero gets 0.
     """
-    eig = ov_circuit_eigenvalues(model, fold_norms=fold_norms)
+    eig = ov_circuit_eigenvalues(model, fold_norms=fold_norms, vocab_size=vocab_size)
     num = eig.sum(-1).real
     den = np.abs(eig).sum(-1)
     return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
@@ -400,16 +404,23 @@ def analyze_induction(
     with_bos: bool = True,
     icl_input_ids: Any = None,
     bos_token_id: int | None = None,
+    vocab_size: int | None = None,
+    shard: tuple[int, int] = (0, 1),
+    gather: Callable[[list], list] | None = None,
 ) -> InductionScores:
     """All induction scores of ``model`` (a transformers causal LM or a PEFT LoRA wrapper of one).
 
     Attention patterns are read in eval mode with eager attention; the attention implementation and
     each module's train/eval flag are restored afterwards.  EP uses the (LoRA-merged) weights.  ``bos_token_id`` defaults to
-    ``config.bos_token_id`` and is only used when ``with_bos``.
+    ``config.bos_token_id`` and is only used when ``with_bos``.  ``vocab_size`` limits the random
+    tokens and EP's vocabulary to the ids a tokenizer can produce (an embedding matrix padded past
+    the tokenizer, as Pythia's is, has rows no training ever touched).  Distributed: with ``shard`` =
+    (rank, world size) each process reads every world-th sequence and ``gather`` (e.g. accelerate's
+    gather_object) combines the processes' sums, so every rank gets the numbers one process would.
     """
     lm = unwrap_model(model)
     _model_type(lm)  # fail fast, before any forward pass
-    vocab = _vocab_size(lm)
+    vocab = _vocab_size(lm) if vocab_size is None else min(int(vocab_size), _vocab_size(lm))
     if with_bos:
         bos_token_id = lm.config.bos_token_id if bos_token_id is None else bos_token_id
         if bos_token_id is None or not 0 <= int(bos_token_id) < vocab:
@@ -424,10 +435,27 @@ def analyze_induction(
     ids = repeated_random_tokens(
         vocab, seq_len, batch_size, seed=seed, bos_token_id=bos_token_id, exclude=tuple(specials)
     )
-    ep = eigenvalue_positivity(model)
+    ep = eigenvalue_positivity(model, vocab_size=vocab)
+    rank, world = shard
+    mine = ids[rank::world] if len(ids[rank::world]) else ids[:1]  # an idle rank still runs one forward
     with eager_eval_mode(model):
-        patterns = attention_pattern_scores(model, ids, seq_len=seq_len, with_bos=with_bos)
-    icl = None if icl_input_ids is None else icl_score(model, icl_input_ids, batch_size=batch_size)
+        local = attention_pattern_scores(model, mine, seq_len=seq_len, with_bos=with_bos)
+    count = len(ids[rank::world])
+    icl = None
+    if icl_input_ids is not None:
+        rows = torch.as_tensor(icl_input_ids, dtype=torch.long)
+        rows = rows[None] if rows.ndim == 1 else rows
+        mine_icl = rows[rank::world] if len(rows[rank::world]) else rows[:1]
+        icl_local = icl_score(model, mine_icl, batch_size=batch_size)
+        icl = None if icl_local is None else (len(rows[rank::world]), icl_local)
+    if gather is not None:
+        parts = gather([(count, {k: v * count for k, v in local.items()}, icl)])
+        total = sum(n for n, _, _ in parts)
+        patterns = {k: sum(p[k] for _, p, _ in parts) / total for k in local}
+        icl_parts = [x for _, _, x in parts if x is not None]
+        icl = sum(n * v for n, v in icl_parts) / sum(n for n, _ in icl_parts) if icl_parts else None
+    else:
+        patterns, icl = local, (None if icl is None else icl[1])
     return InductionScores(
         num_layers=ep.shape[0], num_heads=ep.shape[1], ep=ep, induction=patterns["attention"] * ep,
         **patterns, icl_score=icl, seq_len=seq_len, with_bos=with_bos,

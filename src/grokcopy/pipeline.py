@@ -51,15 +51,17 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
                   callbacks=None) -> CopyTrainer:
     """Data, tokenizer, model and copy test, validated, wired into a CopyTrainer."""
     transformers.set_seed(training_args.seed)
-    if data_args.demo_corpus:
-        from .demo_corpus import DemoCorpusConfig, demo_corpus_files
+    # Distributed: the main process generates, tokenizes and caches the data; the others then read the cache.
+    with training_args.main_process_first(desc="data", local=False):
+        if data_args.demo_corpus:
+            from .demo_corpus import DemoCorpusConfig, demo_corpus_files
 
-        try:
-            corpus = DemoCorpusConfig(**json.loads(data_args.demo_corpus_config or "{}"))
-        except (json.JSONDecodeError, TypeError) as err:
-            raise ConfigError(f"demo_corpus_config: {' '.join(str(err).split())}") from None
-        data_args.train_files = demo_corpus_files(data_args.cache_dir, corpus)
-    tokenizer, blocks = prepare_datasets(data_args, model_args, seed=training_args.seed)
+            try:
+                corpus = DemoCorpusConfig(**json.loads(data_args.demo_corpus_config or "{}"))
+            except (json.JSONDecodeError, TypeError) as err:
+                raise ConfigError(f"demo_corpus_config: {' '.join(str(err).split())}") from None
+            data_args.train_files = demo_corpus_files(data_args.cache_dir, corpus)
+        tokenizer, blocks = prepare_datasets(data_args, model_args, seed=training_args.seed)
     model = build_model(model_args, tokenizer)
     context = model_context_length(model)
     if context is not None and data_args.block_size > context:

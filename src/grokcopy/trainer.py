@@ -134,13 +134,17 @@ class CopyTrainer(Trainer):
         return loss
 
     def first_nonfinite_step(self) -> int | None:
-        """The first optimizer step since the last check whose loss was NaN/inf (one device sync)."""
-        if not self._unchecked_losses:
-            return None
-        steps, losses = zip(*self._unchecked_losses)
+        """The first optimizer step since the last check whose loss was NaN/inf on any process
+        (one device sync; distributed, a collective all processes reach at the same step)."""
+        steps, losses = zip(*self._unchecked_losses) if self._unchecked_losses else ((), ())
         self._unchecked_losses = []
-        bad = (~torch.isfinite(torch.stack(losses))).nonzero()
-        return steps[int(bad[0])] if len(bad) else None
+        bad = (~torch.isfinite(torch.stack(losses))).nonzero() if losses else []
+        first = steps[int(bad[0])] if len(bad) else None
+        if self.accelerator.num_processes > 1:
+            flag = torch.tensor(float("inf") if first is None else first, device=self.args.device)
+            gathered = self.accelerator.gather(flag[None])
+            first = None if torch.isinf(gathered.min()) else int(gathered.min())
+        return first
 
     def _save_checkpoint(self, model, trial):
         folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
@@ -158,15 +162,36 @@ class CopyTrainer(Trainer):
 
     @property
     def last_step_loss(self) -> float | None:
-        """Training loss of the latest optimizer step (None before the first)."""
-        return None if self._step_loss is None else float(self._step_loss)
+        """Training loss of the latest optimizer step, averaged over processes (None before the first).
+
+        Distributed, every process must ask at the same step (the callbacks do): it is a collective."""
+        if self._step_loss is None:
+            return None
+        if self.accelerator.num_processes > 1:
+            return float(self.accelerator.reduce(self._step_loss.detach().clone(), reduction="mean"))
+        return float(self._step_loss)
+
+    def process_split(self) -> dict:
+        """How an analysis splits its work across processes: `shard` (rank, world size) and `gather`."""
+        if self.accelerator.num_processes == 1:
+            return {}
+        from accelerate.utils import gather_object
+
+        return {"shard": (self.accelerator.process_index, self.accelerator.num_processes), "gather": gather_object}
+
+    @property
+    def analysis_vocab_size(self) -> int | None:
+        """Ids the tokenizer can produce: rows of a padded embedding past them were never trained."""
+        return len(self.processing_class) if self.processing_class is not None else None
 
     def copy_evaluate(self, progress: bool = False) -> dict:
-        """Run the copy test on the current model: exact_match, token_accuracy, per position."""
+        """Run the copy test on the current model: exact_match, token_accuracy, per position.
+
+        Distributed, each process scores its share of the samples and all get the full result."""
         if self.copy_task is None:
             raise ValueError("CopyTrainer has no copy task: pass copy_task= or a processing_class (tokenizer)")
         return score_copy_task(self.model, self.copy_task, batch_size=self.args.copy_eval_batch_size,
-                               progress=progress)
+                               progress=progress, **self.process_split())
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
                         metric_key_prefix="eval"):
