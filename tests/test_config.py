@@ -99,3 +99,20 @@ def test_paper_preset_has_162m_parameters():
     n_params = sum(p.numel() for p in model.parameters())
     assert 161e6 < n_params < 163e6
     assert config.head_dim == 64 and not config.tie_word_embeddings
+
+
+def test_distributed_configs_load():
+    """The accelerate launch configs load as accelerate reads them; the FSDP JSON is a valid fsdp_config."""
+    import torch
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    ddp = load_config_from_file(str(REPO / "trainer_configs" / "accelerate" / "ddp-8gpu.yaml"))
+    fsdp = load_config_from_file(str(REPO / "trainer_configs" / "accelerate" / "fsdp-8gpu.yaml"))
+    assert (ddp.distributed_type, ddp.num_processes) == ("MULTI_GPU", 8)
+    assert fsdp.distributed_type == "FSDP" and fsdp.fsdp_config["fsdp_version"] == 2
+    cpu = [] if torch.cuda.is_available() else ["--bf16", "false", "--tf32", "false", "--optim", "adamw_torch"]
+    _, _, args = parse_args(REPO / "trainer_configs" / "paper-162m.yaml",
+                            [*cpu, "--fsdp", "full_shard auto_wrap",
+                             "--fsdp_config", str(REPO / "trainer_configs" / "fsdp" / "llama-full-shard.json")])
+    assert args.fsdp_config["transformer_layer_cls_to_wrap"] == ["LlamaDecoderLayer"]
+    assert args.fsdp_config["version"] == 2

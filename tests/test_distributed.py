@@ -1,5 +1,5 @@
-"""`torchrun --nproc_per_node 2` on CPU (gloo): the copy test and the induction analysis are split
-across the processes and give what one process with the same global batch gives."""
+"""`torchrun --nproc_per_node 2` on CPU (gloo), with DDP and with FSDP2: the copy test and the induction
+analysis are split across the processes and give what one process with the same global batch gives."""
 
 import json
 import os
@@ -26,13 +26,22 @@ def train(config, tmp_path, name, nproc):
     return proc
 
 
-def test_two_processes_match_one_process_with_the_same_global_batch(corpus_file, tmp_path):
+FSDP = {"fsdp": "full_shard auto_wrap", "fsdp_config": {"transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"],
+                                                         "version": 2}}
+
+
+def test_ddp_and_fsdp_match_one_process_with_the_same_global_batch(corpus_file, tmp_path):
     # 9 copy samples: the second process scores one fewer (padding path); 8 induction sequences split 4 + 4.
     common = dict(max_steps=8, save_steps=4, copy_eval_steps=2, copy_num_samples=9, induction_eval_steps=4)
     train(tiny_config(corpus_file, tmp_path / "one", per_device_train_batch_size=8, **common), tmp_path, "one", 1)
-    train(tiny_config(corpus_file, tmp_path / "two", per_device_train_batch_size=4, **common), tmp_path, "two", 2)
+    for name, extra in (("ddp", {}), ("fsdp", FSDP)):
+        config = tiny_config(corpus_file, tmp_path / name, per_device_train_batch_size=4, **common, **extra)
+        train(config, tmp_path, name, 2)
+        assert_same_run(tmp_path / "one", tmp_path / name)
 
-    one, two = (read_jsonl(tmp_path / name / "copy_history.jsonl") for name in ("one", "two"))
+
+def assert_same_run(first, second):
+    one, two = (read_jsonl(folder / "copy_history.jsonl") for folder in (first, second))
     assert [r["step"] for r in two] == [r["step"] for r in one] == [0, 2, 4, 6, 8]  # one writer, no duplicates
     assert [r["tokens"] for r in two] == [r["tokens"] for r in one]
     for a, b in zip(one, two):
@@ -41,12 +50,11 @@ def test_two_processes_match_one_process_with_the_same_global_batch(corpus_file,
         assert a["per_position"] == b["per_position"]
         if a["loss"] is not None:  # the logged loss is the mean over both processes' halves of the batch
             assert abs(a["loss"] - b["loss"]) < 1e-4 * a["loss"]
-    ind_one, ind_two = (read_jsonl(tmp_path / name / "induction_history.jsonl") for name in ("one", "two"))
+    ind_one, ind_two = (read_jsonl(folder / "induction_history.jsonl") for folder in (first, second))
     assert [r["step"] for r in ind_two] == [r["step"] for r in ind_one] == [0, 1, 2, 4, 8]
     for a, b in zip(ind_one, ind_two):
         for key in ("attention", "ep", "induction", "prev_token", "prefix_matching"):
             assert np.allclose(a[key], b[key], atol=1e-5), key
-    w_one, w_two = (load_file(tmp_path / name / "model.safetensors") for name in ("one", "two"))
+    w_one, w_two = (load_file(folder / "model.safetensors") for folder in (first, second))
     assert all(np.allclose(w_one[k].numpy(), w_two[k].numpy(), atol=1e-4) for k in w_one)
-    assert (tmp_path / "two" / "checkpoint-8" / "induction.json").is_file()
-    assert (tmp_path / "two" / "copy_curve.png").is_file()
+    assert (second / "checkpoint-8" / "induction.json").is_file() and (second / "copy_curve.png").is_file()

@@ -54,7 +54,10 @@ def checkpoint_problem(folder: str | Path) -> str | None:
         return "trainer_state.json is truncated or unreadable"
     weights = [folder / name for name in WEIGHT_FILES if (folder / name).is_file()]
     weights += sorted(folder.glob("model-*-of-*.safetensors"))
-    if not weights:
+    sharded = [d for d in folder.glob("pytorch_model_fsdp_*") if d.is_dir()]  # FSDP SHARDED_STATE_DICT
+    if any(not (d / ".metadata").is_file() for d in sharded):
+        return "an FSDP sharded state dict without its .metadata (the run stopped while saving?)"
+    if not weights and not sharded:
         return "no model weights in it"
     for path in weights:
         problem = safetensors_problem(path) if path.suffix == ".safetensors" else None
