@@ -110,3 +110,15 @@ def test_resume_from_missing_checkpoint_is_clear(corpus_file, tmp_path):
     _, _, args = parse_args(tiny_config(corpus_file, tmp_path / "empty", resume_from_checkpoint="last"))
     with pytest.raises(ConfigError, match="no complete checkpoint"):
         resolve_resume(args)
+
+
+def test_weight_decay_only_on_matrices(corpus_file, tmp_path):
+    trainer = build_trainer(*parse_args(tiny_config(corpus_file, tmp_path / "run", weight_decay=0.1)))
+    optimizer = trainer.create_optimizer()
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    decayed = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    plain = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] == 0 for p in g["params"]}
+    assert decayed and plain and decayed | plain == set(names.values())
+    assert all(trainer.model.get_parameter(n).ndim == 2 for n in decayed)
+    assert all("norm" in n for n in plain)  # LLaMA has no biases: its 1-D parameters are the norm scales
+    assert "model.embed_tokens.weight" in decayed and "lm_head.weight" in decayed

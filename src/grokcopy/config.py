@@ -30,6 +30,12 @@ def _has_accelerator() -> bool:
     return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
 
 
+def _cuda_bf16() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
 class ConfigError(ValueError):
     """A bad config: the message is one line that names the field or file at fault."""
 
@@ -132,8 +138,15 @@ class CopyTrainingArguments(TrainingArguments):
     hub_push_wait: float = field(
         default=600.0, metadata={"help": "Seconds to wait at the end of training for pending pushes to land."}
     )
+    fast_path: bool = field(
+        default=True, metadata={"help": "On a CUDA GPU: bf16 mixed precision and TF32 matmuls unless fp16/bf16/tf32 "
+                                        "are set (fused AdamW and sdpa attention are already the defaults)."}
+    )
 
     def __post_init__(self):
+        if self.fast_path and _cuda_bf16() and not self.fp16 and not self.bf16:
+            self.bf16 = True
+            self.tf32 = True if self.tf32 is None else self.tf32
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not self.use_cpu and not _has_accelerator():
             # Without this, Trainer on a CPU-only machine ignores torchrun's process group and every
             # process trains alone, all writing into one output_dir.

@@ -70,6 +70,11 @@ class CopyTrainer(Trainer):
                 timeout=self.args.hub_push_timeout)
             self.add_callback(self.hub_callback)
 
+    def get_decay_parameter_names(self, model) -> list[str]:
+        """Weight decay on matrices only (2-D and up: linear and embedding weights), never on biases or
+        norm scales, as nanoGPT and the LLaMA recipe do (Trainer's default keys on names)."""
+        return [name for name, p in model.named_parameters() if p.ndim >= 2]
+
     def _card_renderer(self, data_description: str):
         def render(output_dir, branches):
             from .model_card import render_card
