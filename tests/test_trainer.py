@@ -122,3 +122,31 @@ def test_weight_decay_only_on_matrices(corpus_file, tmp_path):
     assert all(trainer.model.get_parameter(n).ndim == 2 for n in decayed)
     assert all("norm" in n for n in plain)  # LLaMA has no biases: its 1-D parameters are the norm scales
     assert "model.embed_tokens.weight" in decayed and "lm_head.weight" in decayed
+
+
+COMPILED_RUN = """
+import json, sys
+from torch._dynamo.utils import counters
+from grokcopy.config import parse_args
+from grokcopy.pipeline import run_training
+run_training(*parse_args(json.loads(sys.argv[1])))
+print(json.dumps({k: dict(v) for k, v in counters.items()}))
+"""
+
+
+def test_torch_compile_with_every_callback_compiles_once(corpus_file, tmp_path):
+    """The copy test and the induction analysis (eager attention, eval mode, KV cache) run on the eager
+    module and restore every flag, so the compiled training graph is never recompiled."""
+    import subprocess
+    import sys
+
+    config = tiny_config(corpus_file, tmp_path / "run", max_steps=12, torch_compile=True, copy_eval_steps=2,
+                         induction_eval_steps=4, save_steps=6)
+    proc = subprocess.run([sys.executable, "-c", COMPILED_RUN, json.dumps(config)], capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counters = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert counters["frames"]["ok"] >= 1 and counters["stats"]["unique_graphs"] == 1
+    assert not counters.get("recompiles")
+    assert [r["step"] for r in history(tmp_path / "run")] == list(range(0, 13, 2))
+    assert [r["step"] for r in read_jsonl(tmp_path / "run" / "induction_history.jsonl")] == [0, 1, 2, 4, 6, 8, 12]
