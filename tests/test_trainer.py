@@ -47,6 +47,8 @@ def test_training_writes_history_logs_and_checkpoints(corpus_file, tmp_path):
     assert (out / "checkpoint-4").is_dir() and (out / "checkpoint-8").is_dir()
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     assert (out / "copy_curve.png").stat().st_size > 10_000
+    run_config = json.loads((out / "run_config.json").read_text())
+    assert run_config["tokens_per_step"] == 8 * 128 and run_config["training"]["learning_rate"] == 3e-3
     state = json.loads((out / "trainer_state.json").read_text())
     logged = [r for r in state["log_history"] if "copy_exact_match" in r]
     assert [r["step"] for r in logged] == [0, 2, 4, 6, 8]

@@ -91,6 +91,22 @@ def describe_data(data_args: DataArguments) -> str:
             f"and packed into {data_args.block_size}-token blocks.")
 
 
+RUN_CONFIG = "run_config.json"
+
+
+def write_run_config(output_dir, model_args, data_args, training_args, tokens_per_step) -> None:
+    """Every argument of the run in one JSON file (tokens masked by TrainingArguments.to_dict), so
+    reports can tell runs apart (what differs besides the seed) without unpickling training_args.bin."""
+    from dataclasses import asdict
+
+    from .callbacks import write_json_atomic
+
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    record = {"model": asdict(model_args), "data": asdict(data_args), "training": training_args.to_dict(),
+              "world_size": training_args.world_size, "tokens_per_step": tokens_per_step}
+    write_json_atomic(Path(output_dir) / RUN_CONFIG, json.loads(json.dumps(record, default=str)))
+
+
 def summarize(output_dir: str | Path) -> dict:
     """The run in numbers: steps, tokens, final loss and copy accuracy, first step with EM >= 0.5."""
     history = read_jsonl(Path(output_dir) / COPY_HISTORY)
@@ -114,6 +130,8 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     """Train, save the final model + tokenizer, plot the copy curve, return the summary."""
     resume = resolve_resume(training_args)
     trainer = build_trainer(model_args, data_args, training_args, callbacks=callbacks)
+    if trainer.is_world_process_zero():
+        write_run_config(training_args.output_dir, model_args, data_args, training_args, trainer.tokens_per_step)
     if trainer.copy_task.note:
         print(trainer.copy_task.note)
     trainer.train(resume_from_checkpoint=resume)
