@@ -11,17 +11,16 @@ optimizer steps after `--warmup` untimed steps, three ways:
       40-token context) and the induction analysis on the same schedule (`induction_eval_steps` =
       `copy_eval_steps`: without it the analysis runs only at checkpoint saves, and there are none).
 
-Same LR, betas, eps, clip (1.0), constant LR, no weight decay, same optimizer (fused AdamW when
-available) in all three. Timing: wall clock from the end of the last warm-up step to the end of the
-last step (a TrainerCallback added last stamps on_step_end, so the copy tests and induction analyses
-of (c) that fall in that window are inside its time: that is the cost measured; the ones at step 0
-and at on_train_end are outside). Variants are interleaved (a, b, c, a, b, c, ... `--repeats`) and the
-median reported. Printed per variant: tokens/s, s/step, peak memory (CUDA: max_memory_allocated;
-CPU: peak RSS during the variant, via /proc/self/clear_refs + VmHWM on Linux, else a psutil sampler,
-else ru_maxrss) and MFU = 6N + 12*L*H*Q*T FLOPs per token (nanoGPT's estimate_mfu; N = all parameters,
-embeddings included, as nanoGPT with tied weights counts them; L layers, H heads, Q head dim, T block)
-times tokens/s over the peak: CUDA `--peak_flops` (default 989e12, H100 bf16 dense); CPU a peak
-measured in this run (best of 5 2048x2048 matmuls, fp32, or bf16 with --bf16).
+Same LR, betas, eps, clip (1.0), constant LR, no weight decay, fused AdamW when available, in all three.
+Timing: wall clock from the end of the last warm-up step to the end of the last step (a callback added
+last stamps on_step_end), so (c)'s copy tests and induction analyses in that window are in its time: the
+cost measured (those at step 0 and on_train_end are outside). Variants interleave (a, b, c, a, b, c, ...
+`--repeats`); medians are reported. Per variant: tokens/s, s/step, peak memory (CUDA: max_memory_allocated;
+CPU: peak RSS of the variant: Linux VmHWM reset via /proc/self/clear_refs, else a psutil sampler, else
+ru_maxrss) and MFU = training tokens/s x (6N + 12*L*H*Q*T) / peak FLOPs, nanoGPT's estimate_mfu (N = all
+parameters as nanoGPT counts with tied weights; here the untied input embedding, a lookup, is counted too:
+~13% too many FLOPs for paper-162m; copy-test FLOPs are not counted). Peak: CUDA `--peak_flops` (default
+989e12, H100 bf16 dense); CPU measured in this run (best of 5 2048x2048 matmuls, fp32, bf16 with --bf16).
 
     .venv/bin/python benchmarks/bench_train.py                         # CPU: demo and mid, 2 threads
     .venv/bin/python benchmarks/bench_train.py --sizes paper-162m --bf16 --compile   # CUDA
@@ -195,7 +194,7 @@ def run_trainer(model, data, cfg, ns, device, tokenizer, copy):
             every = args.copy_eval_steps
             in_window = lambda r: ns.warmup < r["step"] <= total  # noqa: E731
             evals = [r for r in read_jsonl(Path(out) / COPY_HISTORY)
-                     if in_window(r) and eval_steps_schedule(r["step"], "log", every)]
+                     if in_window(r) and eval_steps_schedule(r["step"], args.copy_eval_schedule, every)]
             analyses = [r for r in read_jsonl(Path(out) / INDUCTION_HISTORY) if in_window(r)]
             info.update(copy_tests=len(evals), copy_test_s=round(sum(r["seconds"] for r in evals), 3),
                         induction_analyses=len(analyses),
