@@ -90,3 +90,14 @@ def test_config_from_training_args():
     config = CopyTaskConfig.from_training_args(args)
     assert config.num_samples == 7 and config.symbols == "hex" and config.prefix_length == 12
     assert np.isclose(args.learning_rate, 5e-5)  # every TrainingArguments default untouched
+
+
+def test_symbol_pattern_restricts_the_symbols(char_tok):
+    task = build_copy_task(char_tok, CopyTaskConfig(num_samples=20, symbol_pattern="[0-9a-z]"))
+    newline = separator_ids(char_tok)[0]
+    used = {char_tok.convert_ids_to_tokens(t) for s in task.samples for t in s.context if t != newline}
+    assert used == set("0123456789abcdefghijklmnopqrstuvwxyz")
+    with pytest.raises(CopyTaskError, match="not a regular expression"):
+        build_copy_task(char_tok, CopyTaskConfig(num_samples=2, symbol_pattern="[0-9"))
+    with pytest.raises(CopyTaskError, match="vocabulary too small"):
+        build_copy_task(char_tok, CopyTaskConfig(num_samples=2, symbol_pattern="[01]"))

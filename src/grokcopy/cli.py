@@ -5,6 +5,8 @@
     grokcopy copy-test MODEL [--revision R]         the paper's copy test on a saved or Hub model
     grokcopy induction MODEL [--revision R]         induction-head scores per layer x head
     grokcopy series REPO --out DIR                  copy test + induction analysis of a checkpoint series
+    grokcopy sweep SWEEP.yaml [--field value ...]   train a sweep's members one after another (or print commands)
+    grokcopy report RUN_DIR... --out DIR            figures, grokking statistics and the paper's claims
     grokcopy push OUTPUT_DIR                        push checkpoints a run could not push (Hub was down)
     grokcopy push-metric NAMESPACE/copy_accuracy    share the metric as a Hub Space for evaluate.load
 """
@@ -138,6 +140,28 @@ def build_parser() -> argparse.ArgumentParser:
     from .series import add_series_parser
 
     add_series_parser(sub)
+    sweep = sub.add_parser("sweep", allow_abbrev=False,
+                           help="run a sweep file's members (trainer_configs/sweeps/); --field value applies to all")
+    sweep.add_argument("sweep", help="sweep YAML: base config, grid / members / seeds")
+    sweep.add_argument("--only", help="comma-separated member names to run (default: all)")
+    sweep.add_argument("--output_dir", help="the sweep's folder (default: its output_dir); members go below it")
+    sweep.add_argument("--print-commands", action="store_true", help="print one train command per member instead")
+    sweep.add_argument("--launcher", choices=["torchrun", "accelerate"], help="with --print-commands")
+    sweep.add_argument("--nproc", type=int, help="processes per member (torchrun --nproc_per_node)")
+    sweep.add_argument("--accelerate-config", help="accelerate launch --config_file")
+    sweep.add_argument("--dry-run", action="store_true", help="validate every member and print the plan only")
+    report = sub.add_parser("report", help="compare runs or sweeps: figures, grokking statistics, the paper's claims")
+    report.add_argument("runs", nargs="+", help="run folders or sweep folders (their members are used)")
+    report.add_argument("--out", required=True, help="folder for report.md, report.json and the figures")
+    report.add_argument("--loss-tolerance", type=float, default=0.05,
+                        help="loss plateau band: share of the total fall (or nats with --absolute)")
+    report.add_argument("--absolute", action="store_true", help="--loss-tolerance is in nats, not a share")
+    report.add_argument("--loss-window", type=int, default=5, help="logged losses in the moving average")
+    report.add_argument("--jump-window", type=float, help="steps over which the copy jump's rise is measured "
+                                                          "(default: the widest gap between copy tests)")
+    report.add_argument("--align-tolerance", type=float, default=0.25,
+                        help="claim (a): relative spread of jump steps below which they align")
+    report.add_argument("--threshold", type=float, default=0.3, help="induction score I of a formed head")
     metric = sub.add_parser("push-metric", help="upload metrics/copy_accuracy as a Hub Space")
     metric.add_argument("space_id", help="NAMESPACE/copy_accuracy")
     metric.add_argument("--private", action="store_true")
@@ -154,8 +178,18 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import run_demo
 
             return run_demo(ns.output_dir, rest)
+        if ns.command == "sweep":
+            from .sweep import run_sweep
+
+            return run_sweep(ns.sweep, rest, only=ns.only, output_dir=ns.output_dir, print_commands=ns.print_commands,
+                             dry_run=ns.dry_run, launcher=ns.launcher, nproc=ns.nproc,
+                             accelerate_config=ns.accelerate_config)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        if ns.command == "report":
+            from .report import run_report
+
+            return run_report(ns)
         if ns.command == "series":
             from .series import run_series
 

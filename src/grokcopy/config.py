@@ -117,6 +117,9 @@ class CopyTrainingArguments(TrainingArguments):
     copy_suffix_length: int = field(default=6, metadata={"help": "Suffix symbols to reproduce (paper: 6)."})
     copy_query_stride: int = field(default=5, metadata={"help": "Query sequences i = stride, 2*stride, ..."})
     copy_symbols: str = field(default="tokens", metadata={"help": "tokens (random ids) or hex (as in Fig. 1)."})
+    copy_symbol_pattern: str | None = field(
+        default=None, metadata={"help": "tokens: use only vocabulary entries whose text fully matches this regex."}
+    )
     copy_seed: int = field(default=1234, metadata={"help": "Seed of the copy test samples (fixed across a run)."})
     copy_eval_batch_size: int = field(default=16, metadata={"help": "Samples per forward pass in the copy test."})
     induction_analysis: bool = field(

@@ -12,6 +12,7 @@ the same test can be rerun on every checkpoint of a series.
 from __future__ import annotations
 
 import logging
+import re
 import string
 from dataclasses import dataclass, field
 
@@ -35,12 +36,14 @@ class CopyTaskConfig:
     query_stride: int = 5
     symbols: str = "tokens"
     seed: int = 1234
+    symbol_pattern: str | None = None  # `tokens`: only vocabulary entries whose text fully matches this regex
 
     @classmethod
     def from_training_args(cls, args) -> "CopyTaskConfig":
         return cls(num_samples=args.copy_num_samples, num_sequences=args.copy_num_sequences,
                    prefix_length=args.copy_prefix_length, suffix_length=args.copy_suffix_length,
-                   query_stride=args.copy_query_stride, symbols=args.copy_symbols, seed=args.copy_seed)
+                   query_stride=args.copy_query_stride, symbols=args.copy_symbols, seed=args.copy_seed,
+                   symbol_pattern=getattr(args, "copy_symbol_pattern", None))
 
 
 @dataclass
@@ -71,10 +74,18 @@ def separator_ids(tokenizer) -> list[int]:
     return ids
 
 
-def eligible_token_ids(tokenizer, exclude=()) -> np.ndarray:
-    """Vocabulary ids a random `tokens` sequence may use: no special tokens, no separator."""
+def eligible_token_ids(tokenizer, exclude=(), pattern: str | None = None) -> np.ndarray:
+    """Vocabulary ids a random `tokens` sequence may use: no special tokens, no separator, and (with
+    `pattern`) only tokens whose text fully matches it, e.g. to leave out byte-fallback pieces."""
     banned = set(tokenizer.all_special_ids) | set(exclude)
-    return np.array([i for i in range(len(tokenizer)) if i not in banned], dtype=np.int64)
+    ids = [i for i in range(len(tokenizer)) if i not in banned]
+    if pattern is not None:
+        try:
+            regex = re.compile(pattern)
+        except re.error as err:
+            raise CopyTaskError(f"copy symbol pattern {pattern!r} is not a regular expression: {err}") from None
+        ids = [i for i in ids if regex.fullmatch(tokenizer.convert_ids_to_tokens(i) or "")]
+    return np.array(ids, dtype=np.int64)
 
 
 def fit_num_sequences(config: CopyTaskConfig, sep_len: int, max_length: int | None) -> int:
@@ -118,7 +129,7 @@ def build_copy_task(tokenizer, config: CopyTaskConfig = CopyTaskConfig(), max_le
         logger.warning(note)
     queries = list(range(config.query_stride, n_fit + 1, config.query_stride))
     if config.symbols == "tokens":
-        symbols = eligible_token_ids(tokenizer, exclude=sep)
+        symbols = eligible_token_ids(tokenizer, exclude=sep, pattern=config.symbol_pattern)
     else:
         symbols = np.array(list(HEX_DIGITS))
         for digit in HEX_DIGITS:

@@ -32,6 +32,7 @@ from .data import write_jsonl
 # 256 symbols: digits and ASCII letters (hex digits included) and 194 Latin letters from U+00C0 on.
 # A large alphabet keeps chance matches rare, so copying can rely on the last symbol seen.
 ALPHABET = string.digits + string.ascii_letters + "".join(chr(c) for c in range(0xC0, 0xC0 + 194))
+PROSE_ALPHABET_START = 0x4E00  # CJK ideographs: as many "words" as prose_symbols asks for
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class DemoCorpusConfig:
     span_min: int = 6
     span_max: int = 14
     prose_certainty: float = 0.95
+    prose_symbols: int = 0  # > 0: prose uses its own symbols (like words vs. hashes), none shared with identifiers
     seed: int = 0
 
     @property
@@ -55,15 +57,20 @@ def generate_documents(config: DemoCorpusConfig):
     rng = np.random.default_rng(config.seed)
     symbols = np.array(list(ALPHABET))
     k, n = len(symbols), config.document_chars
-    successor = rng.permutation(k)  # the prose "grammar": one likely successor per symbol
+    prose = symbols
+    if config.prose_symbols > 0:
+        prose = np.array([chr(PROSE_ALPHABET_START + i) for i in range(config.prose_symbols)])
+    successor = rng.permutation(len(prose))  # the prose "grammar": one likely successor per symbol
     for _ in range(config.num_documents):
         if rng.random() >= config.identifier_share:
             doc = np.empty(n, dtype=np.int64)
-            doc[0] = rng.integers(k)
+            doc[0] = rng.integers(len(prose))
             noise = rng.random(n) >= config.prose_certainty
-            random_next = rng.integers(0, k, size=n)
+            random_next = rng.integers(0, len(prose), size=n)
             for t in range(1, n):
                 doc[t] = random_next[t] if noise[t] else successor[doc[t - 1]]
+            yield "".join(prose[doc])
+            continue
         else:
             doc = rng.integers(0, k, size=n)
             for _ in range(config.spans_per_document):
@@ -71,7 +78,7 @@ def generate_documents(config: DemoCorpusConfig):
                 first = int(rng.integers(0, n - 2 * length))
                 second = int(rng.integers(first + length, n - length + 1))
                 doc[second:second + length] = doc[first:first + length]
-        yield "".join(symbols[doc])
+            yield "".join(symbols[doc])
 
 
 def demo_corpus_files(cache_dir: str | None = None, config: DemoCorpusConfig = DemoCorpusConfig()) -> list[str]:

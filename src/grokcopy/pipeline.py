@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 
 import transformers
+from transformers import default_data_collator
 
 from .callbacks import COPY_HISTORY, INDUCTION_HISTORY, read_jsonl
 from .checkpoints import checkpoint_problem, last_complete_checkpoint
@@ -71,8 +72,10 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
         copy_task = build_copy_task(tokenizer, CopyTaskConfig.from_training_args(training_args), max_length=context)
     except CopyTaskError as err:
         raise ConfigError(str(err)) from None
+    # Packed blocks all have block_size tokens: stacking them is all a batch needs (no padding pass).
     return CopyTrainer(model=model, args=training_args, train_dataset=blocks["train"],
                        eval_dataset=blocks["validation"], processing_class=tokenizer, copy_task=copy_task,
+                       data_collator=default_data_collator,
                        block_size=data_args.block_size, callbacks=callbacks,
                        data_description=describe_data(data_args))
 

@@ -1,0 +1,338 @@
+"""`grokcopy sweep`: the paper's comparisons (batch size, learning rate, regularisation) as one file.
+
+A sweep file names a base config and the fields its members vary, so that every run of a
+comparison differs only where it should (same init via the same seed, same everything else).
+Members run one after another in this process, each into `output_dir/<member>`; a finished member
+is skipped and a half-finished one resumes, so an interrupted sweep is continued by running the same
+command again. Every member's config is validated before anything runs: a typo in member 7 must not
+surface hours after member 1 started. `--print-commands` prints one launch command per member for
+a cluster (torchrun / accelerate) instead.
+
+    base: ../paper-162m.yaml          # a grokcopy config, relative to the sweep file
+    output_dir: runs/sweeps/NAME      # members go to output_dir/<member name>
+    fixed: {}                         # overrides applied to every member
+    grid: {per_device_train_batch_size: [32, 64, 128]}   # cartesian product
+    names: {per_device_train_batch_size: bs}              # short names: member "bs32-seed0"
+    members: {baseline: {}, dropout: {attention_dropout: 0.1}}   # explicit members (x grid)
+    seeds: [0, 1, 2]                  # crossed with everything else
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import json
+import os
+import re
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import ConfigError, GrokcopyArgumentParser, config_to_argv, load_config_file, parse_args
+
+SWEEP_KEYS = ("base", "output_dir", "fixed", "grid", "names", "members", "seeds")
+SWEEP_RECORD = "sweep.json"
+# Hardware flags a machine without a GPU cannot accept; neutralised only to validate the rest of a
+# config meant for another machine (--print-commands / --dry-run).
+HARDWARE_NEUTRAL = ["--use_cpu", "true", "--bf16", "false", "--fp16", "false", "--tf32", "false"]
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
+
+
+@dataclass
+class Member:
+    name: str
+    overrides: dict  # what this member sets beyond the base config: fixed + its own fields
+    output_dir: Path
+    status: str = "new"  # new | partial | complete
+    detail: str = ""
+
+
+@dataclass
+class Sweep:
+    path: Path
+    base: Path
+    output_dir: Path
+    varied: set[str]
+    members: list[Member] = field(default_factory=list)
+
+    def config(self, member: Member) -> dict:
+        """The member's full config: base + fixed + its fields + its output_dir."""
+        return {**load_config_file(self.base), **member.overrides, "output_dir": str(member.output_dir)}
+
+
+def _value_name(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _mapping(raw: dict, key: str) -> dict:
+    value = raw.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping")
+    return value
+
+
+def load_sweep(path: str | Path, output_dir: str | None = None) -> Sweep:
+    """Read a sweep file into its members (not validated against the config fields yet: `validate`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"sweep file not found: {path}")
+    raw = load_config_file(path)
+    try:
+        return _build(path, raw, output_dir)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def _build(path: Path, raw: dict, output_dir: str | None) -> Sweep:
+    unknown = sorted(set(raw) - set(SWEEP_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown sweep key{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)} "
+                          f"(expected {', '.join(SWEEP_KEYS)})")
+    if not raw.get("base"):
+        raise ConfigError("base: missing (the grokcopy config every member starts from)")
+    base = Path(os.path.normpath(path.parent / raw["base"]))
+    if not base.is_file():
+        raise ConfigError(f"base: config file not found: {base}")
+    out = output_dir or raw.get("output_dir")
+    if not out:
+        raise ConfigError("output_dir: missing (members go to output_dir/<member name>)")
+    fixed, grid, names, explicit = (_mapping(raw, k) for k in ("fixed", "grid", "names", "members"))
+    seeds = raw.get("seeds") or []
+    if not isinstance(seeds, list):
+        raise ConfigError("seeds: expected a list, e.g. [0, 1, 2]")
+    known = GrokcopyArgumentParser().field_names
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"grid: {key}: expected a non-empty list of values")
+    for name, overrides in explicit.items():
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"members: {name}: expected a mapping of field: value (or {{}})")
+    member_fields = {k for o in explicit.values() for k in o}
+    for where, keys in (("fixed", fixed), ("grid", grid), (f"members", member_fields)):
+        bad = sorted(set(keys) - known)
+        if bad:
+            raise ConfigError(f"{where}: unknown field{'s' if len(bad) > 1 else ''}: {', '.join(bad)}")
+    if "output_dir" in set(fixed) | set(grid) | member_fields:
+        raise ConfigError("output_dir: set by the sweep (output_dir/<member name>), not per member")
+    bad_names = sorted(set(names) - set(grid))
+    if bad_names:
+        raise ConfigError(f"names: not grid fields: {', '.join(bad_names)}")
+    if seeds and "seed" in set(grid) | member_fields:
+        raise ConfigError("seed: given both in seeds and in grid/members")
+    clash = sorted(set(grid) & member_fields)
+    if clash:
+        raise ConfigError(f"{', '.join(clash)}: varied both in grid and in members")
+    if not grid and not explicit and not seeds:
+        raise ConfigError("no members: grid, members and seeds are all empty")
+    axes = []
+    if explicit:
+        axes.append([(name, dict(o)) for name, o in explicit.items()])
+    if grid:
+        keys = list(grid)
+        axes.append([("-".join(f"{names.get(k, k)}{_value_name(v)}" for k, v in zip(keys, combo)), dict(zip(keys, combo)))
+                     for combo in itertools.product(*(grid[k] for k in keys))])
+    if seeds:
+        axes.append([(f"seed{s}", {"seed": s}) for s in seeds])
+    varied = set(grid) | member_fields | ({"seed"} if seeds else set())
+    sweep = Sweep(path=path, base=base, output_dir=Path(out), varied=varied)
+    for combo in itertools.product(*axes):
+        name = "-".join(n for n, _ in combo)
+        overrides = dict(fixed)
+        for _, o in combo:
+            overrides.update(o)
+        if not _SAFE_NAME.match(name):
+            raise ConfigError(f"member name {name!r}: use letters, digits and . _ = + - only")
+        if any(m.name == name for m in sweep.members):
+            raise ConfigError(f"two members are both named {name!r}: give them distinct names")
+        sweep.members.append(Member(name, overrides, sweep.output_dir / name))
+    return sweep
+
+
+def override_fields(overrides: list[str]) -> set[str]:
+    """Field names set by command-line `--field value` overrides."""
+    return {a[2:].split("=", 1)[0] for a in overrides if a.startswith("--")}
+
+
+def select(sweep: Sweep, only: str | None) -> list[Member]:
+    if not only:
+        return sweep.members
+    wanted = [n.strip() for n in only.split(",") if n.strip()]
+    names = [m.name for m in sweep.members]
+    missing = [n for n in wanted if n not in names]
+    if missing:
+        raise ConfigError(f"--only: no member named {', '.join(missing)} (members: {', '.join(names)})")
+    return [m for m in sweep.members if m.name in wanted]
+
+
+def validate(sweep: Sweep, members: list[Member], overrides: list[str], hardware_neutral: bool = False) -> dict:
+    """parse_args every member's config (+ overrides) before anything runs; name -> parsed arguments.
+
+    `hardware_neutral` also sets HARDWARE_NEUTRAL, to check a GPU config on a machine without one."""
+    clash = sorted(override_fields(overrides) & (sweep.varied | {"output_dir"}))
+    if clash:
+        raise ConfigError(f"--{clash[0]}: the sweep sets this field per member; change it in {sweep.path} "
+                          "(or --output_dir for the sweep's folder)")
+    parsed = {}
+    for member in members:
+        try:
+            parsed[member.name] = parse_args(sweep.config(member),
+                                             list(overrides) + (HARDWARE_NEUTRAL if hardware_neutral else []))
+        except ConfigError as err:
+            raise ConfigError(f"{sweep.path}: member {member.name}: {err}") from None
+    return parsed
+
+
+def finished_steps(output_dir: Path) -> int | None:
+    """Steps a finished run reached: summary.json's `steps` (else the final trainer_state.json's)."""
+    summary = Path(output_dir) / "summary.json"
+    if not summary.is_file():
+        return None
+    try:
+        steps = json.loads(summary.read_text()).get("steps")
+        if steps is None:
+            steps = json.loads((Path(output_dir) / "trainer_state.json").read_text()).get("global_step")
+    except (OSError, ValueError):
+        return None
+    return steps
+
+
+def plan(member: Member, max_steps: int) -> None:
+    """Set the member's status: complete (summary at max_steps), partial (has a checkpoint), or new."""
+    from .checkpoints import last_complete_checkpoint
+
+    steps = finished_steps(member.output_dir)
+    if steps is not None and steps == max_steps:
+        member.status, member.detail = "complete", f"{steps} steps"
+        return
+    last = last_complete_checkpoint(member.output_dir)
+    if last is not None:
+        member.status, member.detail = "partial", f"resume from {last.name}"
+    else:
+        member.status, member.detail = "new", ""
+
+
+def command(sweep: Sweep, member: Member, overrides: list[str], launcher: str | None = None, nproc: int | None = None,
+            accelerate_config: str | None = None) -> str:
+    """The shell command that trains one member (as `grokcopy train` would under the launcher)."""
+    if launcher == "torchrun":
+        head = ["torchrun", "--nproc_per_node", str(nproc or 1), "-m", "grokcopy.cli", "train"]
+    elif launcher == "accelerate":
+        head = ["accelerate", "launch"] + (["--config_file", accelerate_config] if accelerate_config else [])
+        head += (["--num_processes", str(nproc)] if nproc else []) + ["-m", "grokcopy.cli", "train"]
+    else:
+        head = ["grokcopy", "train"]
+    args = config_to_argv({"output_dir": str(member.output_dir), **member.overrides}) + list(overrides)
+    if member.status == "partial" and "resume_from_checkpoint" not in override_fields(overrides):
+        args += ["--resume_from_checkpoint", "last"]
+    return " ".join(shlex.quote(a) for a in [*head, str(sweep.base), *args])
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def write_record(sweep: Sweep, records: dict) -> None:
+    """output_dir/sweep.json: every member, its status and folder (atomically; main process only)."""
+    if not _is_main():
+        return
+    from .callbacks import write_json_atomic
+
+    sweep.output_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(sweep.output_dir / SWEEP_RECORD, {
+        "sweep": str(sweep.path), "base": str(sweep.base), "output_dir": str(sweep.output_dir),
+        "varied": sorted(sweep.varied), "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "members": [records[m.name] for m in sweep.members]})
+
+
+def _say(text: str) -> None:
+    if _is_main():
+        print(text, flush=True)
+
+
+def run_sweep(path, overrides: list[str], only: str | None = None, output_dir: str | None = None,
+              print_commands: bool = False, dry_run: bool = False, launcher: str | None = None,
+              nproc: int | None = None, accelerate_config: str | None = None) -> int:
+    """Validate every selected member, then print commands (--print-commands), print the plan
+    (--dry-run), or train the members that are not complete, one after another. 1 if any failed."""
+    from .config import _has_accelerator
+
+    sweep = load_sweep(path, output_dir)
+    members = select(sweep, only)
+    neutral = (print_commands or dry_run) and not _has_accelerator()
+    parsed = validate(sweep, members, overrides, hardware_neutral=neutral)
+    for member in members:
+        plan(member, parsed[member.name][2].max_steps)
+    if print_commands:
+        for member in members:
+            if member.status == "complete":
+                print(f"# {member.name}: complete ({member.detail})")
+            else:
+                print(command(sweep, member, overrides, launcher, nproc, accelerate_config))
+        return 0
+    records = {m.name: {"name": m.name, "overrides": m.overrides, "output_dir": str(m.output_dir),
+                        "status": "complete" if m.status == "complete" else "pending",
+                        "max_steps": parsed[m.name][2].max_steps, "steps": finished_steps(m.output_dir)}
+               for m in sweep.members}
+    todo = [m for m in members if m.status != "complete"]
+    for i, member in enumerate(members, 1):
+        what = {"complete": "complete, skipped", "partial": "partial, will resume", "new": "will run"}[member.status]
+        if dry_run or member.status == "complete":
+            _say(f"[{i}/{len(members)}] {member.name}: {what}" + (f" ({member.detail})" if member.detail else ""))
+    if dry_run:
+        return 0
+    write_record(sweep, records)
+    failed = 0
+    for i, member in enumerate(members, 1):
+        if member.status == "complete":
+            continue
+        failed += not _run_member(sweep, member, overrides, records, f"[{i}/{len(members)}]")
+    done = sum(records[m.name]["status"] == "complete" for m in members)
+    _say(f"sweep {sweep.path.name}: {done}/{len(members)} complete, {len(todo) - failed} trained now, "
+         f"{failed} failed; {sweep.output_dir / SWEEP_RECORD}")
+    return 1 if failed else 0
+
+
+def _run_member(sweep: Sweep, member: Member, overrides: list[str], records: dict, counter: str) -> bool:
+    """Train one member into its folder (resuming a partial one); record the outcome in sweep.json."""
+    from .pipeline import run_training
+
+    args = list(overrides)
+    if member.status == "partial" and "resume_from_checkpoint" not in override_fields(overrides):
+        args += ["--resume_from_checkpoint", "last"]
+    record = records[member.name]
+    _say(f"{counter} {member.name}: {'resuming' if member.status == 'partial' else 'training'} "
+         f"-> {member.output_dir}" + (f" ({member.detail})" if member.detail else ""))
+    record["status"] = "running"
+    write_record(sweep, records)
+    start = time.time()
+    try:
+        summary = run_training(*parse_args(sweep.config(member), args))
+    except (ConfigError, RuntimeError, OSError, ValueError) as err:
+        record.update(status="failed", error=" ".join(str(err).split()))
+        _say(f"{counter} {member.name}: FAILED: {record['error']}")
+        write_record(sweep, records)
+        return False
+    finally:
+        _release_memory()
+    minutes = (time.time() - start) / 60
+    record.update(status="complete", steps=summary.get("steps") or finished_steps(member.output_dir),
+                  final_exact_match=summary.get("final_exact_match"), minutes=round(minutes, 2))
+    record.pop("error", None)
+    em = summary.get("final_exact_match")
+    _say(f"{counter} {member.name}: done in {minutes:.1f} min, {record['steps']} steps"
+         + (f", copy exact match {em:.3f}" if em is not None else ""))
+    write_record(sweep, records)
+    return True
+
+
+def _release_memory() -> None:
+    """Free the finished member's model and optimizer before the next one is built."""
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
