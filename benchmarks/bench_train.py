@@ -44,7 +44,7 @@ from pathlib import Path
 import datasets
 import torch
 import transformers
-from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, default_data_collator
 
 from grokcopy.callbacks import COPY_HISTORY, INDUCTION_HISTORY, eval_steps_schedule, read_jsonl
 from grokcopy.config import CopyTrainingArguments, ModelArguments, load_config_file
@@ -180,10 +180,10 @@ def run_trainer(model, data, cfg, ns, device, tokenizer, copy):
                       use_cpu=device.type == "cpu")
         if copy is None:
             trainer = Trainer(model=model, args=TrainingArguments(**common), train_dataset=data)
-        else:  # as grokcopy.pipeline builds it: the tokenizer as processing_class, Trainer's collator for it
-            extra = {"fast_path": False} if "fast_path" in CopyTrainingArguments.__dataclass_fields__ else {}
-            args = CopyTrainingArguments(**common, **extra, **{"copy_eval_schedule": "log", **copy})
-            trainer = CopyTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+        else:  # as grokcopy.pipeline builds it: the tokenizer as processing_class, packed blocks stacked as is
+            args = CopyTrainingArguments(**common, fast_path=False, **{"copy_eval_schedule": "log", **copy})
+            trainer = CopyTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                                  data_collator=default_data_collator)
         trainer.remove_callback(PrinterCallback)  # disable_tqdm would print every log line
         clock = StepClock(ns.warmup, total, device.type == "cuda")
         trainer.add_callback(clock)  # last: a copy test at a stamped step falls inside the window
