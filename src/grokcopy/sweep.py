@@ -101,6 +101,8 @@ def _build(path: Path, raw: dict, output_dir: str | None) -> Sweep:
     seeds = raw.get("seeds") or []
     if not isinstance(seeds, list):
         raise ConfigError("seeds: expected a list, e.g. [0, 1, 2]")
+    if not grid and not explicit and not seeds:
+        raise ConfigError("no members: grid, members and seeds are all empty")
     known = GrokcopyArgumentParser().field_names
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
@@ -109,7 +111,7 @@ def _build(path: Path, raw: dict, output_dir: str | None) -> Sweep:
         if not isinstance(overrides, dict):
             raise ConfigError(f"members: {name}: expected a mapping of field: value (or {{}})")
     member_fields = {k for o in explicit.values() for k in o}
-    for where, keys in (("fixed", fixed), ("grid", grid), (f"members", member_fields)):
+    for where, keys in (("fixed", fixed), ("grid", grid), ("members", member_fields)):
         bad = sorted(set(keys) - known)
         if bad:
             raise ConfigError(f"{where}: unknown field{'s' if len(bad) > 1 else ''}: {', '.join(bad)}")
@@ -123,15 +125,13 @@ def _build(path: Path, raw: dict, output_dir: str | None) -> Sweep:
     clash = sorted(set(grid) & member_fields)
     if clash:
         raise ConfigError(f"{', '.join(clash)}: varied both in grid and in members")
-    if not grid and not explicit and not seeds:
-        raise ConfigError("no members: grid, members and seeds are all empty")
     axes = []
     if explicit:
         axes.append([(name, dict(o)) for name, o in explicit.items()])
     if grid:
         keys = list(grid)
-        axes.append([("-".join(f"{names.get(k, k)}{_value_name(v)}" for k, v in zip(keys, combo)), dict(zip(keys, combo)))
-                     for combo in itertools.product(*(grid[k] for k in keys))])
+        combos = [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+        axes.append([("-".join(f"{names.get(k, k)}{_value_name(v)}" for k, v in c.items()), c) for c in combos])
     if seeds:
         axes.append([(f"seed{s}", {"seed": s}) for s in seeds])
     varied = set(grid) | member_fields | ({"seed"} if seeds else set())
@@ -232,11 +232,23 @@ def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def write_record(sweep: Sweep, records: dict) -> None:
-    """output_dir/sweep.json: every member, its status and folder (atomically; main process only)."""
+def _disk_status(member: Member) -> str:
+    return "complete" if member.status == "complete" else member.status.replace("new", "pending")
+
+
+def write_record(sweep: Sweep, records: dict, own: set[str] = frozenset()) -> None:
+    """output_dir/sweep.json: every member, its status and folder (atomically; main process only).
+
+    Members this process does not run (`--only` elsewhere) are read again from disk, so sweeps split
+    across machines with `--only` do not overwrite each other's progress with stale states."""
     if not _is_main():
         return
     from .callbacks import write_json_atomic
+
+    for member in sweep.members:
+        if member.name not in own:
+            plan(member, records[member.name]["max_steps"])
+            records[member.name].update(status=_disk_status(member), steps=finished_steps(member.output_dir))
 
     sweep.output_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(sweep.output_dir / SWEEP_RECORD, {
@@ -257,11 +269,14 @@ def run_sweep(path, overrides: list[str], only: str | None = None, output_dir: s
     (--dry-run), or train the members that are not complete, one after another. 1 if any failed."""
     from .config import _has_accelerator
 
+    if (launcher or nproc or accelerate_config) and not print_commands:
+        raise ConfigError("--launcher, --nproc and --accelerate-config go with --print-commands (to run a sweep "
+                          "on several GPUs in this process, launch `grokcopy sweep` itself under torchrun)")
     sweep = load_sweep(path, output_dir)
     members = select(sweep, only)
     neutral = (print_commands or dry_run) and not _has_accelerator()
-    parsed = validate(sweep, members, overrides, hardware_neutral=neutral)
-    for member in members:
+    parsed = validate(sweep, sweep.members, overrides, hardware_neutral=neutral)  # all, even with --only
+    for member in sweep.members:
         plan(member, parsed[member.name][2].max_steps)
     if print_commands:
         for member in members:
@@ -271,29 +286,30 @@ def run_sweep(path, overrides: list[str], only: str | None = None, output_dir: s
                 print(command(sweep, member, overrides, launcher, nproc, accelerate_config))
         return 0
     records = {m.name: {"name": m.name, "overrides": m.overrides, "output_dir": str(m.output_dir),
-                        "status": "complete" if m.status == "complete" else "pending",
-                        "max_steps": parsed[m.name][2].max_steps, "steps": finished_steps(m.output_dir)}
-               for m in sweep.members}
+                        "status": _disk_status(m), "max_steps": parsed[m.name][2].max_steps,
+                        "steps": finished_steps(m.output_dir)} for m in sweep.members}
     todo = [m for m in members if m.status != "complete"]
+    own = {m.name for m in todo}
     for i, member in enumerate(members, 1):
         what = {"complete": "complete, skipped", "partial": "partial, will resume", "new": "will run"}[member.status]
         if dry_run or member.status == "complete":
             _say(f"[{i}/{len(members)}] {member.name}: {what}" + (f" ({member.detail})" if member.detail else ""))
     if dry_run:
         return 0
-    write_record(sweep, records)
+    write_record(sweep, records, own)
     failed = 0
     for i, member in enumerate(members, 1):
         if member.status == "complete":
             continue
-        failed += not _run_member(sweep, member, overrides, records, f"[{i}/{len(members)}]")
+        failed += not _run_member(sweep, member, overrides, records, own, f"[{i}/{len(members)}]")
     done = sum(records[m.name]["status"] == "complete" for m in members)
     _say(f"sweep {sweep.path.name}: {done}/{len(members)} complete, {len(todo) - failed} trained now, "
          f"{failed} failed; {sweep.output_dir / SWEEP_RECORD}")
     return 1 if failed else 0
 
 
-def _run_member(sweep: Sweep, member: Member, overrides: list[str], records: dict, counter: str) -> bool:
+def _run_member(sweep: Sweep, member: Member, overrides: list[str], records: dict, own: set[str],
+                counter: str) -> bool:
     """Train one member into its folder (resuming a partial one); record the outcome in sweep.json."""
     from .pipeline import run_training
 
@@ -304,14 +320,14 @@ def _run_member(sweep: Sweep, member: Member, overrides: list[str], records: dic
     _say(f"{counter} {member.name}: {'resuming' if member.status == 'partial' else 'training'} "
          f"-> {member.output_dir}" + (f" ({member.detail})" if member.detail else ""))
     record["status"] = "running"
-    write_record(sweep, records)
+    write_record(sweep, records, own)
     start = time.time()
     try:
         summary = run_training(*parse_args(sweep.config(member), args))
     except (ConfigError, RuntimeError, OSError, ValueError) as err:
         record.update(status="failed", error=" ".join(str(err).split()))
         _say(f"{counter} {member.name}: FAILED: {record['error']}")
-        write_record(sweep, records)
+        write_record(sweep, records, own)
         return False
     finally:
         _release_memory()
@@ -322,7 +338,7 @@ def _run_member(sweep: Sweep, member: Member, overrides: list[str], records: dic
     em = summary.get("final_exact_match")
     _say(f"{counter} {member.name}: done in {minutes:.1f} min, {record['steps']} steps"
          + (f", copy exact match {em:.3f}" if em is not None else ""))
-    write_record(sweep, records)
+    write_record(sweep, records, own)
     return True
 
 

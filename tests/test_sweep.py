@@ -1,0 +1,164 @@
+"""Sweep files: every shipped sweep parses and every member validates; the CPU twins start training;
+a tiny sweep runs, skips what is complete, resumes what is not, prints launch commands; one-line errors."""
+
+import json
+import shlex
+
+import pytest
+import torch
+import yaml
+
+from conftest import REPO, tiny_config
+from grokcopy.callbacks import read_jsonl
+from grokcopy.cli import main
+from grokcopy.config import load_config_file, parse_args
+from grokcopy.sweep import load_sweep, validate
+
+SWEEPS = REPO / "trainer_configs" / "sweeps"
+SWEEP_FILES = sorted(p.name for p in SWEEPS.glob("*.yaml"))
+
+
+def test_the_six_sweeps_are_there():
+    assert SWEEP_FILES == ["cpu-batch-size.yaml", "cpu-learning-rate.yaml", "cpu-regularization.yaml",
+                           "paper-batch-size.yaml", "paper-learning-rate.yaml", "paper-regularization.yaml"]
+
+
+@pytest.mark.parametrize("name", SWEEP_FILES)
+def test_every_sweep_file_parses_and_every_member_validates(name):
+    sweep = load_sweep(SWEEPS / name)
+    base = load_config_file(sweep.base)
+    gpu = name.startswith("paper")
+    assert sweep.base.name == ("paper-162m.yaml" if gpu else "demo.yaml")
+    parsed = validate(sweep, sweep.members, [], hardware_neutral=gpu and not torch.cuda.is_available())
+    assert len(sweep.members) == 9
+    args = {m.name: parsed[m.name] for m in sweep.members}
+    training = {n: a[2] for n, a in args.items()}
+    assert {t.seed for t in training.values()} == {0, 1, 2}
+    assert all(m.output_dir == sweep.output_dir / m.name for m in sweep.members)
+    assert str(sweep.output_dir) == f"runs/sweeps/{name[:-5]}"
+    # every member trains for the base's number of optimizer steps (the batch sweep compares them in steps)
+    assert {t.max_steps for t in training.values()} == {base["max_steps"]}
+    batches = {t.per_device_train_batch_size for t in training.values()}
+    rates = {t.learning_rate for t in training.values()}
+    if "batch-size" in name:
+        assert batches == ({32, 64, 128} if gpu else {64, 128, 256}) and rates == {base["learning_rate"]}
+        assert {m.name for m in sweep.members} >= {"bs32-seed0" if gpu else "bs256-seed2"}
+    elif "learning-rate" in name:
+        assert rates == ({1e-4, 2e-4, 4e-4} if gpu else {1.5e-3, 3e-3, 6e-3})
+        assert batches == {base["per_device_train_batch_size"]}
+    else:
+        kinds = {n.rsplit("-seed", 1)[0]: (a[0].attention_dropout, a[2].weight_decay) for n, a in args.items()}
+        assert kinds == {"baseline": (None, 0.0), "dropout": (0.1, 0.0), "weight-decay": (None, 0.1)}
+        assert batches == {base["per_device_train_batch_size"]} and rates == {base["learning_rate"]}
+
+
+SMOKE = ["--max_steps", "2", "--save_strategy", "no", "--eval_strategy", "no", "--induction_analysis", "false",
+         "--disable_tqdm", "true", "--demo_corpus_config", '{"num_documents": 6000}']
+
+
+@pytest.mark.parametrize("name, member", [("cpu-batch-size.yaml", "bs256-seed0"),
+                                          ("cpu-learning-rate.yaml", "lr0.006-seed1"),
+                                          ("cpu-regularization.yaml", "dropout-seed2")])
+def test_cpu_twin_member_loads_and_trains(name, member, tmp_path, capsys):
+    """One member of each CPU twin, with its own fields, for 2 steps (a smaller generated corpus)."""
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(SWEEPS / name), "--only", member, "--output_dir", str(out), *SMOKE]) == 0
+    assert f"{member}: done" in capsys.readouterr().out
+    run = json.loads((out / member / "run_config.json").read_text())
+    state = json.loads((out / member / "trainer_state.json").read_text())
+    model_config = json.loads((out / member / "config.json").read_text())
+    assert state["global_step"] == 2 and run["training"]["seed"] == int(member[-1])
+    if "batch" in name:
+        assert run["training"]["per_device_train_batch_size"] == 256 and run["tokens_per_step"] == 256 * 40
+    elif "learning" in name:
+        assert run["training"]["learning_rate"] == 6e-3
+    else:
+        assert model_config["attention_dropout"] == 0.1 and run["training"]["weight_decay"] == 0.0
+    record = json.loads((out / "sweep.json").read_text())
+    statuses = {m["name"]: m["status"] for m in record["members"]}
+    assert statuses.pop(member) == "complete" and set(statuses.values()) == {"pending"} and len(statuses) == 8
+
+
+@pytest.fixture
+def tiny_sweep(corpus_file, tmp_path):
+    base = tiny_config(corpus_file, "unused", max_steps=4, save_steps=2, induction_analysis=False)
+    del base["output_dir"]
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    sweep = {"base": "base.yaml", "output_dir": str(tmp_path / "runs"), "grid": {"learning_rate": [3e-3, 1e-3]},
+             "names": {"learning_rate": "lr"}}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
+def test_tiny_sweep_runs_skips_resumes_and_prints_commands(tiny_sweep, capsys):
+    runs = tiny_sweep.parent / "runs"
+    commands = _lines(capsys, ["sweep", str(tiny_sweep), "--print-commands"])
+    assert len(commands) == 2 and not runs.exists()  # printing runs nothing
+    argv = shlex.split(commands[1])
+    assert argv[:3] == ["grokcopy", "train", str(tiny_sweep.parent / "base.yaml")]
+    _, _, args = parse_args(argv[2], argv[3:])  # the command trains exactly the member
+    assert args.learning_rate == 1e-3 and args.output_dir == str(runs / "lr0.001") and args.max_steps == 4
+
+    assert main(["sweep", str(tiny_sweep)]) == 0
+    printed = capsys.readouterr().out
+    assert "[1/2] lr0.003: training" in printed and "[2/2] lr0.001: done" in printed
+    record = json.loads((runs / "sweep.json").read_text())
+    assert [(m["name"], m["status"], m["steps"]) for m in record["members"]] == [
+        ("lr0.003", "complete", 4), ("lr0.001", "complete", 4)]
+    assert record["varied"] == ["learning_rate"]
+    stamps = {p: p.stat().st_mtime_ns for p in runs.glob("*/summary.json")}
+
+    assert main(["sweep", str(tiny_sweep)]) == 0  # a rerun skips both
+    printed = capsys.readouterr().out
+    assert printed.count("complete, skipped") == 2 and "training" not in printed
+    assert stamps == {p: p.stat().st_mtime_ns for p in runs.glob("*/summary.json")}
+    assert _lines(capsys, ["sweep", str(tiny_sweep), "--print-commands"]) == [
+        "# lr0.003: complete (4 steps)", "# lr0.001: complete (4 steps)"]
+
+    # longer: both are now partial; one resumes from its last checkpoint, the other is left to another machine
+    longer = ["--max_steps", "6", "--save_steps", "2"]
+    commands = _lines(capsys, ["sweep", str(tiny_sweep), *longer, "--print-commands", "--launcher", "torchrun",
+                               "--nproc", "2"])
+    assert all(c.startswith("torchrun --nproc_per_node 2 -m grokcopy.cli train ") for c in commands)
+    assert all(c.endswith("--max_steps 6 --save_steps 2 --resume_from_checkpoint last") for c in commands)
+    assert main(["sweep", str(tiny_sweep), *longer, "--only", "lr0.001"]) == 0
+    assert "lr0.001: resuming" in capsys.readouterr().out
+    assert [r["step"] for r in read_jsonl(runs / "lr0.001" / "copy_history.jsonl")] == [0, 2, 4, 6]
+    statuses = {m["name"]: (m["status"], m["steps"]) for m in json.loads((runs / "sweep.json").read_text())["members"]}
+    assert statuses == {"lr0.003": ("partial", 4), "lr0.001": ("complete", 6)}
+
+
+def _lines(capsys, argv):
+    assert main(argv) == 0
+    return capsys.readouterr().out.strip().splitlines()
+
+
+@pytest.mark.parametrize("change, args, needle", [
+    ({"base": "nowhere.yaml"}, [], "base: config file not found"),
+    ({"grid": {"learning_rat": [1e-3]}}, [], "grid: unknown field: learning_rat"),
+    ({"grid": {}}, [], "no members: grid, members and seeds are all empty"),
+    ({"grid": {"seed": []}}, [], "grid: seed: expected a non-empty list"),
+    ({"grid": {"learning_rate": [1e-3, "fast"]}}, [], "member lrfast:"),
+    ({"members": {"a": {"weight_decay": 0.1}, "b": {"weight_dekay": 0.1}}}, [], "members: unknown field: weight_dekay"),
+    ({"grids": {}}, [], "unknown sweep key: grids"),
+    ({}, ["--learning_rate", "1"], "--learning_rate: the sweep sets this field per member"),
+    ({}, ["--only", "lr9"], "--only: no member named lr9"),
+    ({}, ["--nproc", "2"], "go with --print-commands"),
+    ({}, ["--max_stepz", "2"], "member lr0.003: unknown field: max_stepz"),
+])
+def test_sweep_errors_are_one_line_and_nothing_runs(tiny_sweep, capsys, change, args, needle):
+    sweep = {**yaml.safe_load(tiny_sweep.read_text()), **change}
+    tiny_sweep.write_text(yaml.safe_dump(sweep))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", str(tiny_sweep), *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("grokcopy: error:") and needle in err[0], err
+    assert not (tiny_sweep.parent / "runs").exists()
+
+
+def test_missing_sweep_file_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["sweep", str(tmp_path / "none.yaml")])
+    assert capsys.readouterr().err.strip() == f"grokcopy: error: sweep file not found: {tmp_path / 'none.yaml'}"
