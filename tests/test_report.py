@@ -189,3 +189,18 @@ def test_report_errors_are_one_line(tmp_path, capsys):
         assert exit_info.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("grokcopy: error:") and needle in err[0]
+
+
+def test_a_condition_that_never_jumps_within_more_steps_refutes_step_alignment():
+    from grokcopy.report import NOT_SUPPORTED, claim_jump_follows_steps
+
+    def condition(bs, jump, steps):
+        return {"config": {"tokens_per_step": bs * 40, "per_device_train_batch_size": bs, "learning_rate": 3e-3},
+                "stats": {"copy_jump_step": jump, "copy_jump_tokens": None if jump is None else jump * bs * 40,
+                          "steps": steps}}
+
+    conditions = {"bs=64": condition(64, None, 1200), "bs=128": condition(128, 550, 1200),
+                  "bs=256": condition(256, 250, 1200)}
+    result = claim_jump_follows_steps(conditions)
+    assert result["verdict"] == NOT_SUPPORTED
+    assert "bs=64: no jump by step 1,200" in result["evidence"] and result["numbers"]["without_jump"] == ["bs=64"]

@@ -27,7 +27,7 @@ SHORT = {"per_device_train_batch_size": "bs", "learning_rate": "lr", "gradient_a
 CLAIM_FIELDS = ("tokens_per_step", "per_device_train_batch_size", "gradient_accumulation_steps", "world_size",
                 "learning_rate", "attention_dropout", "weight_decay")
 BATCH_FIELDS = ("tokens_per_step", "per_device_train_batch_size", "gradient_accumulation_steps", "world_size")
-STAT_KEYS = ("final_loss", "final_exact_match", "loss_plateau_step", "loss_plateau_tokens", "copy_jump_step",
+STAT_KEYS = ("steps", "final_loss", "final_exact_match", "loss_plateau_step", "loss_plateau_tokens", "copy_jump_step",
              "copy_jump_tokens", "copy_half_step", "copy_half_tokens", "lag_steps", "lag_tokens")
 SUPPORTED, NOT_SUPPORTED, NOT_TESTABLE = "supported", "not supported", "not testable with these runs"
 
@@ -185,6 +185,17 @@ def _batch_claim(conditions, name, text, landmark, tolerance):
         return _claim(name, text, NOT_TESTABLE, "needs conditions that differ only in batch size (tokens per step)")
     labels.sort(key=lambda l: conditions[l]["config"]["tokens_per_step"])
     missing = [l for l in labels if conditions[l]["stats"].get(f"{landmark}_step") is None]
+    found = [conditions[l]["stats"][f"{landmark}_step"] for l in labels if l not in missing]
+    # A condition that trained past another's landmark without reaching it is evidence too: the
+    # landmark does not come after the same number of steps.
+    outran = [l for l in missing if found and (conditions[l]["stats"].get("steps") or 0) > min(found)]
+    if missing and landmark == "copy_jump" and outran:
+        evidence = "; ".join(
+            f"{l}: " + (f"no jump by step {conditions[l]['stats']['steps']:,.0f} "
+                        f"({conditions[l]['stats']['steps'] * conditions[l]['config']['tokens_per_step']:,.3g} tokens)"
+                        if l in missing else f"jump at step {conditions[l]['stats']['copy_jump_step']:,.0f} "
+                        f"({conditions[l]['stats']['copy_jump_tokens']:,.3g} tokens)") for l in labels)
+        return _claim(name, text, NOT_SUPPORTED, evidence, {"conditions": labels, "without_jump": missing})
     if missing:
         return _claim(name, text, NOT_TESTABLE, f"no {landmark.replace('_', ' ')} in: {', '.join(missing)}")
     steps = [conditions[l]["stats"][f"{landmark}_step"] for l in labels]
