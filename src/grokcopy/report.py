@@ -277,7 +277,7 @@ def claim_regularization_helps(conditions: dict) -> dict:
         higher = (s.get("final_exact_match") or 0) > (b.get("final_exact_match") or 0)
         rows[label] = {"earlier": earlier, "higher": higher}
         ok = ok and (earlier or higher)
-    evidence = (f"baseline {base[0]}; jump step: {_list(conditions, labels, 'copy_jump_step')}; final exact "
+    evidence = (f"against {base[0]}; jump step: {_list(conditions, labels, 'copy_jump_step')}; final exact "
                 f"match: {_list(conditions, labels, 'final_exact_match', '{:.3f}')}; "
                 + "; ".join(f"{l}: {'earlier' if r['earlier'] else 'not earlier'}, "
                             f"{'higher' if r['higher'] else 'not higher'}" for l, r in rows.items()))
