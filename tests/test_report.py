@@ -204,3 +204,20 @@ def test_a_condition_that_never_jumps_within_more_steps_refutes_step_alignment()
     result = claim_jump_follows_steps(conditions)
     assert result["verdict"] == NOT_SUPPORTED
     assert "bs=64: no jump by step 1,200" in result["evidence"] and result["numbers"]["without_jump"] == ["bs=64"]
+
+
+def test_report_on_a_real_training_run(corpus_file, tmp_path):
+    """What `grokcopy train` writes (run_config.json, trainer_state.json, histories) is what the report reads."""
+    from conftest import tiny_config
+    from grokcopy.config import parse_args
+    from grokcopy.pipeline import run_training
+
+    run = tmp_path / "run"
+    run_training(*parse_args(tiny_config(corpus_file, run, induction_eval_steps=4)))
+    assert main(["report", str(run), "--out", str(tmp_path / "report")]) == 0
+    record = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert len(record["runs"]) == 1 and len(record["conditions"]) == 1
+    assert record["conditions"][0]["stats"]["steps"] == 8
+    assert all(c["verdict"] == NOT_TESTABLE for c in record["claims"])
+    assert (tmp_path / "report" / "curves.png").stat().st_size > 10_000
+    assert "| layer |" in (tmp_path / "report" / "report.md").read_text()
