@@ -19,7 +19,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from .data import write_jsonl
+from .data import write_jsonl, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +49,6 @@ def read_jsonl(path: Path) -> list[dict]:
     return records
 
 
-def rewrite_jsonl(path: Path, records: list[dict]) -> None:
-    """Replace a history atomically (temporary file + rename)."""
-    write_jsonl(records, path)
-
-
 def append_jsonl(path: Path, record: dict) -> None:
     with open(path, "a") as fh:
         fh.write(json.dumps(record) + "\n")
@@ -77,7 +72,7 @@ class History:
         if is_main and records and kept != records:
             logger.info("%s: dropping %d records after step %d (resumed run)", self.path.name,
                         len(records) - len(kept), step)
-            rewrite_jsonl(self.path, kept)
+            write_jsonl(kept, self.path)
         return {r["step"] for r in kept}
 
     def append(self, record: dict) -> None:
@@ -247,6 +242,4 @@ class InductionHeadCallback(TrainerCallback):
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=1) + "\n")

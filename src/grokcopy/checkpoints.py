@@ -66,13 +66,18 @@ def checkpoint_problem(folder: str | Path) -> str | None:
     return None
 
 
+def checkpoint_step(folder: Path) -> int | None:
+    """N of a `checkpoint-N` folder, None for any other name."""
+    match = _CHECKPOINT.match(Path(folder).name)
+    return int(match.group(1)) if match else None
+
+
 def checkpoints(output_dir: str | Path) -> list[Path]:
     """`checkpoint-N` folders of a run, oldest first."""
     root = Path(output_dir)
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))]
-    return [p for _, p in sorted(found)]
+    return sorted((p for p in root.iterdir() if p.is_dir() and checkpoint_step(p) is not None), key=checkpoint_step)
 
 
 def set_aside(folder: Path) -> Path:

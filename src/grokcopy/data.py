@@ -9,6 +9,7 @@ re-tokenizing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -193,11 +194,30 @@ def prepare_datasets(data_args: DataArguments, model_args: ModelArguments, seed:
     return tokenizer, blocks
 
 
-def write_jsonl(rows, path: Path) -> None:
-    """Write rows atomically: a reader never sees half a file (two writers never share a temporary)."""
+@contextlib.contextmanager
+def atomic_write(path: Path):
+    """A text file handle whose content replaces `path` only once complete (temporary + fsync + rename):
+    a reader never sees half a file, and two writers never share a temporary."""
+    path = Path(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
+    try:
+        with open(tmp, "w") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with atomic_write(path) as fh:
+        fh.write(text)
+
+
+def write_jsonl(rows, path: Path) -> None:
+    """Write rows atomically (see atomic_write)."""
+    with atomic_write(path) as fh:
         for row in rows:
             fh.write(json.dumps(row) + "\n")
-    tmp.replace(path)
 

@@ -165,12 +165,12 @@ def load_run_histories(run_dir) -> dict:
     from pathlib import Path
 
     from .callbacks import COPY_HISTORY, read_jsonl
+    from .checkpoints import checkpoints
 
     run_dir = Path(run_dir)
     copy = read_jsonl(run_dir / COPY_HISTORY)
     states = [run_dir / "trainer_state.json"] + [c / "trainer_state.json" for c in
-                                                 sorted(run_dir.glob("checkpoint-*"), key=_checkpoint_step,
-                                                        reverse=True)]
+                                                 reversed(checkpoints(run_dir))]
     losses = []
     for state in states:
         try:
@@ -185,11 +185,6 @@ def load_run_histories(run_dir) -> dict:
     run_config = json.loads(config_file.read_text()) if config_file.is_file() else {}
     return {"losses": losses, "copy_history": copy, "run_config": run_config,
             "tokens_per_step": run_config.get("tokens_per_step")}
-
-
-def _checkpoint_step(path) -> int:
-    tail = path.name.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else -1
 
 
 def grokking_stats(source, *, loss_tolerance: float = 0.05, relative: bool = True, loss_window: int = 5,

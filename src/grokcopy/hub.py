@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -24,7 +23,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from .checkpoints import checkpoint_problem, checkpoints
+from .checkpoints import checkpoint_problem, checkpoint_step, checkpoints
+from .data import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -35,13 +35,6 @@ LOCAL_ONLY = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state", "trainin
 
 def branch_name(step: int) -> str:
     return f"step{step}"
-
-
-def checkpoint_step(folder: Path) -> int | None:
-    name = folder.name
-    if name.startswith("checkpoint-") and name[len("checkpoint-"):].isdigit():
-        return int(name[len("checkpoint-"):])
-    return None
 
 
 def run_files(output_dir: Path) -> list[Path]:
@@ -199,10 +192,8 @@ class HubCheckpointCallback(TrainerCallback):
             return {}
 
     def _write_record(self) -> None:
-        path = self.output_dir / PUSH_RECORD
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"repo_id": self.repo_id, "pushed": sorted(self.pushed)}) + "\n")
-        os.replace(tmp, path)
+        write_text_atomic(self.output_dir / PUSH_RECORD,
+                          json.dumps({"repo_id": self.repo_id, "pushed": sorted(self.pushed)}) + "\n")
 
 
 def use_timeout(seconds: float) -> None:

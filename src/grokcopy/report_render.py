@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from .grokking import smooth  # noqa: E402
+from .data import write_text_atomic  # noqa: E402
 from .plots import _save  # noqa: E402
 
 
@@ -252,6 +253,4 @@ def write_markdown(record: dict, out: Path) -> None:
               DEFINITIONS.format(loss_window=settings.get("loss_window", 5), band=band,
                                  jump_window=f"{window:g}" if window else "the widest gap between two copy tests",
                                  align=settings.get("align_tolerance", 0.25))]
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out)
+    write_text_atomic(out, "\n".join(lines) + "\n")

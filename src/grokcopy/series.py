@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .checkpoints import safetensors_problem
+from .data import write_text_atomic
 from .revisions import (
     PYTHIA_TOKENS_PER_STEP,
     SeriesError,
@@ -153,21 +154,12 @@ def _load_state(out_dir: Path, repo_id: str) -> dict:
     return state
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _write_state(out_dir: Path, state: dict) -> None:
     """series.json, one record per line (full induction matrices make indented JSON huge)."""
     head = {k: v for k, v in state.items() if k != "records"}
     lines = [f" {json.dumps(k)}: {json.dumps(v)}," for k, v in head.items()]
     records = ",\n".join("  " + json.dumps(r) for r in state["records"])
-    _write_text_atomic(out_dir / SERIES_JSON, "{\n" + "\n".join(lines) + '\n "records": [\n' + records + "\n ]\n}\n")
+    write_text_atomic(out_dir / SERIES_JSON, "{\n" + "\n".join(lines) + '\n "records": [\n' + records + "\n ]\n}\n")
 
 
 def _record_key(record: dict) -> tuple:
@@ -196,7 +188,7 @@ def _write_outputs(out_dir: Path, state: dict) -> None:
     state["records"].sort(key=_record_key)
     state["updated_at"] = _now()
     _write_state(out_dir, state)
-    _write_text_atomic(out_dir / SERIES_CSV, _csv_text(state["records"]))
+    write_text_atomic(out_dir / SERIES_CSV, _csv_text(state["records"]))
 
 
 # ----------------------------------------------------------------------------- one revision
