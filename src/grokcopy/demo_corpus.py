@@ -8,6 +8,8 @@ training block long:
 * prose (a share `1 - identifier_share`): a fixed, nearly deterministic successor chain over the
   alphabet (each symbol is followed by its chosen successor with probability `prose_certainty`),
   a stand-in for the easily learned statistics of language. Its loss falls in the first steps.
+  With `prose_symbols` (symbols of its own) and `prose_single_cycle`, the chain is one cycle through
+  all of them; the demo's 20-symbol cycle makes every prose document a phrase said twice.
 * identifiers: uniformly random symbols in which `spans_per_document` random passages of
   `span_min`-`span_max` symbols appear twice, the second time at a random later offset (never a
   fixed one, which a model could learn through positions). Only an induction mechanism (find the
@@ -45,6 +47,7 @@ class DemoCorpusConfig:
     span_max: int = 14
     prose_certainty: float = 0.95
     prose_symbols: int = 0  # > 0: prose uses its own symbols (like words vs. hashes), none shared with identifiers
+    prose_single_cycle: bool = False  # the successor chain is one cycle through all prose symbols: no repeats
     seed: int = 0
 
     @property
@@ -61,6 +64,9 @@ def generate_documents(config: DemoCorpusConfig):
     if config.prose_symbols > 0:
         prose = np.array([chr(PROSE_ALPHABET_START + i) for i in range(config.prose_symbols)])
     successor = rng.permutation(len(prose))  # the prose "grammar": one likely successor per symbol
+    if config.prose_single_cycle:
+        order, successor = successor, np.empty_like(successor)
+        successor[order] = np.roll(order, -1)  # order[i] is followed by order[i + 1], the last by the first
     for _ in range(config.num_documents):
         if rng.random() >= config.identifier_share:
             doc = np.empty(n, dtype=np.int64)

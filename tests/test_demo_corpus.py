@@ -1,0 +1,49 @@
+"""The demo corpus is what the demo's phenomenon rests on: its two kinds of documents must be what the
+module says they are."""
+
+from grokcopy.demo_corpus import ALPHABET, DemoCorpusConfig, demo_corpus_files, generate_documents
+
+
+def _split(config):
+    docs = list(generate_documents(config))
+    prose = [d for d in docs if d[0] not in ALPHABET]
+    return docs, prose, [d for d in docs if d[0] in ALPHABET]
+
+
+def test_single_cycle_prose_is_one_deterministic_cycle_through_its_own_symbols():
+    config = DemoCorpusConfig(num_documents=400, identifier_share=0.5, prose_symbols=20, prose_certainty=1.0,
+                              prose_single_cycle=True)
+    docs, prose, identifiers = _split(config)
+    assert len(docs) == 400 and 150 < len(prose) < 250 and all(len(d) == 40 for d in docs)
+    successor = {}
+    for doc in prose:
+        assert not set(doc) & set(ALPHABET)
+        for a, b in zip(doc, doc[1:]):
+            assert successor.setdefault(a, b) == b  # deterministic
+    assert len(successor) == 20
+    symbol, seen = next(iter(successor)), []
+    while symbol not in seen:
+        seen.append(symbol)
+        symbol = successor[symbol]
+    assert len(seen) == 20  # one cycle through all 20 symbols: each document repeats with period 20
+    assert all(doc[:20] == doc[20:] for doc in prose)
+    assert all(set(doc) <= set(ALPHABET) for doc in identifiers)
+
+
+def test_identifier_documents_repeat_a_passage_at_a_varying_offset():
+    config = DemoCorpusConfig(num_documents=300, span_min=6, span_max=14)
+    distances = set()
+    for doc in generate_documents(config):
+        found = [(i, j) for i in range(40 - 6) for j in range(i + 6, 40 - 5) if doc[i:i + 6] == doc[j:j + 6]]
+        assert found, doc
+        distances.add(found[0][1] - found[0][0])
+    assert len(distances) > 10
+
+
+def test_corpus_is_deterministic_and_cached(tmp_path):
+    config = DemoCorpusConfig(num_documents=50, identifier_share=0.5, prose_symbols=20, prose_single_cycle=True)
+    assert list(generate_documents(config)) == list(generate_documents(config))
+    first = demo_corpus_files(str(tmp_path), config)
+    assert demo_corpus_files(str(tmp_path), config) == first
+    other = DemoCorpusConfig(num_documents=50, identifier_share=0.5, prose_symbols=20)
+    assert demo_corpus_files(str(tmp_path), other) != first  # a different corpus never reuses the cache
