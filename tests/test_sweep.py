@@ -28,7 +28,7 @@ def test_every_sweep_file_parses_and_every_member_validates(name):
     sweep = load_sweep(SWEEPS / name)
     base = load_config_file(sweep.base)
     gpu = name.startswith("paper")
-    assert sweep.base.name == ("paper-162m.yaml" if gpu else "demo.yaml")
+    assert sweep.base.name == ("paper-162m.yaml" if gpu else "demo-identifiers.yaml")
     parsed = validate(sweep, sweep.members, [], hardware_neutral=gpu and not torch.cuda.is_available())
     assert len(sweep.members) == 9
     args = {m.name: parsed[m.name] for m in sweep.members}
