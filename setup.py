@@ -3,13 +3,10 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 
-def data_files(folder):
-    """Ship metrics/, trainer_configs/ and model_cards/ beside the package (share/grokcopy/...)."""
-    groups = {}
-    for path in Path(folder).rglob("*"):
-        if path.is_file() and "__pycache__" not in path.parts:
-            groups.setdefault(str(Path("share/grokcopy") / path.parent), []).append(str(path))
-    return sorted(groups.items())
+# The design card's top-level folders ship inside the package as grokcopy.metrics,
+# grokcopy.trainer_configs and grokcopy.model_cards (each has an __init__.py for that), so
+# `grokcopy.resources` finds them with importlib.resources in an editable install and a wheel alike.
+RESOURCES = {f"grokcopy.{folder}": folder for folder in ("metrics", "trainer_configs", "model_cards")}
 
 
 setup(
@@ -18,9 +15,9 @@ setup(
     description="Pretrain causal LMs with transformers.Trainer and watch them grok to copy (Lv et al., 2025).",
     long_description=Path("README.md").read_text() if Path("README.md").exists() else "",
     long_description_content_type="text/markdown",
-    package_dir={"": "src"},
-    packages=find_packages("src"),
-    data_files=data_files("metrics") + data_files("trainer_configs") + data_files("model_cards"),
+    package_dir={"": "src", **RESOURCES},
+    packages=find_packages("src") + list(RESOURCES),
+    package_data={name: ["**/*"] for name in RESOURCES},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",

@@ -13,11 +13,11 @@ import tempfile
 import time
 
 import torch
-
-from grokcopy.config import parse_args
-from grokcopy.demo import demo_config_path
-from grokcopy.pipeline import build_trainer
 from machine import cpu_name
+
+from grokcopy.experiments.demo import demo_config_path
+from grokcopy.training.config import parse_args
+from grokcopy.training.pipeline import build_trainer
 
 
 def timed_run(overrides):

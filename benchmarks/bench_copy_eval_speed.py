@@ -5,7 +5,7 @@ The task has the paper's shape (Lv et al. 2025, Fig. 1): per sample 50 sequences
 paper (`--samples`; the projected time for 500 is printed too). Scored three ways, `--batch_size`
 samples per call in each:
 
-  (i)   kv:       grokcopy.copy_eval.score_copy_task: each context run once, its KV cache repeated for
+  (i)   kv:       grokcopy.copytest.scoring.score_copy_task: each context run once, its KV cache repeated for
                   its queries, prefix + suffix teacher-forced (what CopyTrainer runs);
   (ii)  full:     one full forward per query (context + prefix + suffix, teacher-forced), logits kept
                   for the suffix positions only;
@@ -33,14 +33,14 @@ from pathlib import Path
 
 import torch
 import transformers
+from machine import cpu_name
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from grokcopy.config import ModelArguments
-from grokcopy.copy_eval import load_copy_metric, predict_suffixes, score_copy_task
-from grokcopy.copy_task import CopyTask, CopyTaskConfig, build_copy_task
-from grokcopy.data import train_tokenizer
-from grokcopy.modeling import build_model, model_context_length
-from machine import cpu_name
+from grokcopy.copytest.scoring import load_copy_metric, predict_suffixes, score_copy_task
+from grokcopy.copytest.task import CopyTask, CopyTaskConfig, build_copy_task
+from grokcopy.training.config import ModelArguments
+from grokcopy.training.data import train_tokenizer
+from grokcopy.training.modeling import build_model, model_context_length
 
 SMALL = dict(model_type="llama", num_hidden_layers=2, hidden_size=128, num_attention_heads=4, num_key_value_heads=4,
              intermediate_size=512, max_position_embeddings=1024, tie_word_embeddings=False)

@@ -22,11 +22,11 @@ configure_client_env(PORT)
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="bench_hf_")
 
 import torch  # noqa: E402
-
-from grokcopy.config import parse_args  # noqa: E402
-from grokcopy.demo import demo_config_path  # noqa: E402
-from grokcopy.pipeline import build_trainer  # noqa: E402
 from machine import cpu_name  # noqa: E402
+
+from grokcopy.experiments.demo import demo_config_path  # noqa: E402
+from grokcopy.training.config import parse_args  # noqa: E402
+from grokcopy.training.pipeline import build_trainer  # noqa: E402
 
 
 def run(out, steps, save_steps, push):

@@ -9,13 +9,13 @@ import json
 import time
 
 import torch
+from machine import cpu_name
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from grokcopy.config import ModelArguments, parse_args
-from grokcopy.demo import demo_config_path
-from grokcopy.induction import analyze_induction
-from grokcopy.modeling import model_config_kwargs
-from machine import cpu_name
+from grokcopy.analysis.induction import analyze_induction
+from grokcopy.experiments.demo import demo_config_path
+from grokcopy.training.config import ModelArguments, parse_args
+from grokcopy.training.modeling import model_config_kwargs
 
 
 def build(preset: str, vocab_size: int):

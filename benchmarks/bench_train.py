@@ -6,7 +6,7 @@ optimizer steps after `--warmup` untimed steps, three ways:
 
   (a) bare: a nanoGPT-style PyTorch loop (AdamW, fused when the device has it; clip; model(x, labels=x));
   (b) trainer: plain `transformers.Trainer` (no eval, no save, no reporting, no progress bar);
-  (c) copytrainer: `grokcopy.trainer.CopyTrainer` with every grokcopy callback on: the copy test on
+  (c) copytrainer: `grokcopy.training.trainer.CopyTrainer` with every grokcopy callback on: the copy test on
       its default `log` schedule (demo: the demo config's copy settings, the only ones that fit its
       40-token context) and the induction analysis on the same schedule (`induction_eval_steps` =
       `copy_eval_steps`: without it the analysis runs only at checkpoint saves, and there are none).
@@ -44,15 +44,15 @@ from pathlib import Path
 import datasets
 import torch
 import transformers
+from machine import cpu_name
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, default_data_collator
 
-from grokcopy.callbacks import COPY_HISTORY, INDUCTION_HISTORY, eval_steps_schedule, read_jsonl
-from grokcopy.config import CopyTrainingArguments, ModelArguments, load_config_file
-from grokcopy.data import train_tokenizer
-from grokcopy.demo import demo_config_path
-from grokcopy.modeling import build_model
-from grokcopy.trainer import CopyTrainer
-from machine import cpu_name
+from grokcopy.experiments.demo import demo_config_path
+from grokcopy.training.callbacks import COPY_HISTORY, INDUCTION_HISTORY, eval_steps_schedule, read_jsonl
+from grokcopy.training.config import CopyTrainingArguments, ModelArguments, load_config_file
+from grokcopy.training.data import train_tokenizer
+from grokcopy.training.modeling import build_model
+from grokcopy.training.trainer import CopyTrainer
 
 MID = dict(model_type="llama", num_hidden_layers=4, hidden_size=256, num_attention_heads=4, num_key_value_heads=4,
            intermediate_size=1024, max_position_embeddings=256, tie_word_embeddings=False)
@@ -180,7 +180,7 @@ def run_trainer(model, data, cfg, ns, device, tokenizer, copy):
                       use_cpu=device.type == "cpu")
         if copy is None:
             trainer = Trainer(model=model, args=TrainingArguments(**common), train_dataset=data)
-        else:  # as grokcopy.pipeline builds it: the tokenizer as processing_class, packed blocks stacked as is
+        else:  # as grokcopy.training.pipeline builds it: the tokenizer as processing_class, packed blocks stacked as is
             args = CopyTrainingArguments(**common, fast_path=False, **{"copy_eval_schedule": "log", **copy})
             trainer = CopyTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                                   data_collator=default_data_collator)

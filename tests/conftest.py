@@ -10,7 +10,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-
 from hub_server import HubServer, configure_client_env, free_port
 
 # Before huggingface_hub / transformers / datasets are imported (they read these once): every cache
@@ -63,7 +62,7 @@ def api(hub):
 @pytest.fixture(scope="session")
 def corpus_file(tmp_path_factory):
     """A small demo-style corpus (skewed background + repeated passages) as JSONL."""
-    from grokcopy.demo_corpus import DemoCorpusConfig, generate_documents
+    from grokcopy.training.demo_corpus import DemoCorpusConfig, generate_documents
 
     path = tmp_path_factory.mktemp("corpus") / "train.jsonl"
     config = DemoCorpusConfig(num_documents=600, document_chars=127, seed=1)

@@ -5,9 +5,9 @@ import subprocess
 
 import pytest
 import yaml
-
 from conftest import GROKCOPY, REPO, tiny_config
-from grokcopy.config import ConfigError, parse_args
+
+from grokcopy.training.config import ConfigError, parse_args
 
 
 def run_cli(*args, cwd=None):
@@ -89,8 +89,8 @@ def test_paper_preset_has_162m_parameters():
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from grokcopy.config import ModelArguments
-    from grokcopy.modeling import model_config_kwargs
+    from grokcopy.training.config import ModelArguments
+    from grokcopy.training.modeling import model_config_kwargs
 
     kwargs = model_config_kwargs(ModelArguments(preset="paper-162m"))
     config = AutoConfig.for_model(kwargs.pop("model_type"), vocab_size=32000, **kwargs)

@@ -4,10 +4,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from grokcopy.config import parse_args
-from grokcopy.copy_eval import predict_suffixes, score_copy_task
-from grokcopy.copy_task import CopyTaskConfig, build_copy_task
-from grokcopy.demo import demo_config_path
+from grokcopy.copytest.scoring import predict_suffixes, score_copy_task
+from grokcopy.copytest.task import CopyTaskConfig, build_copy_task
+from grokcopy.experiments.demo import demo_config_path
+from grokcopy.training.config import parse_args
 
 
 def demo_copy_config(**overrides) -> CopyTaskConfig:

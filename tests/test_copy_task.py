@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from grokcopy.copy_task import CopyTaskConfig, CopyTaskError, build_copy_task, separator_ids
-from grokcopy.data import train_tokenizer
+from grokcopy.copytest.task import CopyTaskConfig, CopyTaskError, build_copy_task, separator_ids
+from grokcopy.training.data import train_tokenizer
 
 PAPER = CopyTaskConfig(num_samples=6)
 
@@ -84,7 +84,7 @@ def test_hex_mode_uses_the_tokenizer(bpe_tok):
 
 
 def test_config_from_training_args():
-    from grokcopy.config import parse_args
+    from grokcopy.training.config import parse_args
 
     _, _, args = parse_args({"copy_num_samples": 7, "copy_symbols": "hex", "output_dir": "/tmp/unused"})
     config = CopyTaskConfig.from_training_args(args)

@@ -5,12 +5,11 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from grokcopy.config import ConfigError, parse_args
-from grokcopy.data import prepare_datasets
-from grokcopy.pipeline import build_trainer
-
 from conftest import tiny_config
+
+from grokcopy.training.config import ConfigError, parse_args
+from grokcopy.training.data import prepare_datasets
+from grokcopy.training.pipeline import build_trainer
 
 TEXTS = [f"line {i}: the quick brown fox {i * 7} jumps over the lazy dog\n" * 3 for i in range(200)]
 

@@ -8,8 +8,8 @@ and records (`loss_fell_first_then_copy_jumped`); it is checked against the hist
 
 import json
 
-from grokcopy.callbacks import read_jsonl
-from grokcopy.grokking import first_step_reaching, loss_fall_step
+from grokcopy.analysis.grokking import first_step_reaching, loss_fall_step
+from grokcopy.training.callbacks import read_jsonl
 
 
 def test_demo_delivers_model_curves_and_a_consistent_summary(demo_run):

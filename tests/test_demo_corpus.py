@@ -1,7 +1,7 @@
 """The demo corpus is what the demo's phenomenon rests on: its two kinds of documents must be what the
 module says they are."""
 
-from grokcopy.demo_corpus import ALPHABET, DemoCorpusConfig, demo_corpus_files, generate_documents
+from grokcopy.training.demo_corpus import ALPHABET, DemoCorpusConfig, demo_corpus_files, generate_documents
 
 
 def _split(config):

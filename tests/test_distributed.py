@@ -7,11 +7,11 @@ import subprocess
 import sys
 
 import numpy as np
+from conftest import tiny_config
+from hub_server import free_port
 from safetensors.torch import load_file
 
-from conftest import tiny_config
-from grokcopy.callbacks import read_jsonl
-from hub_server import free_port
+from grokcopy.training.callbacks import read_jsonl
 
 
 def train(config, tmp_path, name, nproc):

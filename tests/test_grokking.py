@@ -6,8 +6,15 @@ import math
 import numpy as np
 import pytest
 
-from grokcopy.grokking import (copy_half_step, copy_jump_step, first_step_reaching, grokking_stats, loss_fall_step,
-                               loss_plateau_step, smooth)
+from grokcopy.analysis.grokking import (
+    copy_half_step,
+    copy_jump_step,
+    first_step_reaching,
+    grokking_stats,
+    loss_fall_step,
+    loss_plateau_step,
+    smooth,
+)
 
 LOG_STEPS = [0, 1, 2, 4, 8, 16, 32, 64] + list(range(100, 3001, 100))  # copy_eval_schedule log, every 100
 

@@ -6,11 +6,11 @@ import uuid
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 from transformers import AutoModelForCausalLM, TrainerCallback
 
-from conftest import tiny_config
-from grokcopy.config import parse_args
-from grokcopy.pipeline import build_trainer
+from grokcopy.training.config import parse_args
+from grokcopy.training.pipeline import build_trainer
 
 BRANCH_FILES = {"config.json", "model.safetensors", "tokenizer.json", "trainer_state.json", "copy_eval.json",
                 "induction.json", "induction.png", "README.md"}
@@ -49,7 +49,7 @@ def test_every_checkpoint_is_a_branch_with_its_analyses(api, corpus_file, tmp_pa
     assert trainer.hub_callback.failures == 0
 
     # Downloading the series and analysing it reproduces what training measured locally.
-    from grokcopy.series import analyze_series
+    from grokcopy.hub.series import analyze_series
 
     records = analyze_series(repo, out_dir=tmp_path / "series", copy_samples=trainer.args.copy_num_samples,
                              seed=trainer.args.copy_seed, progress=False)
@@ -123,7 +123,7 @@ def test_trainer_push_to_hub_still_works(api, corpus_file, tmp_path):
 def test_push_metric_space_loads_with_evaluate(api):
     import evaluate
 
-    from grokcopy.hub import push_metric
+    from grokcopy.hub.push import push_metric
 
     for space in (f"user{uuid.uuid4().hex[:4]}/copy_accuracy", f"user/copy_acc_{uuid.uuid4().hex[:4]}"):
         push_metric(space)

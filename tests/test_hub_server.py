@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx2
 import pytest
 import torch
+from hub_server import HubServer
 from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -15,8 +16,6 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-
-from hub_server import HubServer
 
 torch.set_num_threads(1)
 

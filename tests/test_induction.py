@@ -1,4 +1,4 @@
-"""Tests for grokcopy.induction on real (tiny) transformers models."""
+"""Tests for grokcopy.analysis.induction on real (tiny) transformers models."""
 
 import copy
 import json
@@ -12,7 +12,7 @@ torch.set_num_threads(1)
 from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel  # noqa: E402
 from transformers.models.llama.modeling_llama import repeat_kv  # noqa: E402
 
-from grokcopy.induction import (  # noqa: E402
+from grokcopy.analysis.induction import (  # noqa: E402
     InductionScores,
     UnsupportedArchitectureError,
     analyze_induction,

@@ -2,7 +2,6 @@
 
 import evaluate
 import pytest
-
 from conftest import REPO
 
 

@@ -5,12 +5,12 @@ import json
 
 import numpy as np
 import torch
+from conftest import tiny_config
 from safetensors.torch import load_file
 
-from conftest import tiny_config
-from grokcopy.callbacks import read_jsonl
-from grokcopy.config import parse_args
-from grokcopy.pipeline import run_training
+from grokcopy.training.callbacks import read_jsonl
+from grokcopy.training.config import parse_args
+from grokcopy.training.pipeline import run_training
 
 
 def merged(base_dir, adapter_dir):
@@ -21,8 +21,8 @@ def merged(base_dir, adapter_dir):
 
 
 def test_lora_adapter_trains_is_analysed_pushed_and_analysed_as_a_series(corpus_file, tmp_path, api, capsys):
-    from grokcopy.induction import analyze_induction
-    from grokcopy.series import analyze_series
+    from grokcopy.analysis.induction import analyze_induction
+    from grokcopy.hub.series import analyze_series
 
     base = tmp_path / "base"
     run_training(*parse_args(tiny_config(corpus_file, base, max_steps=6, save_strategy="no")))

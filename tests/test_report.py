@@ -7,8 +7,16 @@ import math
 import pytest
 
 from grokcopy.cli import main
-from grokcopy.report import (NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED, claim_jump_follows_steps,
-                             claim_larger_lr_earlier, claim_loss_follows_tokens, claim_regularization_helps, family)
+from grokcopy.experiments.report import (
+    NOT_SUPPORTED,
+    NOT_TESTABLE,
+    SUPPORTED,
+    claim_jump_follows_steps,
+    claim_larger_lr_earlier,
+    claim_loss_follows_tokens,
+    claim_regularization_helps,
+    family,
+)
 
 
 def cond(config, **stats):
@@ -192,7 +200,7 @@ def test_report_errors_are_one_line(tmp_path, capsys):
 
 
 def test_a_condition_that_never_jumps_within_more_steps_refutes_step_alignment():
-    from grokcopy.report import NOT_SUPPORTED, claim_jump_follows_steps
+    from grokcopy.experiments.report import NOT_SUPPORTED, claim_jump_follows_steps
 
     def condition(bs, jump, steps):
         return {"config": {"tokens_per_step": bs * 40, "per_device_train_batch_size": bs, "learning_rate": 3e-3},
@@ -209,8 +217,9 @@ def test_a_condition_that_never_jumps_within_more_steps_refutes_step_alignment()
 def test_report_on_a_real_training_run(corpus_file, tmp_path):
     """What `grokcopy train` writes (run_config.json, trainer_state.json, histories) is what the report reads."""
     from conftest import tiny_config
-    from grokcopy.config import parse_args
-    from grokcopy.pipeline import run_training
+
+    from grokcopy.training.config import parse_args
+    from grokcopy.training.pipeline import run_training
 
     run = tmp_path / "run"
     run_training(*parse_args(tiny_config(corpus_file, run, induction_eval_steps=4)))

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import GROKCOPY, tiny_config
 from transformers import TrainerCallback
 
-from conftest import GROKCOPY, tiny_config
-from grokcopy.callbacks import read_jsonl
-from grokcopy.checkpoints import checkpoint_problem, checkpoints
-from grokcopy.config import ConfigError, parse_args
-from grokcopy.pipeline import resolve_resume, run_training
+from grokcopy.run_dir import checkpoint_problem, checkpoints
+from grokcopy.training.callbacks import read_jsonl
+from grokcopy.training.config import ConfigError, parse_args
+from grokcopy.training.pipeline import resolve_resume, run_training
 
 
 def write_config(path: Path, config: dict) -> Path:
@@ -74,7 +74,7 @@ class PoisonWeights(TrainerCallback):
 
 
 def test_nan_loss_stops_naming_the_step_and_last_good_checkpoint(corpus_file, tmp_path):
-    from grokcopy.trainer import TrainingDivergedError
+    from grokcopy.training.trainer import TrainingDivergedError
 
     out = tmp_path / "run"
     args = parse_args(tiny_config(corpus_file, out, max_steps=12, save_steps=4, logging_steps=3))
@@ -98,7 +98,7 @@ def test_nan_loss_cli_is_one_line(corpus_file, tmp_path):
 FULL_DISK = """
 import json, resource, signal, sys
 from transformers import TrainerCallback
-import grokcopy.pipeline as pipeline
+import grokcopy.training.pipeline as pipeline
 from grokcopy.cli import main
 
 class DiskFillsUp(TrainerCallback):
@@ -167,7 +167,7 @@ def test_unknown_architecture_still_gets_the_copy_test(corpus_file, tmp_path, ca
     """An OPT model: the induction analysis names the architecture and steps aside; copy eval runs."""
     from transformers import OPTConfig, OPTForCausalLM
 
-    from grokcopy.pipeline import build_trainer
+    from grokcopy.training.pipeline import build_trainer
 
     model_args, data_args, args = parse_args(tiny_config(corpus_file, tmp_path / "run", induction_eval_steps=4))
     trainer = build_trainer(model_args, data_args, args)

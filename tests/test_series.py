@@ -11,8 +11,8 @@ import uuid
 import pytest
 import torch
 
-from grokcopy import series
-from grokcopy.series import (
+from grokcopy.hub import series
+from grokcopy.hub.series import (
     PYTHIA_TOKENS_PER_STEP,
     SeriesError,
     add_series_parser,
@@ -65,7 +65,7 @@ def series_repo(hub, tmp_path_factory):
     """Branches step0/step2/step4 (own weights), step6 (step4's weights, own trainer state), final (step 8)."""
     from huggingface_hub import HfApi
 
-    from grokcopy.data import train_tokenizer
+    from grokcopy.training.data import train_tokenizer
 
     api = HfApi()
     root = tmp_path_factory.mktemp("series_checkpoints")
@@ -88,10 +88,10 @@ def local_analysis(folder, copy_samples=SAMPLES, symbols="tokens", seed=1234):
     """The copy test + induction analysis computed directly on the checkpoint folder we pushed."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from grokcopy.copy_eval import score_copy_task
-    from grokcopy.copy_task import CopyTaskConfig, build_copy_task
-    from grokcopy.induction import analyze_induction
-    from grokcopy.modeling import model_context_length
+    from grokcopy.analysis.induction import analyze_induction
+    from grokcopy.copytest.scoring import score_copy_task
+    from grokcopy.copytest.task import CopyTaskConfig, build_copy_task
+    from grokcopy.training.modeling import model_context_length
 
     model = AutoModelForCausalLM.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)

@@ -7,12 +7,12 @@ import shlex
 import pytest
 import torch
 import yaml
-
 from conftest import REPO, tiny_config
-from grokcopy.callbacks import read_jsonl
+
 from grokcopy.cli import main
-from grokcopy.config import load_config_file, parse_args
-from grokcopy.sweep import load_sweep, validate
+from grokcopy.experiments.sweep import load_sweep, validate
+from grokcopy.training.callbacks import read_jsonl
+from grokcopy.training.config import load_config_file, parse_args
 
 SWEEPS = REPO / "trainer_configs" / "sweeps"
 SWEEP_FILES = sorted(p.name for p in SWEEPS.glob("*.yaml"))

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import tiny_config
-from grokcopy.callbacks import eval_steps_schedule, read_jsonl
-from grokcopy.config import parse_args
-from grokcopy.pipeline import build_trainer, run_training
+
+from grokcopy.training.callbacks import eval_steps_schedule, read_jsonl
+from grokcopy.training.config import parse_args
+from grokcopy.training.pipeline import build_trainer, run_training
 
 HISTORY_KEYS = {"step", "tokens", "loss", "exact_match", "token_accuracy", "per_position"}
 
@@ -106,8 +106,8 @@ def test_induction_on_its_own_schedule_and_cli(corpus_file, tmp_path):
 
 
 def test_resume_from_missing_checkpoint_is_clear(corpus_file, tmp_path):
-    from grokcopy.config import ConfigError
-    from grokcopy.pipeline import resolve_resume
+    from grokcopy.training.config import ConfigError
+    from grokcopy.training.pipeline import resolve_resume
 
     _, _, args = parse_args(tiny_config(corpus_file, tmp_path / "empty", resume_from_checkpoint="last"))
     with pytest.raises(ConfigError, match="no complete checkpoint"):
@@ -129,8 +129,8 @@ def test_weight_decay_only_on_matrices(corpus_file, tmp_path):
 COMPILED_RUN = """
 import json, sys
 from torch._dynamo.utils import counters
-from grokcopy.config import parse_args
-from grokcopy.pipeline import run_training
+from grokcopy.training.config import parse_args
+from grokcopy.training.pipeline import run_training
 run_training(*parse_args(json.loads(sys.argv[1])))
 print(json.dumps({k: dict(v) for k, v in counters.items()}))
 """

@@ -18,13 +18,13 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ConfigError, main_error
-from .induction import UnsupportedArchitectureError
+from grokcopy.analysis.induction import UnsupportedArchitectureError
+from grokcopy.training.config import ConfigError, main_error
 
 
 def _train(config, overrides) -> int:
-    from .config import parse_args
-    from .pipeline import run_training
+    from grokcopy.training.config import parse_args
+    from grokcopy.training.pipeline import run_training
 
     model_args, data_args, training_args = parse_args(config, overrides)
     summary = run_training(model_args, data_args, training_args)
@@ -36,9 +36,9 @@ def _copy_test(ns) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .copy_eval import score_copy_task
-    from .copy_task import CopyTaskConfig, build_copy_task
-    from .modeling import model_context_length
+    from grokcopy.copytest.scoring import score_copy_task
+    from grokcopy.copytest.task import CopyTaskConfig, build_copy_task
+    from grokcopy.training.modeling import model_context_length
 
     tokenizer = AutoTokenizer.from_pretrained(ns.model, revision=ns.revision)
     model = AutoModelForCausalLM.from_pretrained(ns.model, revision=ns.revision)
@@ -60,8 +60,8 @@ def _induction(ns) -> int:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from .induction import analyze_induction
-    from .plots import plot_induction_heatmap
+    from grokcopy.analysis.induction import analyze_induction
+    from grokcopy.analysis.plots import plot_induction_heatmap
 
     model = AutoModelForCausalLM.from_pretrained(ns.model, revision=ns.revision)
     model.to("cuda" if torch.cuda.is_available() else "cpu")
@@ -84,7 +84,7 @@ def _induction(ns) -> int:
 
 
 def _push(ns) -> int:
-    from .hub import PUSH_RECORD, HubCheckpointCallback
+    from grokcopy.hub.push import PUSH_RECORD, HubCheckpointCallback
 
     record_file = Path(ns.output_dir) / PUSH_RECORD
     if not record_file.is_file() and not ns.hub_model_id:
@@ -97,7 +97,7 @@ def _push(ns) -> int:
 
 
 def _push_metric(ns) -> int:
-    from .hub import push_metric
+    from grokcopy.hub.push import push_metric
 
     space = push_metric(ns.space_id, private=ns.private or None)
     print(f"pushed: evaluate.load(\"{space}\")")
@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true")
     push.add_argument("--timeout", type=float, default=60.0, help="HTTP timeout of one request (s)")
     push.add_argument("--wait", type=float, default=None, help="give up after this many seconds")
-    from .series import add_series_parser
+    from grokcopy.hub.series import add_series_parser
 
     add_series_parser(sub)
     sweep = sub.add_parser("sweep", allow_abbrev=False,
@@ -175,11 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         if ns.command == "train":
             return _train(ns.config, rest)
         if ns.command == "demo":
-            from .demo import run_demo
+            from grokcopy.experiments.demo import run_demo
 
             return run_demo(ns.output_dir, rest)
         if ns.command == "sweep":
-            from .sweep import run_sweep
+            from grokcopy.experiments.sweep import run_sweep
 
             return run_sweep(ns.sweep, rest, only=ns.only, output_dir=ns.output_dir, print_commands=ns.print_commands,
                              dry_run=ns.dry_run, launcher=ns.launcher, nproc=ns.nproc,
@@ -187,11 +187,11 @@ def main(argv: list[str] | None = None) -> int:
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         if ns.command == "report":
-            from .report import run_report
+            from grokcopy.experiments.report import run_report
 
             return run_report(ns)
         if ns.command == "series":
-            from .series import run_series
+            from grokcopy.hub.series import run_series
 
             return run_series(ns)
         commands = {"copy-test": _copy_test, "induction": _induction, "push": _push, "push-metric": _push_metric}
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         main_error(str(err))
     except RuntimeError as err:
-        from .trainer import CheckpointSaveError, TrainingDivergedError
+        from grokcopy.training.trainer import CheckpointSaveError, TrainingDivergedError
 
         if not isinstance(err, (CheckpointSaveError, TrainingDivergedError)):
             raise

@@ -14,24 +14,20 @@ import sys
 import time
 from pathlib import Path
 
-from .config import parse_args
-from .copy_eval import metric_path
+from grokcopy.resources import trainer_config_path
+from grokcopy.training.config import parse_args
 
 
 def demo_config_path() -> Path:
-    """trainer_configs/demo.yaml from the checkout, else from the installed share/ folder."""
-    share = metric_path().parents[1]  # the folder holding metrics/ and trainer_configs/
-    path = share / "trainer_configs" / "demo.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"demo config missing: {path}")
-    return path
+    """trainer_configs/demo.yaml (package data of the installed grokcopy)."""
+    return trainer_config_path("demo.yaml")
 
 
 def run_demo(output_dir: str, overrides: list[str]) -> int:
     import torch
 
-    from .grokking import loss_fall_step, first_step_reaching
-    from .pipeline import run_training
+    from grokcopy.analysis.grokking import first_step_reaching, loss_fall_step
+    from grokcopy.training.pipeline import run_training
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     model_args, data_args, training_args = parse_args(demo_config_path(), ["--output_dir", output_dir, *overrides])

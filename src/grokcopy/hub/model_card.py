@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .callbacks import COPY_HISTORY, INDUCTION_HISTORY, read_jsonl
-from .copy_eval import metric_path
-from .grokking import first_step_reaching, induction_formation, loss_fall_step
+from grokcopy.analysis.grokking import first_step_reaching, induction_formation, loss_fall_step
+from grokcopy.resources import model_card_template
+from grokcopy.training.callbacks import COPY_HISTORY, INDUCTION_HISTORY, read_jsonl
 
 ARCH_FIELDS = ("model_type", "num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
                "intermediate_size", "max_position_embeddings", "vocab_size", "tie_word_embeddings",
@@ -15,10 +15,6 @@ ARCH_FIELDS = ("model_type", "num_hidden_layers", "hidden_size", "num_attention_
 TRAIN_FIELDS = ("learning_rate", "lr_scheduler_type", "warmup_steps", "per_device_train_batch_size",
                 "gradient_accumulation_steps", "max_steps", "weight_decay", "adam_beta1", "adam_beta2",
                 "max_grad_norm", "bf16", "seed")
-
-
-def template_path() -> Path:
-    return metric_path().parents[1] / "model_cards" / "checkpoint_series.md"
 
 
 def render_card(repo_id: str, output_dir: Path, branches: list[str], model_config, training_args,
@@ -47,7 +43,7 @@ def render_card(repo_id: str, output_dir: Path, branches: list[str], model_confi
     )
     config = model_config.to_dict()
     card = ModelCard.from_template(
-        card_data, template_path=str(template_path()),
+        card_data, template_path=str(model_card_template()),
         model_name=name, repo_id=repo_id, architecture=config.get("model_type", "causal LM"),
         architecture_table=[(k, config[k]) for k in ARCH_FIELDS if k in config],
         data_description=data_description,

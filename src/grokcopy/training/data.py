@@ -21,7 +21,7 @@ from datasets import DatasetDict, IterableDataset, load_dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from .config import ConfigError, DataArguments, ModelArguments
+from grokcopy.training.config import ConfigError, DataArguments, ModelArguments
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import logging
 
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
-from .config import ConfigError, ModelArguments
+from grokcopy.training.config import ConfigError, ModelArguments
 
 logger = logging.getLogger(__name__)
 

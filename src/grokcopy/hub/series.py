@@ -32,9 +32,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .checkpoints import safetensors_problem
-from .data import write_text_atomic
-from .revisions import (
+from grokcopy.hub.revisions import (
     PYTHIA_TOKENS_PER_STEP,
     SeriesError,
     default_tokens_per_step,
@@ -43,6 +41,8 @@ from .revisions import (
     revision_sort_key,
     select_revisions,
 )
+from grokcopy.run_dir import safetensors_problem
+from grokcopy.training.data import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -243,10 +243,10 @@ def _read_json(path: Path):
 def _analyse_model(model, tokenizer, *, copy_samples: int, symbols: str, seed: int, induction_seq_len: int,
                    batch_size: int, progress: bool) -> dict:
     """Copy test + induction analysis of one loaded model (each failure recorded, the other still run)."""
-    from .copy_eval import score_copy_task
-    from .copy_task import CopyTaskConfig, CopyTaskError, build_copy_task
-    from .induction import UnsupportedArchitectureError, analyze_induction
-    from .modeling import model_context_length
+    from grokcopy.analysis.induction import UnsupportedArchitectureError, analyze_induction
+    from grokcopy.copytest.scoring import score_copy_task
+    from grokcopy.copytest.task import CopyTaskConfig, CopyTaskError, build_copy_task
+    from grokcopy.training.modeling import model_context_length
 
     out: dict = {"exact_match": None, "token_accuracy": None, "copy": None, "copy_error": None,
                  "induction_max": None, "induction": None, "induction_error": None}
@@ -522,7 +522,7 @@ def analyze_series(
     if len(todo) < len(selected):
         _say(f"{repo_id}: {len(selected) - len(todo)} of {len(selected)} revisions already in {out / SERIES_JSON}",
              progress)
-    copy_logger, once = logging.getLogger("grokcopy.copy_task"), _OncePerMessage()
+    copy_logger, once = logging.getLogger("grokcopy.copytest.task"), _OncePerMessage()
     copy_logger.addFilter(once)  # the copy test's "context fits N sequences" note: once, not per revision
     try:
         for name in tqdm(todo, desc="revisions", unit="rev", disable=not progress):
@@ -562,7 +562,7 @@ def analyze_series(
             record["tokens"], record["tokens_source"] = record_tokens(record, tokens_per_step)
     state["records"] = list(by_name.values())
     _write_outputs(out, state)
-    from .plots import plot_series
+    from grokcopy.analysis.plots import plot_series
 
     plot_series(state["records"], out, repo_id, COPY_PLOT, INDUCTION_PLOT)
     return [by_name[name] for name in sorted(selected, key=lambda n: _record_key(by_name[n]))]
@@ -623,7 +623,7 @@ def _summary_line(record: dict) -> str:
 
 def run_series(ns) -> int:
     """The `series` subcommand: errors as one `grokcopy: error: ...` line and exit status 2."""
-    from .config import main_error
+    from grokcopy.training.config import main_error
 
     try:
         records = analyze_series(

@@ -13,8 +13,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from .config import ConfigError
-from .grokking import grokking_stats, induction_formation, load_run_histories
+from grokcopy.analysis.grokking import grokking_stats, induction_formation, load_run_histories
+from grokcopy.training.config import ConfigError
 
 # run_config fields that do not change what a run learns (or are the seed): never split conditions.
 IGNORED = {"output_dir", "run_name", "logging_dir", "seed", "data_seed", "resume_from_checkpoint", "push_to_hub",
@@ -74,7 +74,7 @@ def flat_config(run_config: dict) -> dict:
 
 def load_runs(dirs: list[Path], **settings) -> list[dict]:
     """Each run's histories, flattened config, seed, grokking statistics and induction history."""
-    from .callbacks import INDUCTION_HISTORY, read_jsonl
+    from grokcopy.training.callbacks import INDUCTION_HISTORY, read_jsonl
 
     names = [d.name for d in dirs]
     runs = []
@@ -293,7 +293,7 @@ def evaluate_claims(conditions: dict, align_tolerance: float = 0.25) -> list[dic
 
 def build_report(paths, out, *, threshold: float = 0.3, align_tolerance: float = 0.25, **settings) -> dict:
     """Load, group, measure, plot and write report.md + report.json into `out`; return the record."""
-    from .report_render import write_figures, write_markdown
+    from grokcopy.experiments.render import write_figures, write_markdown
 
     runs = load_runs(find_runs(paths), **settings)
     conditions = group_conditions(runs)
@@ -312,7 +312,7 @@ def build_report(paths, out, *, threshold: float = 0.3, align_tolerance: float =
                                                         "formation")} for c in conditions],
         "claims": claims, "figures": [p.name for p in figures],
     }
-    from .callbacks import write_json_atomic
+    from grokcopy.training.callbacks import write_json_atomic
 
     write_json_atomic(out / "report.json", json.loads(json.dumps(record, default=str)))
     write_markdown(record, out / "report.md")

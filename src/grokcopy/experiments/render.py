@@ -12,9 +12,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .grokking import smooth  # noqa: E402
-from .data import write_text_atomic  # noqa: E402
-from .plots import _save  # noqa: E402
+from grokcopy.analysis.grokking import smooth  # noqa: E402
+from grokcopy.analysis.plots import _save  # noqa: E402
+from grokcopy.training.data import write_text_atomic  # noqa: E402
 
 
 def _band(curves: list[list[tuple[float, float]]]):
@@ -71,7 +71,7 @@ def _varies(conditions, field) -> bool:
 def write_figures(conditions: list[dict], out: Path, threshold: float) -> list[Path]:
     """curves.png (Figs. 2-4), learning_rate.png (Fig. 5), regularization.png (Fig. 7) and
     induction_formation.png (Fig. 6, as first-formation steps), the last three when they apply."""
-    from .report import family
+    from grokcopy.experiments.report import family
 
     colors = _colors(len(conditions))
     written = []

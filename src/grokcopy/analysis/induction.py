@@ -23,7 +23,7 @@ Per (layer, head) we compute
 
 Supported: LLaMA and relatives that share its module layout (Mistral, Qwen2, Qwen3, OLMo, OLMo-2/3),
 GPT-NeoX (Pythia) and GPT-2; anything else raises :class:`UnsupportedArchitectureError`.
-The weight side (EP, the OV circuit, family layouts) lives in :mod:`grokcopy.ov_circuit`.
+The weight side (EP, the OV circuit, family layouts) lives in :mod:`grokcopy.analysis.ov_circuit`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .ov_circuit import (
+from grokcopy.analysis.ov_circuit import (
     UnsupportedArchitectureError,
     _model_type,
     eigenvalue_positivity,

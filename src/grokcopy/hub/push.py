@@ -23,8 +23,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from .checkpoints import checkpoint_problem, checkpoint_step, checkpoints
-from .data import write_text_atomic
+from grokcopy.run_dir import checkpoint_problem, checkpoint_step, checkpoints
+from grokcopy.training.data import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class HubCheckpointCallback(TrainerCallback):
 
     Args: `repo_id`, `token`, `private` (as `hub_private_repo`), `main_branch` (`hub_revision` or
     main), `max_backoff` seconds between retries, `card` (a callable(output_dir, branches) -> str
-    README text, see grokcopy.model_card).
+    README text, see grokcopy.hub.model_card).
     """
 
     def __init__(self, repo_id: str, token: str | None = None, private: bool | None = None,
@@ -219,7 +219,7 @@ def push_metric(space_id: str, token: str | None = None, private: bool | None = 
     """
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    from .copy_eval import metric_path
+    from grokcopy.resources import metric_path
 
     if "/" not in space_id:
         raise ValueError(f"space id {space_id!r}: expected NAMESPACE/NAME")

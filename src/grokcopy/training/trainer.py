@@ -16,12 +16,12 @@ import torch
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .callbacks import CopyEvalCallback, DivergenceGuard, InductionHeadCallback
-from .checkpoints import last_complete_checkpoint
-from .hub import HubCheckpointCallback
-from .copy_eval import score_copy_task
-from .copy_task import CopyTask, CopyTaskConfig, build_copy_task
-from .modeling import model_context_length
+from grokcopy.copytest.scoring import score_copy_task
+from grokcopy.copytest.task import CopyTask, CopyTaskConfig, build_copy_task
+from grokcopy.hub.push import HubCheckpointCallback
+from grokcopy.run_dir import last_complete_checkpoint
+from grokcopy.training.callbacks import CopyEvalCallback, DivergenceGuard, InductionHeadCallback
+from grokcopy.training.modeling import model_context_length
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class CopyTrainer(Trainer):
 
     def _card_renderer(self, data_description: str):
         def render(output_dir, branches):
-            from .model_card import render_card
+            from grokcopy.hub.model_card import render_card
 
             return render_card(self.args.hub_model_id, output_dir, branches, self.model.config, self.args,
                                data_description or "Not described.", self.args.induction_threshold)

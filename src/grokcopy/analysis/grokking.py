@@ -164,8 +164,8 @@ def load_run_histories(run_dir) -> dict:
     import json
     from pathlib import Path
 
-    from .callbacks import COPY_HISTORY, read_jsonl
-    from .checkpoints import checkpoints
+    from grokcopy.run_dir import checkpoints
+    from grokcopy.training.callbacks import COPY_HISTORY, read_jsonl
 
     run_dir = Path(run_dir)
     copy = read_jsonl(run_dir / COPY_HISTORY)

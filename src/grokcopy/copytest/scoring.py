@@ -9,25 +9,14 @@ the suffix, since greedy only diverges after a first wrong token. The numbers co
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from itertools import groupby
-from pathlib import Path
 
 import torch
 
-from .copy_task import CopyTask
-
-
-def metric_path() -> Path:
-    """Folder of the `copy_accuracy` evaluate module (repo checkout, else installed copy)."""
-    here = Path(__file__).resolve()
-    for candidate in (here.parents[2] / "metrics" / "copy_accuracy",
-                      Path(sys.prefix) / "share" / "grokcopy" / "metrics" / "copy_accuracy"):
-        if (candidate / "copy_accuracy.py").is_file():
-            return candidate
-    raise FileNotFoundError("the copy_accuracy metric module is missing from this installation")
+from grokcopy.copytest.task import CopyTask
+from grokcopy.resources import metric_path
 
 
 @lru_cache(maxsize=1)

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import ConfigError, GrokcopyArgumentParser, config_to_argv, load_config_file, parse_args
+from grokcopy.training.config import ConfigError, GrokcopyArgumentParser, config_to_argv, load_config_file, parse_args
 
 SWEEP_KEYS = ("base", "output_dir", "fixed", "grid", "names", "members", "seeds")
 SWEEP_RECORD = "sweep.json"
@@ -199,7 +199,7 @@ def finished_steps(output_dir: Path) -> int | None:
 
 def plan(member: Member, max_steps: int) -> None:
     """Set the member's status: complete (summary at max_steps), partial (has a checkpoint), or new."""
-    from .checkpoints import last_complete_checkpoint
+    from grokcopy.run_dir import last_complete_checkpoint
 
     steps = finished_steps(member.output_dir)
     if steps is not None and steps == max_steps:
@@ -243,7 +243,7 @@ def write_record(sweep: Sweep, records: dict, own: set[str] = frozenset()) -> No
     across machines with `--only` do not overwrite each other's progress with stale states."""
     if not _is_main():
         return
-    from .callbacks import write_json_atomic
+    from grokcopy.training.callbacks import write_json_atomic
 
     for member in sweep.members:
         if member.name not in own:
@@ -267,7 +267,7 @@ def run_sweep(path, overrides: list[str], only: str | None = None, output_dir: s
               nproc: int | None = None, accelerate_config: str | None = None) -> int:
     """Validate every selected member, then print commands (--print-commands), print the plan
     (--dry-run), or train the members that are not complete, one after another. 1 if any failed."""
-    from .config import _has_accelerator
+    from grokcopy.training.config import _has_accelerator
 
     if (launcher or nproc or accelerate_config) and not print_commands:
         raise ConfigError("--launcher, --nproc and --accelerate-config go with --print-commands (to run a sweep "
@@ -311,7 +311,7 @@ def run_sweep(path, overrides: list[str], only: str | None = None, output_dir: s
 def _run_member(sweep: Sweep, member: Member, overrides: list[str], records: dict, own: set[str],
                 counter: str) -> bool:
     """Train one member into its folder (resuming a partial one); record the outcome in sweep.json."""
-    from .pipeline import run_training
+    from grokcopy.training.pipeline import run_training
 
     args = list(overrides)
     if member.status == "partial" and "resume_from_checkpoint" not in override_fields(overrides):

@@ -20,7 +20,6 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-
 logger = logging.getLogger(__name__)
 
 
@@ -49,7 +48,7 @@ class ModelArguments:
     )
     revision: str = field(default="main", metadata={"help": "Hub revision of model_name_or_path (e.g. step1000)."})
     preset: str | None = field(
-        default=None, metadata={"help": "Named model shape from grokcopy.modeling.PRESETS (e.g. demo, paper-162m)."}
+        default=None, metadata={"help": "Named model shape from grokcopy.training.modeling.PRESETS (e.g. demo, paper-162m)."}
     )
     model_type: str = field(default="llama", metadata={"help": "transformers model_type for a model from scratch."})
     num_hidden_layers: int | None = field(default=None, metadata={"help": "Layers (overrides the preset)."})

@@ -13,13 +13,13 @@ from pathlib import Path
 import transformers
 from transformers import default_data_collator
 
-from .callbacks import COPY_HISTORY, INDUCTION_HISTORY, read_jsonl
-from .checkpoints import checkpoint_problem, last_complete_checkpoint
-from .config import ConfigError, CopyTrainingArguments, DataArguments, ModelArguments
-from .copy_task import CopyTaskConfig, CopyTaskError, build_copy_task
-from .data import prepare_datasets
-from .modeling import build_model, model_context_length
-from .trainer import CopyTrainer
+from grokcopy.copytest.task import CopyTaskConfig, CopyTaskError, build_copy_task
+from grokcopy.run_dir import checkpoint_problem, last_complete_checkpoint
+from grokcopy.training.callbacks import COPY_HISTORY, INDUCTION_HISTORY, read_jsonl
+from grokcopy.training.config import ConfigError, CopyTrainingArguments, DataArguments, ModelArguments
+from grokcopy.training.data import prepare_datasets
+from grokcopy.training.modeling import build_model, model_context_length
+from grokcopy.training.trainer import CopyTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
     # Distributed: the main process generates, tokenizes and caches the data; the others then read the cache.
     with training_args.main_process_first(desc="data", local=False):
         if data_args.demo_corpus:
-            from .demo_corpus import DemoCorpusConfig, demo_corpus_files
+            from grokcopy.training.demo_corpus import DemoCorpusConfig, demo_corpus_files
 
             try:
                 corpus = DemoCorpusConfig(**json.loads(data_args.demo_corpus_config or "{}"))
@@ -102,7 +102,7 @@ def write_run_config(output_dir, model_args, data_args, training_args, tokens_pe
     reports can tell runs apart (what differs besides the seed) without unpickling training_args.bin."""
     from dataclasses import asdict
 
-    from .callbacks import write_json_atomic
+    from grokcopy.training.callbacks import write_json_atomic
 
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     record = {"model": asdict(model_args), "data": asdict(data_args), "training": training_args.to_dict(),
@@ -142,7 +142,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     trainer.save_state()
     summary = summarize(training_args.output_dir)
     if trainer.is_world_process_zero():
-        from .plots import plot_copy_curve
+        from grokcopy.analysis.plots import plot_copy_curve
 
         history = read_jsonl(Path(training_args.output_dir) / COPY_HISTORY)
         if history:
@@ -157,8 +157,8 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
 
 def write_induction_figures(output_dir: str | Path, threshold: float = 0.3) -> list[dict]:
     """induction_history.png (I per head over steps) and induction_formation.png (+ printed table)."""
-    from .grokking import formation_table, induction_formation
-    from .plots import plot_formation, plot_induction_history
+    from grokcopy.analysis.grokking import formation_table, induction_formation
+    from grokcopy.analysis.plots import plot_formation, plot_induction_history
 
     history = read_jsonl(Path(output_dir) / INDUCTION_HISTORY)
     if not history:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from .data import write_jsonl, write_text_atomic
+from grokcopy.training.data import write_jsonl, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ class InductionHeadCallback(TrainerCallback):
         record = self._analyse(state)
         if record is None or not state.is_world_process_zero:
             return
-        from .plots import plot_induction_heatmap
+        from grokcopy.analysis.plots import plot_induction_heatmap
 
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if checkpoint.is_dir():
@@ -219,7 +219,7 @@ class InductionHeadCallback(TrainerCallback):
             return None
         if self._latest is not None and self._latest[0] == state.global_step:
             return self._latest[1]
-        from .induction import UnsupportedArchitectureError, analyze_induction
+        from grokcopy.analysis.induction import UnsupportedArchitectureError, analyze_induction
 
         start = time.perf_counter()
         try:

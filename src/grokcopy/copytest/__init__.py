@@ -1,0 +1,1 @@
+"""The paper's copy test: the task (random prefix/suffix sequences) and its scoring (one KV-cached pass)."""
