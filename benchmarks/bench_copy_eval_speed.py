@@ -36,11 +36,12 @@ import transformers
 from machine import cpu_name
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from grokcopy.analysis.architectures import model_context_length
 from grokcopy.copytest.scoring import load_copy_metric, predict_suffixes, score_copy_task
 from grokcopy.copytest.task import CopyTask, CopyTaskConfig, build_copy_task
 from grokcopy.training.config import ModelArguments
 from grokcopy.training.data import train_tokenizer
-from grokcopy.training.modeling import build_model, model_context_length
+from grokcopy.training.modeling import build_model
 
 SMALL = dict(model_type="llama", num_hidden_layers=2, hidden_size=128, num_attention_heads=4, num_key_value_heads=4,
              intermediate_size=512, max_position_embeddings=1024, tie_word_embeddings=False)

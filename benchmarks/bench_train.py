@@ -48,7 +48,8 @@ from machine import cpu_name
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, default_data_collator
 
 from grokcopy.experiments.demo import demo_config_path
-from grokcopy.training.callbacks import COPY_HISTORY, INDUCTION_HISTORY, eval_steps_schedule, read_jsonl
+from grokcopy.run_dir import COPY_HISTORY, INDUCTION_HISTORY, read_jsonl
+from grokcopy.training.callbacks import eval_steps_schedule
 from grokcopy.training.config import CopyTrainingArguments, ModelArguments, load_config_file
 from grokcopy.training.data import train_tokenizer
 from grokcopy.training.modeling import build_model

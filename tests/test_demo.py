@@ -9,7 +9,7 @@ and records (`loss_fell_first_then_copy_jumped`); it is checked against the hist
 import json
 
 from grokcopy.analysis.grokking import first_step_reaching, loss_fall_step
-from grokcopy.training.callbacks import read_jsonl
+from grokcopy.run_dir import read_jsonl
 
 
 def test_demo_delivers_model_curves_and_a_consistent_summary(demo_run):

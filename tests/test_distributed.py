@@ -11,7 +11,7 @@ from conftest import tiny_config
 from hub_server import free_port
 from safetensors.torch import load_file
 
-from grokcopy.training.callbacks import read_jsonl
+from grokcopy.run_dir import read_jsonl
 
 
 def train(config, tmp_path, name, nproc):

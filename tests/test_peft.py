@@ -8,7 +8,7 @@ import torch
 from conftest import tiny_config
 from safetensors.torch import load_file
 
-from grokcopy.training.callbacks import read_jsonl
+from grokcopy.run_dir import read_jsonl
 from grokcopy.training.config import parse_args
 from grokcopy.training.pipeline import run_training
 

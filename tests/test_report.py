@@ -7,7 +7,7 @@ import math
 import pytest
 
 from grokcopy.cli import main
-from grokcopy.experiments.report import (
+from grokcopy.experiments.claims import (
     NOT_SUPPORTED,
     NOT_TESTABLE,
     SUPPORTED,
@@ -15,8 +15,8 @@ from grokcopy.experiments.report import (
     claim_larger_lr_earlier,
     claim_loss_follows_tokens,
     claim_regularization_helps,
-    family,
 )
+from grokcopy.experiments.conditions import family
 
 
 def cond(config, **stats):
@@ -200,7 +200,7 @@ def test_report_errors_are_one_line(tmp_path, capsys):
 
 
 def test_a_condition_that_never_jumps_within_more_steps_refutes_step_alignment():
-    from grokcopy.experiments.report import NOT_SUPPORTED, claim_jump_follows_steps
+    from grokcopy.experiments.claims import NOT_SUPPORTED, claim_jump_follows_steps
 
     def condition(bs, jump, steps):
         return {"config": {"tokens_per_step": bs * 40, "per_device_train_batch_size": bs, "learning_rate": 3e-3},

@@ -12,8 +12,7 @@ import torch
 from conftest import GROKCOPY, tiny_config
 from transformers import TrainerCallback
 
-from grokcopy.run_dir import checkpoint_problem, checkpoints
-from grokcopy.training.callbacks import read_jsonl
+from grokcopy.run_dir import checkpoint_problem, checkpoints, read_jsonl
 from grokcopy.training.config import ConfigError, parse_args
 from grokcopy.training.pipeline import resolve_resume, run_training
 

@@ -1,6 +1,5 @@
 """`grokcopy series` against the local Hub test server, with real tiny LLaMA checkpoints on branches."""
 
-import argparse
 import csv
 import hashlib
 import json
@@ -11,17 +10,11 @@ import uuid
 import pytest
 import torch
 
-from grokcopy.hub import series
-from grokcopy.hub.series import (
-    PYTHIA_TOKENS_PER_STEP,
-    SeriesError,
-    add_series_parser,
-    analyze_series,
-    default_tokens_per_step,
-    parse_revision,
-    run_series,
-    select_revisions,
-)
+from grokcopy.cli import main as grokcopy_main
+from grokcopy.errors import SeriesError
+from grokcopy.hub import revisions, runner
+from grokcopy.hub.revisions import PYTHIA_TOKENS_PER_STEP, default_tokens_per_step, parse_revision, select_revisions
+from grokcopy.hub.series import analyze_series
 
 torch.set_num_threads(1)
 
@@ -88,10 +81,10 @@ def local_analysis(folder, copy_samples=SAMPLES, symbols="tokens", seed=1234):
     """The copy test + induction analysis computed directly on the checkpoint folder we pushed."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from grokcopy.analysis.architectures import model_context_length
     from grokcopy.analysis.induction import analyze_induction
     from grokcopy.copytest.scoring import score_copy_task
     from grokcopy.copytest.task import CopyTaskConfig, build_copy_task
-    from grokcopy.training.modeling import model_context_length
 
     model = AutoModelForCausalLM.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -104,8 +97,8 @@ class Counter:
     """Wraps a series function and counts its calls (which revisions were downloaded / analysed)."""
 
     def __init__(self, monkeypatch, name, fail_on_call=None):
-        self.calls, self.wrapped, self.fail_on_call = 0, getattr(series, name), fail_on_call
-        monkeypatch.setattr(series, name, self)
+        self.calls, self.wrapped, self.fail_on_call = 0, getattr(runner, name), fail_on_call
+        monkeypatch.setattr(runner, name, self)
 
     def __call__(self, *args, **kwargs):
         self.calls += 1
@@ -155,7 +148,7 @@ def test_select_revisions_sorts_by_stage_and_step_and_keeps_every_kth_plus_last(
 def test_tokens_from_name_then_trainer_state_then_tokens_per_step():
     assert default_tokens_per_step("EleutherAI/pythia-160m-deduped") == PYTHIA_TOKENS_PER_STEP
     assert default_tokens_per_step("allenai/OLMo-1B-hf") is None
-    tokens = series.record_tokens
+    tokens = revisions.record_tokens
     assert tokens({"step": 10, "name_tokens": 5, "trainer_state": {"num_input_tokens_seen": 7}}, 3) == (5, "revision name")
     assert tokens({"step": 10, "trainer_state": {"num_input_tokens_seen": 7}}, 3) == (7, "trainer_state.json")
     assert tokens({"step": 10, "trainer_state": {"num_input_tokens_seen": 0}}, 3) == (30, "tokens_per_step")
@@ -173,14 +166,14 @@ def test_series_matches_local_analysis_dedupes_resumes_and_cleans_up(api, hub, s
 
     # A run killed during its second analysis keeps the first revision (series.json is written per revision).
     with monkeypatch.context() as patch:
-        Counter(patch, "_analyse_model", fail_on_call=2)
+        Counter(patch, "analyse_model", fail_on_call=2)
         with pytest.raises(KeyboardInterrupt):
             analyze_series(repo_id, out_dir=out, copy_samples=SAMPLES, progress=False, device="cpu")
     saved = json.loads((out / "series.json").read_text())
     assert [r["revision"] for r in saved["records"]] == ["step0"]
     first_step0 = saved["records"][0]["analysed_at"]
 
-    downloads, analyses = Counter(monkeypatch, "_download"), Counter(monkeypatch, "_analyse_model")
+    downloads, analyses = Counter(monkeypatch, "download"), Counter(monkeypatch, "analyse_model")
     records = analyze_series(repo_id, out_dir=out, copy_samples=SAMPLES, progress=False, device="cpu")
     assert (downloads.calls, analyses.calls) == (2, 2)  # step2, step4: step0 resumed, step6 a duplicate
     assert [r["revision"] for r in records] == ["step0", "step2", "step4", "step6"]  # main, final: no checkpoint names
@@ -235,12 +228,8 @@ def test_series_matches_local_analysis_dedupes_resumes_and_cleans_up(api, hub, s
 def test_cli_every_and_keep_weights(api, series_repo, tmp_path, capsys):
     repo_id, folders = series_repo
     out = tmp_path / "every"
-    parser = argparse.ArgumentParser(prog="grokcopy")
-    add_series_parser(parser.add_subparsers(dest="command", required=True))
-    ns = parser.parse_args(["series", repo_id, "--every", "2", "--out", str(out), "--copy-samples", "4",
-                            "--symbols", "hex", "--keep-weights", "--no-progress", "--device", "cpu"])
-    assert ns.handler is run_series
-    assert run_series(ns) == 0
+    assert grokcopy_main(["series", repo_id, "--every", "2", "--out", str(out), "--copy-samples", "4",
+                          "--symbols", "hex", "--keep-weights", "--no-progress", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert "step6: step 6" in printed and "duplicate of step4" in printed
     records = json.loads((out / "series.json").read_text())["records"]
@@ -257,7 +246,7 @@ def test_cli_every_and_keep_weights(api, series_repo, tmp_path, capsys):
 
     for bad in (["--all", "--every", "2"], ["--revisions", "step0", "--all"]):
         with pytest.raises(SystemExit):
-            parser.parse_args(["series", repo_id, *bad, "--out", str(out)])
+            grokcopy_main(["series", repo_id, *bad, "--out", str(out)])
 
 
 def test_named_revision_outside_the_patterns_gets_its_step_from_trainer_state(api, series_repo, tmp_path):
@@ -298,11 +287,8 @@ def test_clear_errors(api, series_repo, tmp_path, capsys):
     with pytest.raises(SeriesError, match="holds the series of 'someone/else'"):
         analyze_series(repo_id, out_dir=other, progress=False, device="cpu")
 
-    parser = argparse.ArgumentParser(prog="grokcopy")
-    add_series_parser(parser.add_subparsers(dest="command"))
-    ns = parser.parse_args(["series", "user/no-such-repo", "--out", str(out), "--no-progress"])
     with pytest.raises(SystemExit) as exit_info:
-        run_series(ns)
+        grokcopy_main(["series", "user/no-such-repo", "--out", str(out), "--no-progress"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("grokcopy: error: user/no-such-repo: no such model repository") and err.count("\n") == 1
@@ -318,11 +304,9 @@ def test_truncated_checkpoint_is_reported_and_the_series_goes_on(api, series_rep
     push(api, repo, "step2", torn)
     push(api, repo, "step4", folders["step4"])
 
-    parser = argparse.ArgumentParser(prog="grokcopy")
-    add_series_parser(parser.add_subparsers(dest="command"))
     out = tmp_path / "out"
-    ns = parser.parse_args(["series", repo, "--out", str(out), "--no-progress", "--copy-samples", str(SAMPLES)])
-    assert run_series(ns) == 1
+    argv = ["series", repo, "--out", str(out), "--no-progress", "--copy-samples", str(SAMPLES)]
+    assert grokcopy_main(argv) == 1
     captured = capsys.readouterr()
     assert f"{repo}@step2: corrupt checkpoint: model.safetensors is truncated" in captured.out
     last = captured.err.strip().splitlines()[-1]
@@ -333,6 +317,6 @@ def test_truncated_checkpoint_is_reported_and_the_series_goes_on(api, series_rep
     assert not (out / "weights").exists()  # the broken download is not kept for a retry to trust
     # once the branch is fixed, a rerun analyses only it
     api.upload_folder(folder_path=folders["step2"], repo_id=repo, revision="step2", commit_message="fixed")
-    assert run_series(ns) == 0
+    assert grokcopy_main(argv) == 0
     records = {r["revision"]: r for r in json.loads((out / "series.json").read_text())["records"]}
     assert records["step2"]["exact_match"] is not None and "error" not in records["step2"]

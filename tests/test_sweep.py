@@ -11,7 +11,7 @@ from conftest import REPO, tiny_config
 
 from grokcopy.cli import main
 from grokcopy.experiments.sweep import load_sweep, validate
-from grokcopy.training.callbacks import read_jsonl
+from grokcopy.run_dir import read_jsonl
 from grokcopy.training.config import load_config_file, parse_args
 
 SWEEPS = REPO / "trainer_configs" / "sweeps"

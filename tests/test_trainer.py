@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from grokcopy.training.callbacks import eval_steps_schedule, read_jsonl
+from grokcopy.run_dir import read_jsonl
+from grokcopy.training.callbacks import eval_steps_schedule
 from grokcopy.training.config import parse_args
 from grokcopy.training.pipeline import build_trainer, run_training
 

@@ -18,8 +18,8 @@ import json
 import sys
 from pathlib import Path
 
-from grokcopy.analysis.induction import UnsupportedArchitectureError
-from grokcopy.training.config import ConfigError, main_error
+from grokcopy.copytest.task import SYMBOL_KINDS
+from grokcopy.errors import ConfigError, SeriesError, UnsupportedArchitectureError, main_error, one_line
 
 
 def _train(config, overrides) -> int:
@@ -33,16 +33,16 @@ def _train(config, overrides) -> int:
 
 
 def _copy_test(ns) -> int:
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from grokcopy.analysis.architectures import model_context_length
     from grokcopy.copytest.scoring import score_copy_task
     from grokcopy.copytest.task import CopyTaskConfig, build_copy_task
-    from grokcopy.training.modeling import model_context_length
+    from grokcopy.devices import default_device
 
     tokenizer = AutoTokenizer.from_pretrained(ns.model, revision=ns.revision)
     model = AutoModelForCausalLM.from_pretrained(ns.model, revision=ns.revision)
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(default_device())
     config = CopyTaskConfig(num_samples=ns.num_samples, num_sequences=ns.num_sequences, symbols=ns.symbols,
                             seed=ns.seed)
     task = build_copy_task(tokenizer, config, max_length=model_context_length(model))
@@ -57,16 +57,18 @@ def _copy_test(ns) -> int:
 
 
 def _induction(ns) -> int:
-    import torch
     from transformers import AutoModelForCausalLM
 
     from grokcopy.analysis.induction import analyze_induction
     from grokcopy.analysis.plots import plot_induction_heatmap
+    from grokcopy.devices import default_device
 
     model = AutoModelForCausalLM.from_pretrained(ns.model, revision=ns.revision)
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(default_device())
     icl = None
     if ns.icl_tokens:
+        import torch
+
         icl = torch.load(ns.icl_tokens) if ns.icl_tokens.endswith(".pt") else None
     scores = analyze_induction(model, seq_len=ns.seq_len, batch_size=ns.batch_size, seed=ns.seed,
                                with_bos=not ns.no_bos, icl_input_ids=icl)
@@ -84,7 +86,8 @@ def _induction(ns) -> int:
 
 
 def _push(ns) -> int:
-    from grokcopy.hub.push import PUSH_RECORD, HubCheckpointCallback
+    from grokcopy.hub.push import HubCheckpointCallback
+    from grokcopy.run_dir import PUSH_RECORD
 
     record_file = Path(ns.output_dir) / PUSH_RECORD
     if not record_file.is_file() and not ns.hub_model_id:
@@ -104,6 +107,79 @@ def _push_metric(ns) -> int:
     return 0
 
 
+def _summary_line(record: dict) -> str:
+    head = f"{record['revision']}: step {record.get('step')}"
+    if record.get("tokens") is not None:
+        head += f", {record['tokens']:,} tokens"
+    if record.get("duplicate_of"):
+        return f"{head}: duplicate of {record['duplicate_of']} (not analysed)"
+    if record.get("error"):
+        return f"{head}: FAILED: {record['error']}"
+    parts = []
+    if record.get("exact_match") is not None:
+        parts.append(f"copy exact {record['exact_match']:.3f}, token acc {record['token_accuracy']:.3f}")
+    else:
+        parts.append(f"copy test failed: {record.get('copy_error')}")
+    if record.get("induction_max"):
+        parts.append("max I per layer " + " ".join(f"{v:.2f}" for v in record["induction_max"]))
+    else:
+        parts.append(f"induction: {record.get('induction_error')}")
+    return f"{head}: " + "; ".join(parts)
+
+
+def _series(ns) -> int:
+    """The `series` subcommand: errors as one `grokcopy: error: ...` line and exit status 2."""
+    from grokcopy.hub.series import OUTPUTS, analyze_series
+
+    try:
+        records = analyze_series(
+            ns.repo, revisions=ns.revisions, every=ns.every, out_dir=ns.out, copy_samples=ns.copy_samples,
+            symbols=ns.symbols, seed=ns.seed, keep_weights=ns.keep_weights, tokens_per_step=ns.tokens_per_step,
+            induction_seq_len=ns.induction_seq_len, batch_size=ns.batch_size, device=ns.device,
+            progress=not ns.no_progress, base_model=ns.base_model, base_revision=ns.base_revision)
+    except SeriesError as err:
+        main_error(str(err))
+    for record in records:
+        print(_summary_line(record))
+    out = Path(ns.out)
+    written = [out / name for name in OUTPUTS if (out / name).is_file()]
+    print("wrote " + ", ".join(str(p) for p in written))
+    failed = [r["revision"] for r in records if r.get("error")]
+    if failed:
+        print(f"grokcopy: error: {len(failed)} revision(s) could not be analysed ({', '.join(failed)}); "
+              "the others are recorded; rerun the same command to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_series_parser(subparsers) -> None:
+    """`grokcopy series REPO [--revisions A,B | --all | --every K] --out DIR [...]` on an argparse subparsers."""
+    parser = subparsers.add_parser(
+        "series", help="copy test + induction heads across a Hub repo's checkpoint branches",
+        description="Run the copy test and the induction analysis on every checkpoint branch of a Hub repo "
+                    "(Pythia stepN, OLMo stepN-tokensXB, Trainer checkpoint-N); writes series.json, series.csv, "
+                    "series_copy.png and series_induction.png to --out and resumes there.")
+    parser.add_argument("repo", help="Hub model repo id, e.g. EleutherAI/pythia-160m")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--revisions", help="comma-separated branches / tags to analyse (any naming)")
+    which.add_argument("--all", action="store_true", help="every checkpoint branch (the default)")
+    which.add_argument("--every", type=int, metavar="K", help="every K-th checkpoint branch (and the last)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (a rerun resumes there)")
+    parser.add_argument("--copy-samples", type=int, default=100, help="copy-test samples per revision")
+    parser.add_argument("--symbols", choices=SYMBOL_KINDS, default="tokens", help="copy-test symbols")
+    parser.add_argument("--seed", type=int, default=1234, help="copy-test seed")
+    parser.add_argument("--tokens-per-step", type=int, help="tokens per optimizer step where the name and "
+                        "trainer_state.json give none (default: 2097152 for EleutherAI/pythia*)")
+    parser.add_argument("--induction-seq-len", type=int, default=100, help="random tokens repeated twice")
+    parser.add_argument("--batch-size", type=int, default=16, help="copy-test batch size")
+    parser.add_argument("--device", help="torch device for the analysis (default: cuda if available, else cpu)")
+    parser.add_argument("--keep-weights", action="store_true", help="keep downloaded files in DIR/weights")
+    parser.add_argument("--base-model", help="base model of a PEFT adapter series (default: each adapter's own "
+                        "base_model_name_or_path)")
+    parser.add_argument("--base-revision", default="main", help="revision of --base-model")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grokcopy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     copy.add_argument("--revision", default="main")
     copy.add_argument("--num_samples", type=int, default=500)
     copy.add_argument("--num_sequences", type=int, default=50)
-    copy.add_argument("--symbols", choices=["tokens", "hex"], default="tokens")
+    copy.add_argument("--symbols", choices=SYMBOL_KINDS, default="tokens")
     copy.add_argument("--seed", type=int, default=1234)
     copy.add_argument("--batch_size", type=int, default=16)
     copy.add_argument("--json", help="also write the result to this file")
@@ -137,9 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true")
     push.add_argument("--timeout", type=float, default=60.0, help="HTTP timeout of one request (s)")
     push.add_argument("--wait", type=float, default=None, help="give up after this many seconds")
-    from grokcopy.hub.series import add_series_parser
-
-    add_series_parser(sub)
+    _add_series_parser(sub)
     sweep = sub.add_parser("sweep", allow_abbrev=False,
                            help="run a sweep file's members (trainer_configs/sweeps/); --field value applies to all")
     sweep.add_argument("sweep", help="sweep YAML: base config, grid / members / seeds")
@@ -191,14 +265,12 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_report(ns)
         if ns.command == "series":
-            from grokcopy.hub.series import run_series
-
-            return run_series(ns)
+            return _series(ns)
         commands = {"copy-test": _copy_test, "induction": _induction, "push": _push, "push-metric": _push_metric}
         try:
             return commands[ns.command](ns)
         except OSError as err:  # a missing model, revision or file: say which, in one line
-            main_error(" ".join(str(err).split()))
+            main_error(one_line(err))
         except UnsupportedArchitectureError as err:
             main_error(str(err))
     except ConfigError as err:

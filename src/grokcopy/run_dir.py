@@ -1,14 +1,26 @@
-"""Checkpoints that can be trusted after a crash.
+"""The run folder: every file a run writes, named once, written so that a crash never tears one.
 
-The Trainer writes `checkpoint-N/` file by file (weights, optimizer, RNG, `trainer_state.json`
-last), so a run killed or out of disk while saving leaves a folder that looks like a checkpoint
-but cannot be resumed from. `checkpoint_problem` says what is wrong with one (cheaply: it reads
-safetensors headers, not tensors); resume and Hub pushes use only complete checkpoints, and a
-broken one is renamed `incomplete-checkpoint-N` (kept for inspection, never picked up again).
+    output_dir/
+      run_config.json          every argument of the run (written before training starts)
+      copy_history.jsonl       one record per copy test (CopyEvalCallback)
+      induction_history.jsonl  one record per induction analysis (InductionHeadCallback)
+      trainer_state.json       the Trainer's state; its log_history holds the logged training losses
+      summary.json             the run in numbers (written once, when training ends)
+      copy_curve.png, induction_history.png, induction_formation.png
+      hub_pushes.json          which checkpoints reached the Hub (HubCheckpointCallback)
+      checkpoint-N/            Trainer checkpoints, each with copy_eval.json, induction.json, induction.png
+
+A sweep folder holds sweep.json and one run folder per member. Whole files are replaced only once
+complete (`atomic_write`); histories are appended a line at a time and a torn last line is skipped
+when read. Checkpoints are trusted only when whole: the Trainer writes `checkpoint-N/` file by file
+(`trainer_state.json` last), so a run killed while saving leaves a folder that looks like a
+checkpoint but cannot be resumed from; `checkpoint_problem` says what is wrong with one (cheaply:
+it reads safetensors headers, not tensors), and a broken one is renamed `incomplete-checkpoint-N`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -17,6 +29,129 @@ import struct
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
+
+RUN_CONFIG = "run_config.json"
+COPY_HISTORY = "copy_history.jsonl"
+INDUCTION_HISTORY = "induction_history.jsonl"
+TRAINER_STATE = "trainer_state.json"
+SUMMARY = "summary.json"
+COPY_CURVE = "copy_curve.png"
+INDUCTION_HISTORY_PLOT = "induction_history.png"
+FORMATION_PLOT = "induction_formation.png"
+PUSH_RECORD = "hub_pushes.json"
+SWEEP_RECORD = "sweep.json"
+CHECKPOINT_COPY_EVAL = "copy_eval.json"  # inside checkpoint-N/
+CHECKPOINT_INDUCTION = "induction.json"
+CHECKPOINT_INDUCTION_PLOT = "induction.png"
+# What goes to the Hub's main branch beside the newest checkpoint: the run's histories and figures.
+RUN_FILES = (COPY_HISTORY, INDUCTION_HISTORY, COPY_CURVE, INDUCTION_HISTORY_PLOT, FORMATION_PLOT, SUMMARY)
+FIGURES = (COPY_CURVE, INDUCTION_HISTORY_PLOT, FORMATION_PLOT)
+
+
+# ----------------------------------------------------------------------------- safe reads and writes
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, binary: bool = False):
+    """A file handle whose content replaces `path` only once complete (temporary + fsync + rename):
+    a reader never sees half a file, and two writers never share a temporary."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb" if binary else "w") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_write(path) as fh:
+        fh.write(text)
+
+
+def write_json_atomic(path: str | Path, data) -> None:
+    write_text_atomic(path, json.dumps(data, indent=1) + "\n")
+
+
+def write_jsonl(rows, path: str | Path) -> None:
+    """A whole history, atomically."""
+    with atomic_write(path) as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+
+
+def append_jsonl(path: str | Path, record: dict) -> None:
+    """One record more, on disk before this returns (a crash loses at most the line being written)."""
+    with open(path, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Records of a history file; a torn last line (killed mid-write) is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            logger.warning("%s: skipping an unreadable line", path)
+    return records
+
+
+def read_json(path: str | Path):
+    """A JSON file's content, or None when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# ----------------------------------------------------------------------------- a run's histories
+
+
+def losses_from_log(log_history: list[dict]) -> list[tuple[int, float]]:
+    """(step, training loss) of every logged step of a Trainer log_history."""
+    return [(r["step"], r["loss"]) for r in log_history if "loss" in r]
+
+
+def logged_losses(run_dir: str | Path) -> list[tuple[int, float]]:
+    """The run's logged training losses: from trainer_state.json, else the newest checkpoint's (a run
+    still training or killed), else the losses the copy history recorded."""
+    run_dir = Path(run_dir)
+    for state_file in [run_dir / TRAINER_STATE] + [c / TRAINER_STATE for c in reversed(checkpoints(run_dir))]:
+        state = read_json(state_file)
+        if isinstance(state, dict) and "log_history" in state:
+            losses = losses_from_log(state["log_history"])
+            if losses:
+                return losses
+    return [(r["step"], r["loss"]) for r in read_jsonl(run_dir / COPY_HISTORY) if r.get("loss") is not None]
+
+
+def history_tokens_per_step(records: list[dict]) -> float | None:
+    """Tokens per optimizer step from a history's latest record with both counts (None without one)."""
+    known = [r for r in records if r.get("tokens") and r.get("step")]
+    return known[-1]["tokens"] / known[-1]["step"] if known else None
+
+
+def load_histories(run_dir: str | Path) -> dict:
+    """Everything a report needs of a run folder: `losses`, `copy_history`, `induction_history`,
+    `run_config` and `tokens_per_step` (run_config.json's, else the copy history's)."""
+    run_dir = Path(run_dir)
+    copy = read_jsonl(run_dir / COPY_HISTORY)
+    run_config = read_json(run_dir / RUN_CONFIG) or {}
+    return {"losses": logged_losses(run_dir), "copy_history": copy,
+            "induction_history": read_jsonl(run_dir / INDUCTION_HISTORY), "run_config": run_config,
+            "tokens_per_step": run_config.get("tokens_per_step") or history_tokens_per_step(copy)}
+
+
+# ----------------------------------------------------------------------------- checkpoints
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors",
@@ -45,7 +180,7 @@ def checkpoint_problem(folder: str | Path) -> str | None:
     folder = Path(folder)
     if not folder.is_dir():
         return f"{folder} is not a folder"
-    state = folder / "trainer_state.json"
+    state = folder / TRAINER_STATE
     if not state.is_file():
         return "trainer_state.json is missing (the run stopped while saving?)"
     try:
@@ -64,6 +199,11 @@ def checkpoint_problem(folder: str | Path) -> str | None:
         if problem:
             return problem
     return None
+
+
+def checkpoint_dir(output_dir: str | Path, step: int) -> Path:
+    """output_dir/checkpoint-N, as the Trainer names it."""
+    return Path(output_dir) / f"checkpoint-{step}"
 
 
 def checkpoint_step(folder: Path) -> int | None:

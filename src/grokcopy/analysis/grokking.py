@@ -9,6 +9,8 @@ share of its total fall, from the first logged value to the mean of the last few
 
 from __future__ import annotations
 
+from grokcopy.run_dir import history_tokens_per_step, load_histories
+
 
 def smooth(values: list[float], window: int = 5) -> list[float]:
     """Trailing moving average (the first points average what exists so far)."""
@@ -158,35 +160,6 @@ def copy_half_step(points: list[tuple[int, float]], fraction: float = 0.5, min_f
     return None
 
 
-def load_run_histories(run_dir) -> dict:
-    """A run folder's curves: the Trainer's logged losses (trainer_state.json, else the newest
-    checkpoint's, else the copy history's losses), the copy history and run_config.json."""
-    import json
-    from pathlib import Path
-
-    from grokcopy.run_dir import checkpoints
-    from grokcopy.training.callbacks import COPY_HISTORY, read_jsonl
-
-    run_dir = Path(run_dir)
-    copy = read_jsonl(run_dir / COPY_HISTORY)
-    states = [run_dir / "trainer_state.json"] + [c / "trainer_state.json" for c in
-                                                 reversed(checkpoints(run_dir))]
-    losses = []
-    for state in states:
-        try:
-            log = json.loads(state.read_text())["log_history"]
-        except (OSError, ValueError, KeyError):
-            continue
-        losses = [(r["step"], r["loss"]) for r in log if "loss" in r]
-        break
-    if not losses:
-        losses = [(r["step"], r["loss"]) for r in copy if r.get("loss") is not None]
-    config_file = run_dir / "run_config.json"
-    run_config = json.loads(config_file.read_text()) if config_file.is_file() else {}
-    return {"losses": losses, "copy_history": copy, "run_config": run_config,
-            "tokens_per_step": run_config.get("tokens_per_step")}
-
-
 def grokking_stats(source, *, loss_tolerance: float = 0.05, relative: bool = True, loss_window: int = 5,
                    jump_window: float | None = None, min_rise: float = 0.01, half_fraction: float = 0.5) -> dict:
     """Every landmark of one run, from a run folder or a dict with `losses` [(step, loss)],
@@ -196,13 +169,11 @@ def grokking_stats(source, *, loss_tolerance: float = 0.05, relative: bool = Tru
     history): `loss_plateau_step`, `copy_jump_step`, `copy_half_step`; `lag_steps` / `lag_tokens` =
     copy jump - loss plateau (positive: copying jumped after the loss settled, the paper's picture).
     """
-    data = source if isinstance(source, dict) else load_run_histories(source)
+    data = source if isinstance(source, dict) else load_histories(source)
     losses = sorted(data.get("losses") or [])
     copy = sorted(data.get("copy_history") or [], key=lambda r: r["step"])
     per_step = data.get("tokens_per_step")
-    if not per_step:
-        known = [r for r in copy if r.get("tokens") and r.get("step")]
-        per_step = known[-1]["tokens"] / known[-1]["step"] if known else None
+    per_step = per_step or history_tokens_per_step(copy)
     em = [(r["step"], r["exact_match"]) for r in copy]
     plateau = loss_plateau_step(losses, loss_tolerance, relative, loss_window)
     jump = copy_jump_step(em, jump_window, min_rise)

@@ -29,7 +29,7 @@ The weight side (EP, the OV circuit, family layouts) lives in :mod:`grokcopy.ana
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,14 +37,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from grokcopy.analysis.ov_circuit import (
-    UnsupportedArchitectureError,
-    _model_type,
-    eigenvalue_positivity,
-    ov_circuit_eigenvalues,
-    ov_circuit_matrices,
-    unwrap_model,
-)
+from grokcopy.analysis.architectures import embedding_vocab_size, model_context_length, model_family, unwrap_model
+from grokcopy.analysis.ov_circuit import eigenvalue_positivity, ov_circuit_eigenvalues, ov_circuit_matrices
+from grokcopy.devices import gather_across_processes, split_across_processes
+from grokcopy.errors import UnsupportedArchitectureError
 
 __all__ = [
     "InductionScores", "UnsupportedArchitectureError", "analyze_induction", "attention_pattern_scores",
@@ -80,11 +76,6 @@ class InductionScores:
 # ----------------------------------------------------------------------------- attention patterns
 
 
-def _vocab_size(lm: nn.Module) -> int:
-    rows = lm.get_input_embeddings().weight.shape[0]
-    return min(rows, int(getattr(lm.config, "vocab_size", rows) or rows))
-
-
 def repeated_random_tokens(
     vocab_size: int, seq_len: int, batch_size: int, *, seed: int = 0,
     bos_token_id: int | None = None, exclude: tuple[int, ...] = (),
@@ -110,37 +101,28 @@ def repeated_random_tokens(
     return ids
 
 
-def _attention_configs(lm: nn.Module) -> list[Any]:
-    """Every config object whose _attn_implementation the model reads (top level and sub-configs)."""
-    seen: dict[int, Any] = {}
-    stack = [m.config for m in lm.modules() if hasattr(m, "config") and hasattr(m.config, "sub_configs")]
-    while stack:
-        cfg = stack.pop()
-        if id(cfg) in seen:
-            continue
-        seen[id(cfg)] = cfg
-        stack.extend(getattr(cfg, k, None) for k in cfg.sub_configs if getattr(cfg, k, None) is not None)
-    return list(seen.values())
-
-
 @contextlib.contextmanager
 def eager_eval_mode(model: nn.Module, *, eager: bool = True) -> Iterator[None]:
     """Eval mode (+ eager attention: sdpa/flash return no weights); restores both exactly afterwards.
 
     Each module's own ``training`` flag is saved and put back (not model.train(), which would
-    also flip submodules the caller had deliberately frozen in eval mode).
+    also flip submodules the caller had deliberately frozen in eval mode). The attention
+    implementation is switched and restored with transformers' public ``set_attn_implementation``
+    (which also dispatches to sub-configs); the one thing read is ``config._attn_implementation``,
+    for which transformers has no public getter (its attention docs point users at it).
     """
     lm = unwrap_model(model)
     modes = [(m, m.training) for m in model.modules()]
-    saved = [(cfg, getattr(cfg, "_attn_implementation_internal", None)) for cfg in _attention_configs(lm)]
+    previous = lm.config._attn_implementation
     model.eval()
+    switched = eager and previous != "eager"
     try:
-        if eager and lm.config._attn_implementation != "eager":
+        if switched:
             lm.set_attn_implementation("eager")
         yield
     finally:
-        for cfg, impl in saved:
-            cfg._attn_implementation_internal = impl
+        if switched:
+            lm.set_attn_implementation(previous)
         for module, training in modes:
             module.training = training
 
@@ -153,8 +135,8 @@ def _input_device(lm: nn.Module) -> torch.device:
 def attention_pattern_scores(
     model: nn.Module, input_ids: torch.Tensor, *, seq_len: int, with_bos: bool
 ) -> dict[str, np.ndarray]:
-    """A (``attention``), ``prefix_matching`` and ``prev_token`` scores, each [L, H], from a batch of
-    repeated random sequences (layout of :func:`repeated_random_tokens`).  Call inside
+    """A (``attention``), ``prefix_matching`` and ``prev_token`` scores of each sequence, each
+    [batch, L, H] (average over the batch for the model's scores), from a batch of repeated random sequences (layout of :func:`repeated_random_tokens`).  Call inside
     :func:`eager_eval_mode` (analyze_induction does)."""
     lm = unwrap_model(model)
     off, s = int(with_bos), seq_len
@@ -176,36 +158,29 @@ def attention_pattern_scores(
     scores: dict[str, list[torch.Tensor]] = {"attention": [], "prefix_matching": [], "prev_token": []}
     for attn in out.attentions:  # [B, H, T, T]
         attn = attn.double()
-        scores["attention"].append(attn[:, :, q_ind, k_ind].mean(dim=(0, 2)))
+        scores["attention"].append(attn[:, :, q_ind, k_ind].mean(dim=2))
         pm = (attn[:, :, second, :] * match[:, None].to(attn.dtype)).sum(-1)
-        scores["prefix_matching"].append(pm.mean(dim=(0, 2)))
+        scores["prefix_matching"].append(pm.mean(dim=2))
         diag = torch.diagonal(attn, offset=-1, dim1=-2, dim2=-1)  # (q, q-1) for q = 1 .. T-1
-        scores["prev_token"].append(diag[:, :, off:].mean(dim=(0, 2)))
-    return {k: torch.stack(v).cpu().numpy() for k, v in scores.items()}
+        scores["prev_token"].append(diag[:, :, off:].mean(dim=2))
+    return {k: torch.stack(v, dim=1).cpu().numpy() for k, v in scores.items()}  # [B, L, H]
 
 
 # ----------------------------------------------------------------------------- ICL score
 
 
-def _context_length(lm: nn.Module) -> int | None:
-    for key in ("max_position_embeddings", "n_positions"):
-        value = getattr(lm.config, key, None)
-        if value:
-            return int(value)
-    return None
-
-
 @torch.inference_mode()
-def icl_score(model: nn.Module, input_ids: Any, *, batch_size: int = 8) -> float | None:
+def icl_score(model: nn.Module, input_ids: Any, *, batch_size: int = 8, per_row: bool = False):
     """Olsson et al.'s in-context-learning score: mean loss (nats) on the 500th token minus mean loss
     on the 50th token (1-based; i.e. predicting ids[:, 499] and ids[:, 49]).  Negative = the model
     uses longer context.  None when the sequences or the model's context are shorter than 500.
+    ``per_row``: the difference of each sequence (a list), whose mean is the score.
     Runs in eval mode with the model's own attention implementation."""
     lm = unwrap_model(model)
     ids = torch.as_tensor(input_ids, dtype=torch.long)
     if ids.ndim == 1:
         ids = ids[None]
-    ctx = _context_length(lm)
+    ctx = model_context_length(lm)
     if ids.shape[1] < 500 or (ctx is not None and ctx < 500):
         return None
     ids = ids[:, :500].to(_input_device(lm))
@@ -218,8 +193,8 @@ def icl_score(model: nn.Module, input_ids: Any, *, batch_size: int = 8) -> float
             logp = torch.log_softmax(logits, dim=-1)
             target = chunk[:, [49, 499]].to(logp.device)
             losses.append(-logp.gather(-1, target[..., None])[..., 0])
-    loss = torch.cat(losses).mean(dim=0)
-    return float(loss[1] - loss[0])
+    loss = torch.cat(losses)  # [rows, 2]
+    return (loss[:, 1] - loss[:, 0]).tolist() if per_row else float(loss.mean(dim=0)[1] - loss.mean(dim=0)[0])
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -236,8 +211,6 @@ def analyze_induction(
     icl_input_ids: Any = None,
     bos_token_id: int | None = None,
     vocab_size: int | None = None,
-    shard: tuple[int, int] = (0, 1),
-    gather: Callable[[list], list] | None = None,
 ) -> InductionScores:
     """All induction scores of ``model`` (a transformers causal LM or a PEFT LoRA wrapper of one).
 
@@ -245,13 +218,13 @@ def analyze_induction(
     each module's train/eval flag are restored afterwards.  EP uses the (LoRA-merged) weights.  ``bos_token_id`` defaults to
     ``config.bos_token_id`` and is only used when ``with_bos``.  ``vocab_size`` limits the random
     tokens and EP's vocabulary to the ids a tokenizer can produce (an embedding matrix padded past
-    the tokenizer, as Pythia's is, has rows no training ever touched).  Distributed: with ``shard`` =
-    (rank, world size) each process reads every world-th sequence and ``gather`` (e.g. accelerate's
-    gather_object) combines the processes' sums, so every rank gets the numbers one process would.
+    the tokenizer, as Pythia's is, has rows no training ever touched).  Under torch.distributed each
+    process reads its share of the sequences (accelerate's split, padded so all run one forward) and
+    every rank gets the numbers one process would.
     """
     lm = unwrap_model(model)
-    _model_type(lm)  # fail fast, before any forward pass
-    vocab = _vocab_size(lm) if vocab_size is None else min(int(vocab_size), _vocab_size(lm))
+    model_family(lm)  # fail fast, before any forward pass
+    vocab = embedding_vocab_size(lm) if vocab_size is None else min(int(vocab_size), embedding_vocab_size(lm))
     if with_bos:
         bos_token_id = lm.config.bos_token_id if bos_token_id is None else bos_token_id
         if bos_token_id is None or not 0 <= int(bos_token_id) < vocab:
@@ -267,26 +240,21 @@ def analyze_induction(
         vocab, seq_len, batch_size, seed=seed, bos_token_id=bos_token_id, exclude=tuple(specials)
     )
     ep = eigenvalue_positivity(model, vocab_size=vocab)
-    rank, world = shard
-    mine = ids[rank::world] if len(ids[rank::world]) else ids[:1]  # an idle rank still runs one forward
-    with eager_eval_mode(model):
-        local = attention_pattern_scores(model, mine, seq_len=seq_len, with_bos=with_bos)
-    count = len(ids[rank::world])
+    with split_across_processes(range(len(ids))) as mine:
+        with eager_eval_mode(model):
+            local = attention_pattern_scores(model, ids[mine], seq_len=seq_len, with_bos=with_bos)
+    # Each sequence once (the split pads with repeats), in order: the mean one process would compute.
+    rows = dict(gather_across_processes([(i, {k: v[n] for k, v in local.items()}) for n, i in enumerate(mine)]))
+    patterns = {k: np.mean([rows[i][k] for i in sorted(rows)], axis=0) for k in local}
     icl = None
     if icl_input_ids is not None:
-        rows = torch.as_tensor(icl_input_ids, dtype=torch.long)
-        rows = rows[None] if rows.ndim == 1 else rows
-        mine_icl = rows[rank::world] if len(rows[rank::world]) else rows[:1]
-        icl_local = icl_score(model, mine_icl, batch_size=batch_size)
-        icl = None if icl_local is None else (len(rows[rank::world]), icl_local)
-    if gather is not None:
-        parts = gather([(count, {k: v * count for k, v in local.items()}, icl)])
-        total = sum(n for n, _, _ in parts)
-        patterns = {k: sum(p[k] for _, p, _ in parts) / total for k in local}
-        icl_parts = [x for _, _, x in parts if x is not None]
-        icl = sum(n * v for n, v in icl_parts) / sum(n for n, _ in icl_parts) if icl_parts else None
-    else:
-        patterns, icl = local, (None if icl is None else icl[1])
+        held_out = torch.as_tensor(icl_input_ids, dtype=torch.long)
+        held_out = held_out[None] if held_out.ndim == 1 else held_out
+        with split_across_processes(range(len(held_out))) as mine:
+            diffs = icl_score(model, held_out[mine], batch_size=batch_size, per_row=True)
+        if diffs is not None:
+            by_row = dict(gather_across_processes(list(zip(mine, diffs))))
+            icl = float(np.mean(list(by_row.values())))
     return InductionScores(
         num_layers=ep.shape[0], num_heads=ep.shape[1], ep=ep, induction=patterns["attention"] * ep,
         **patterns, icl_score=icl, seq_len=seq_len, with_bos=with_bos,

@@ -1,9 +1,8 @@
 """The OV circuit of every attention head and its eigenvalue positivity (EP), from the weights alone.
 
 EP = sum(lambda) / sum(|lambda|) over the eigenvalues of W_U W_O^h W_V^h W_E: +1 for a head that
-copies the token it attends to (the paper's second half of I = A x EP). Also the model plumbing
-the analyses share: which families are supported, where their layers and norms are, and the
-weights a PEFT LoRA layer actually uses.
+copies the token it attends to (the paper's second half of I = A x EP), with the weights a PEFT
+LoRA layer actually uses. Where each family keeps its layers is in grokcopy.analysis.architectures.
 """
 
 from __future__ import annotations
@@ -12,36 +11,12 @@ import numpy as np
 import torch
 from torch import nn
 
-# LLaMA-layout families.  OLMo-2/3 normalise the attention *output* (post_attention_layernorm)
-# and have no norm in front of attention.
-_LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "olmo3"}
-_POST_NORM = {"olmo2", "olmo3"}
-SUPPORTED_MODEL_TYPES = frozenset(_LLAMA_LIKE | {"gpt_neox", "gpt2"})
-
-
-class UnsupportedArchitectureError(ValueError):
-    """The model's architecture (config.model_type) has no weight mapping in this module."""
-
-
-# ----------------------------------------------------------------------------- model plumbing
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The transformers model inside a torch.compile / PEFT wrapper (LoRA layers stay injected)."""
-    model = getattr(model, "_orig_mod", model)
-    if hasattr(model, "peft_config") and hasattr(model, "get_base_model"):
-        return model.get_base_model()
-    return model
-
-
-def _model_type(lm: nn.Module) -> str:
-    model_type = getattr(getattr(lm, "config", None), "model_type", None)
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise UnsupportedArchitectureError(
-            f"induction analysis does not support model_type={model_type!r} "
-            f"({type(lm).__name__}); supported: {sorted(SUPPORTED_MODEL_TYPES)}"
-        )
-    return model_type
+from grokcopy.analysis.architectures import (
+    POST_NORM_FAMILIES,
+    layers_and_final_norm,
+    model_family,
+    unwrap_model,
+)
 
 
 def effective_weight(module: nn.Module) -> torch.Tensor:
@@ -70,15 +45,6 @@ def effective_weight(module: nn.Module) -> torch.Tensor:
     return weight
 
 
-def _layers_and_final_norm(lm: nn.Module, model_type: str) -> tuple[list[nn.Module], nn.Module]:
-    base = lm.base_model  # LlamaModel / GPTNeoXModel / GPT2Model
-    if model_type == "gpt2":
-        return list(base.h), base.ln_f
-    if model_type == "gpt_neox":
-        return list(base.layers), base.final_layer_norm
-    return list(base.layers), base.norm
-
-
 def _layer_ov_weights(
     layer: nn.Module, model_type: str, n_heads: int
 ) -> tuple[torch.Tensor, torch.Tensor, nn.Module | None, nn.Module | None]:
@@ -100,7 +66,7 @@ def _layer_ov_weights(
         return w_v, effective_weight(attn.dense), layer.input_layernorm, None
     attn = layer.self_attn
     w_v, w_o = effective_weight(attn.v_proj), effective_weight(attn.o_proj)
-    if model_type in _POST_NORM:
+    if model_type in POST_NORM_FAMILIES:
         return w_v, w_o, None, layer.post_attention_layernorm
     return w_v, w_o, layer.input_layernorm, None
 
@@ -137,7 +103,7 @@ def ov_circuit_matrices(model: nn.Module, *, fold_norms: bool = True, vocab_size
     ``vocab_size`` keeps the first rows only (the tokens a tokenizer can produce).
     """
     lm = unwrap_model(model)
-    model_type = _model_type(lm)
+    model_type = model_family(lm)
     n_heads = int(lm.config.num_attention_heads)
     emb = effective_weight(lm.get_input_embeddings())  # [V, d]
     unemb = effective_weight(lm.get_output_embeddings())  # [V, d]
@@ -147,7 +113,7 @@ def ov_circuit_matrices(model: nn.Module, *, fold_norms: bool = True, vocab_size
         emb, unemb = emb[:vocab_size], unemb[:vocab_size]
     device = _compute_device(emb)
     d = emb.shape[1]
-    layers, final_norm = _layers_and_final_norm(lm, model_type)
+    layers, final_norm = layers_and_final_norm(lm, model_type)
     final = _norm_scale(final_norm, device) if fold_norms else None
     # G = W_E^T W_U (d x d), accumulated over vocabulary chunks to keep float64 copies small.
     gram = torch.zeros(d, d, dtype=torch.float64, device=device)

@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from grokcopy.run_dir import atomic_write, history_tokens_per_step  # noqa: E402
+
 
 def plot_copy_curve(history: list[dict], out: str | Path, losses: list[tuple[int, float]] | None = None,
                     title: str = "Training loss and context-copying accuracy"):
@@ -33,16 +35,15 @@ def plot_copy_curve(history: list[dict], out: str | Path, losses: list[tuple[int
                 label="copy token accuracy")
     ax_acc.set_ylim(-0.02, 1.02)
     ax_acc.set_ylabel("copy accuracy", color="tab:red")
-    tokens = [r.get("tokens") for r in history]
-    if all(t is not None for t in tokens) and steps[-1] > 0 and tokens[-1]:
-        per_step = tokens[-1] / steps[-1]
+    per_step = history_tokens_per_step(history)
+    if per_step and all(r.get("tokens") is not None for r in history):
         top = ax_loss.secondary_xaxis("top", functions=(lambda s: s * per_step, lambda t: t / per_step))
         top.set_xlabel("tokens seen")
     handles = ax_loss.get_legend_handles_labels()[0] + ax_acc.get_legend_handles_labels()[0]
     ax_acc.legend(handles=handles, loc="center right")
     ax_loss.set_title(title)
     ax_loss.grid(alpha=0.3)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def plot_induction_heatmap(record: dict, out: str | Path):
@@ -59,7 +60,7 @@ def plot_induction_heatmap(record: dict, out: str | Path):
     ax.set_ylabel("layer")
     ax.set_title(f"induction score I = A x EP, step {record.get('step', '?')}", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.05)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def plot_induction_history(history: list[dict], out: str | Path):
@@ -83,7 +84,7 @@ def plot_induction_history(history: list[dict], out: str | Path):
         axes[k // cols][k % cols].axis("off")
     fig.supxlabel("optimizer step")
     fig.supylabel("induction score I (one line per head)")
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 def plot_formation(rows: list[dict], out: str | Path, threshold: float, last_step: int | None = None):
@@ -101,16 +102,16 @@ def plot_formation(rows: list[dict], out: str | Path, threshold: float, last_ste
     ax.set_ylabel("layer (shallow at top)")
     ax.set_xlabel(f"first step with best head's I >= {threshold}")
     ax.set_title("induction-head formation", fontsize=10)
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
-def _save(fig, out):
+def save_figure(fig, out) -> Path:
+    """Lay out, write atomically (a reader never sees half a PNG) and close a figure."""
     fig.tight_layout()
     out = Path(out)
-    tmp = out.with_name(out.stem + ".tmp" + out.suffix)
-    fig.savefig(tmp)
+    with atomic_write(out, binary=True) as fh:
+        fig.savefig(fh, format=out.suffix.lstrip(".") or "png")
     plt.close(fig)
-    tmp.replace(out)
     return out
 
 
@@ -122,10 +123,9 @@ def _step_scale(ax, steps: list[int]) -> None:
 
 def _tokens_axis(ax, points: list[dict]) -> None:
     """A top axis of tokens seen (steps x the latest tokens/step ratio), on the same scale as the steps."""
-    known = [r for r in points if r.get("tokens") and r.get("step")]
-    if not known:
+    per_step = history_tokens_per_step(points)
+    if not per_step:
         return
-    per_step = known[-1]["tokens"] / known[-1]["step"]
     top = ax.twiny()
     if ax.get_xscale() == "symlog":  # symlog depends on x / linthresh only: scale both alike
         top.set_xscale("symlog", linthresh=ax.xaxis.get_transform().linthresh * per_step)
@@ -154,7 +154,7 @@ def plot_series(records: list[dict], out_dir: Path, repo_id: str, copy_name: str
         ax.set_title(f"{repo_id}: copy test across checkpoints", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(loc="best")
-        written.append(_save(fig, Path(out_dir) / copy_name))
+        written.append(save_figure(fig, Path(out_dir) / copy_name))
     ind_points = [r for r in records if r.get("induction_max") and r.get("step") is not None]
     if ind_points:
         fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
@@ -174,5 +174,5 @@ def plot_series(records: list[dict], out_dir: Path, repo_id: str, copy_name: str
         ax.set_title(f"{repo_id}: best induction head per layer", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=max(1, n_layers // 12), loc="best")
-        written.append(_save(fig, Path(out_dir) / induction_name))
+        written.append(save_figure(fig, Path(out_dir) / induction_name))
     return written

@@ -9,13 +9,15 @@ the suffix, since greedy only diverges after a first wrong token. The numbers co
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 from itertools import groupby
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from grokcopy.copytest.task import CopyTask
+from grokcopy.devices import gather_across_processes, split_across_processes
 from grokcopy.resources import metric_path
 
 
@@ -24,11 +26,6 @@ def load_copy_metric():
     import evaluate
 
     return evaluate.load(str(metric_path()))
-
-
-def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
-    width = max(len(r) for r in rows)
-    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
 @torch.inference_mode()
@@ -66,7 +63,8 @@ def _predict(model, task: CopyTask, batch_size: int, progress: bool, samples: Se
             cache.batch_repeat_interleave(n_queries)
             queries = [(k, i, p, s) for k, sample in zip(batch, samples_) for (i, p, s) in sample.queries]
             rows = [p + s for _, _, p, s in queries]
-            logits = model(input_ids=_pad(rows, 0).to(device), cache=cache, use_cache=True).logits
+            padded = pad_sequence([torch.tensor(r) for r in rows], batch_first=True)  # right-padded: never read
+            logits = model(input_ids=padded.to(device), cache=cache, use_cache=True).logits
             argmax = logits.argmax(-1).cpu()
             for row, (k, i, prefix, suffix) in enumerate(queries):
                 start = len(prefix) - 1
@@ -76,27 +74,20 @@ def _predict(model, task: CopyTask, batch_size: int, progress: bool, samples: Se
     return sorted(results, key=lambda r: r[0])  # stable: queries keep their order within a sample
 
 
-def score_copy_task(model, task: CopyTask, batch_size: int = 16, metric=None, progress: bool = False,
-                    shard: tuple[int, int] = (0, 1), gather: Callable[[list], list] | None = None) -> dict:
+def score_copy_task(model, task: CopyTask, batch_size: int = 16, metric=None, progress: bool = False) -> dict:
     """exact_match and token_accuracy overall and per query position i, through the evaluate metric.
 
-    Distributed: with `shard` = (rank, world size) each process scores every world-th sample and
-    `gather` (e.g. accelerate's gather_object) collects all processes' predictions, so every rank
-    gets the numbers one process would. Each rank runs the same number of batches (a rank short of
-    samples repeats its first one and drops it), as sharded (FSDP) forwards need.
+    Under torch.distributed each process scores its share of the samples (accelerate's
+    split_between_processes, padded so every rank runs as many batches, as sharded FSDP forwards
+    need) and every rank gets the numbers one process would.
     """
     metric = metric or load_copy_metric()
-    rank, world = shard
-    mine = list(range(rank, len(task.samples), world))
-    per_rank = -(-len(task.samples) // world)
-    padded = mine + [mine[0] if mine else 0] * (per_rank - len(mine))
-    local, taken = [], {k: 0 for k in mine}
-    for record in _predict(model, task, batch_size, progress, padded):  # drop the padding's repeats
-        k = record[0]
-        if k in taken and taken[k] < len(task.samples[k].queries):
-            local.append(record)
-            taken[k] += 1
-    results = [r[1:] for r in sorted(gather(local) if gather else local, key=lambda r: r[0])]
+    with split_across_processes(range(len(task.samples))) as mine:
+        local = _predict(model, task, batch_size, progress, mine)
+    unique = {}
+    for record in gather_across_processes(local):  # the padding repeats a sample: keep each query once
+        unique.setdefault(record[:2], record)
+    results = [r[1:] for r in sorted(unique.values(), key=lambda r: r[0])]
     overall = metric.compute(predictions=[p for _, p, _ in results], references=[r for _, _, r in results])
     per_position = {}
     for i in task.query_indices:

@@ -11,20 +11,23 @@ the same test can be rerun on every checkpoint of a series.
 
 from __future__ import annotations
 
-import logging
 import re
 import string
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from grokcopy.errors import CopyTaskError  # noqa: F401 (re-exported)
 
 HEX_DIGITS = string.hexdigits[:16]
+SYMBOL_KINDS = ("tokens", "hex")  # random vocabulary ids, or hex strings as in the paper's Fig. 1
+SymbolKind = Literal["tokens", "hex"]
 
 
-class CopyTaskError(ValueError):
-    """The copy test cannot be built for this tokenizer / context (the message says why)."""
+def check_symbol_kind(kind: str, name: str = "copy symbols") -> None:
+    if kind not in SYMBOL_KINDS:
+        raise CopyTaskError(f"{name}: expected {' or '.join(SYMBOL_KINDS)}, got {kind!r}")
 
 
 @dataclass(frozen=True)
@@ -112,8 +115,7 @@ def _unique_rows(rng, symbols: np.ndarray, n: int, length: int) -> np.ndarray:
 
 def build_copy_task(tokenizer, config: CopyTaskConfig = CopyTaskConfig(), max_length: int | None = None) -> CopyTask:
     """Draw the test's samples for this tokenizer, fitting the model's context `max_length`."""
-    if config.symbols not in ("tokens", "hex"):
-        raise CopyTaskError(f"copy symbols: expected tokens or hex, got {config.symbols!r}")
+    check_symbol_kind(config.symbols)
     sep = separator_ids(tokenizer)
     n_fit = fit_num_sequences(config, len(sep), max_length)
     if n_fit < config.query_stride:
@@ -126,7 +128,9 @@ def build_copy_task(tokenizer, config: CopyTaskConfig = CopyTaskConfig(), max_le
         note = (f"copy test: the model's context of {max_length} tokens fits {n_fit} of the "
                 f"{config.num_sequences} sequences per sample; queries at i = "
                 f"{', '.join(str(i) for i in range(config.query_stride, n_fit + 1, config.query_stride))}")
-        logger.warning(note)
+        from transformers.utils import logging  # its loggers have warning_once
+
+        logging.get_logger(__name__).warning_once(note)  # once per process: a series builds it per revision
     queries = list(range(config.query_stride, n_fit + 1, config.query_stride))
     if config.symbols == "tokens":
         symbols = eligible_token_ids(tokenizer, exclude=sep, pattern=config.symbol_pattern)

@@ -9,13 +9,15 @@ measurement, not an error.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 
+from grokcopy.analysis.grokking import first_step_reaching, loss_fall_step
 from grokcopy.resources import trainer_config_path
+from grokcopy.run_dir import COPY_CURVE, COPY_HISTORY, logged_losses, read_jsonl
 from grokcopy.training.config import parse_args
+from grokcopy.training.pipeline import run_training
 
 
 def demo_config_path() -> Path:
@@ -26,31 +28,29 @@ def demo_config_path() -> Path:
 def run_demo(output_dir: str, overrides: list[str]) -> int:
     import torch
 
-    from grokcopy.analysis.grokking import first_step_reaching, loss_fall_step
-    from grokcopy.training.pipeline import run_training
-
     torch.set_num_threads(min(2, torch.get_num_threads()))
     model_args, data_args, training_args = parse_args(demo_config_path(), ["--output_dir", output_dir, *overrides])
     start = time.time()
-    summary = run_training(model_args, data_args, training_args)
-    minutes = (time.time() - start) / 60
-    state = json.loads((Path(output_dir) / "trainer_state.json").read_text())
-    losses = [(r["step"], r["loss"]) for r in state["log_history"] if "loss" in r]
-    history = [json.loads(line) for line in (Path(output_dir) / "copy_history.jsonl").read_text().splitlines()]
-    fall80 = loss_fall_step(losses, 0.8)
-    jump = first_step_reaching([(r["step"], r["exact_match"]) for r in history], 0.5)
-    summary.update(minutes=round(minutes, 2), loss_80pct_fall_step=fall80)
+
+    def verdict(summary: dict, run_dir: Path) -> None:
+        """Did this run show the paper's picture? Recorded in summary.json and printed."""
+        fall80 = loss_fall_step(logged_losses(run_dir), 0.8)
+        jump = first_step_reaching([(r["step"], r["exact_match"]) for r in read_jsonl(run_dir / COPY_HISTORY)], 0.5)
+        shown = jump is not None and fall80 is not None and jump > fall80
+        summary.update(minutes=round((time.time() - start) / 60, 2), loss_80pct_fall_step=fall80,
+                       loss_fell_first_then_copy_jumped=shown)
+
+    summary = run_training(model_args, data_args, training_args, annotate=verdict)
+    fall80 = summary["loss_80pct_fall_step"]
     print("\n=== grokcopy demo ===")
-    print(f"steps {summary['steps']}, tokens {summary['tokens']:,}, {minutes:.1f} min")
+    print(f"steps {summary['steps']}, tokens {summary['tokens']:,}, {summary['minutes']:.1f} min")
     print(f"final training loss {summary['final_loss']:.3f}; final copy exact match "
           f"{summary['final_exact_match']:.3f} (token accuracy {summary['final_token_accuracy']:.3f})")
-    print(f"loss made 80% of its fall by step {fall80}; copy exact match first >= 0.5 at step {jump}")
-    verdict = jump is not None and fall80 is not None and jump > fall80
-    summary["loss_fell_first_then_copy_jumped"] = verdict
-    print("the loss fell first, then copying jumped" if verdict else
+    print(f"loss made 80% of its fall by step {fall80}; copy exact match first >= 0.5 at step "
+          f"{summary['first_step_exact_match_over_half']}")
+    print("the loss fell first, then copying jumped" if summary["loss_fell_first_then_copy_jumped"] else
           "the phenomenon did NOT show in this run (see README, 'What the demo is')")
-    print(f"curve: {Path(output_dir) / 'copy_curve.png'}; model + tokenizer: {output_dir}")
-    (Path(output_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"curve: {Path(output_dir) / COPY_CURVE}; model + tokenizer: {output_dir}")
     return 0
 
 

@@ -13,8 +13,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from grokcopy.analysis.grokking import smooth  # noqa: E402
-from grokcopy.analysis.plots import _save  # noqa: E402
-from grokcopy.training.data import write_text_atomic  # noqa: E402
+from grokcopy.analysis.plots import save_figure  # noqa: E402
+from grokcopy.experiments.conditions import family  # noqa: E402
+from grokcopy.run_dir import write_text_atomic  # noqa: E402
 
 
 def _band(curves: list[list[tuple[float, float]]]):
@@ -71,8 +72,6 @@ def _varies(conditions, field) -> bool:
 def write_figures(conditions: list[dict], out: Path, threshold: float) -> list[Path]:
     """curves.png (Figs. 2-4), learning_rate.png (Fig. 5), regularization.png (Fig. 7) and
     induction_formation.png (Fig. 6, as first-formation steps), the last three when they apply."""
-    from grokcopy.experiments.report import family
-
     colors = _colors(len(conditions))
     written = []
     fig, axes = plt.subplots(2, 2, figsize=(12, 8), dpi=110)
@@ -81,7 +80,7 @@ def write_figures(conditions: list[dict], out: Path, threshold: float) -> list[P
             _draw(axes[row][col], conditions, what, x, colors)
     axes[0][0].legend(fontsize=8, loc="best")
     fig.suptitle("copy accuracy and training loss against steps (left) and tokens (right); band: min-max over seeds")
-    written.append(_save(fig, out / "curves.png"))
+    written.append(save_figure(fig, out / "curves.png"))
     by_label = {c["label"]: c for c in conditions}
     if _varies(conditions, "learning_rate"):
         chosen = family(by_label, ("learning_rate",), key="learning_rate") or list(by_label)
@@ -100,7 +99,7 @@ def write_figures(conditions: list[dict], out: Path, threshold: float) -> list[P
         right.set_ylabel("copy jump step (mean, min-max)")
         right.grid(alpha=0.3)
         fig.suptitle("learning rate (the paper's Fig. 5)")
-        written.append(_save(fig, out / "learning_rate.png"))
+        written.append(save_figure(fig, out / "learning_rate.png"))
     if _varies(conditions, "attention_dropout") or _varies(conditions, "weight_decay"):
         chosen = family(by_label, ("attention_dropout", "weight_decay")) or list(by_label)
         subset = [by_label[label] for label in chosen]
@@ -110,7 +109,7 @@ def write_figures(conditions: list[dict], out: Path, threshold: float) -> list[P
         _draw(right, subset, "loss", "tokens", sub_colors)
         left.legend(fontsize=8)
         fig.suptitle("attention dropout and weight decay (the paper's Fig. 7)")
-        written.append(_save(fig, out / "regularization.png"))
+        written.append(save_figure(fig, out / "regularization.png"))
     if any(c["formation"] for c in conditions):
         written.append(_formation_figure(conditions, out / "induction_formation.png", threshold, colors))
     return written
@@ -155,7 +154,7 @@ def _formation_figure(conditions, out, threshold, colors):
 
     ax.legend(handles=[Patch(color=colors[i], label=c["label"]) for i, c in enumerate(conditions)], fontsize=8,
               loc="lower right")
-    return _save(fig, out)
+    return save_figure(fig, out)
 
 
 # --- report.md ----------------------------------------------------------------------------------

@@ -19,9 +19,7 @@ a cluster (torchrun / accelerate) instead.
 
 from __future__ import annotations
 
-import gc
 import itertools
-import json
 import os
 import re
 import shlex
@@ -29,10 +27,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grokcopy.devices import has_accelerator, release_memory
+from grokcopy.errors import one_line
+from grokcopy.run_dir import SUMMARY, SWEEP_RECORD, TRAINER_STATE, read_json, write_json_atomic
 from grokcopy.training.config import ConfigError, GrokcopyArgumentParser, config_to_argv, load_config_file, parse_args
 
 SWEEP_KEYS = ("base", "output_dir", "fixed", "grid", "names", "members", "seeds")
-SWEEP_RECORD = "sweep.json"
 # Hardware flags a machine without a GPU cannot accept; neutralised only to validate the rest of a
 # config meant for another machine (--print-commands / --dry-run).
 HARDWARE_NEUTRAL = ["--use_cpu", "true", "--bf16", "false", "--fp16", "false", "--tf32", "false"]
@@ -185,16 +185,13 @@ def validate(sweep: Sweep, members: list[Member], overrides: list[str], hardware
 
 def finished_steps(output_dir: Path) -> int | None:
     """Steps a finished run reached: summary.json's `steps` (else the final trainer_state.json's)."""
-    summary = Path(output_dir) / "summary.json"
-    if not summary.is_file():
+    summary = read_json(Path(output_dir) / SUMMARY)
+    if not isinstance(summary, dict):
         return None
-    try:
-        steps = json.loads(summary.read_text()).get("steps")
-        if steps is None:
-            steps = json.loads((Path(output_dir) / "trainer_state.json").read_text()).get("global_step")
-    except (OSError, ValueError):
-        return None
-    return steps
+    if summary.get("steps") is not None:
+        return summary["steps"]
+    state = read_json(Path(output_dir) / TRAINER_STATE)
+    return state.get("global_step") if isinstance(state, dict) else None
 
 
 def plan(member: Member, max_steps: int) -> None:
@@ -243,8 +240,6 @@ def write_record(sweep: Sweep, records: dict, own: set[str] = frozenset()) -> No
     across machines with `--only` do not overwrite each other's progress with stale states."""
     if not _is_main():
         return
-    from grokcopy.training.callbacks import write_json_atomic
-
     for member in sweep.members:
         if member.name not in own:
             plan(member, records[member.name]["max_steps"])
@@ -267,14 +262,12 @@ def run_sweep(path, overrides: list[str], only: str | None = None, output_dir: s
               nproc: int | None = None, accelerate_config: str | None = None) -> int:
     """Validate every selected member, then print commands (--print-commands), print the plan
     (--dry-run), or train the members that are not complete, one after another. 1 if any failed."""
-    from grokcopy.training.config import _has_accelerator
-
     if (launcher or nproc or accelerate_config) and not print_commands:
         raise ConfigError("--launcher, --nproc and --accelerate-config go with --print-commands (to run a sweep "
                           "on several GPUs in this process, launch `grokcopy sweep` itself under torchrun)")
     sweep = load_sweep(path, output_dir)
     members = select(sweep, only)
-    neutral = (print_commands or dry_run) and not _has_accelerator()
+    neutral = (print_commands or dry_run) and not has_accelerator()
     parsed = validate(sweep, sweep.members, overrides, hardware_neutral=neutral)  # all, even with --only
     for member in sweep.members:
         plan(member, parsed[member.name][2].max_steps)
@@ -325,12 +318,12 @@ def _run_member(sweep: Sweep, member: Member, overrides: list[str], records: dic
     try:
         summary = run_training(*parse_args(sweep.config(member), args))
     except (ConfigError, RuntimeError, OSError, ValueError) as err:
-        record.update(status="failed", error=" ".join(str(err).split()))
+        record.update(status="failed", error=one_line(err))
         _say(f"{counter} {member.name}: FAILED: {record['error']}")
         write_record(sweep, records, own)
         return False
     finally:
-        _release_memory()
+        release_memory()
     minutes = (time.time() - start) / 60
     record.update(status="complete", steps=summary.get("steps") or finished_steps(member.output_dir),
                   final_exact_match=summary.get("final_exact_match"), minutes=round(minutes, 2))
@@ -340,15 +333,3 @@ def _run_member(sweep: Sweep, member: Member, overrides: list[str], records: dic
          + (f", copy exact match {em:.3f}" if em is not None else ""))
     write_record(sweep, records, own)
     return True
-
-
-def _release_memory() -> None:
-    """Free the finished member's model and optimizer before the next one is built."""
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from grokcopy.analysis.grokking import first_step_reaching, induction_formation, loss_fall_step
+from grokcopy.analysis.grokking import grokking_stats, induction_formation
 from grokcopy.resources import model_card_template
-from grokcopy.training.callbacks import COPY_HISTORY, INDUCTION_HISTORY, read_jsonl
+from grokcopy.run_dir import FIGURES, load_histories
 
 ARCH_FIELDS = ("model_type", "num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
                "intermediate_size", "max_position_embeddings", "vocab_size", "tie_word_embeddings",
@@ -21,13 +20,11 @@ def render_card(repo_id: str, output_dir: Path, branches: list[str], model_confi
                 data_description: str, threshold: float = 0.3) -> str:
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-    copy = read_jsonl(Path(output_dir) / COPY_HISTORY)
-    induction = read_jsonl(Path(output_dir) / INDUCTION_HISTORY)
+    histories = load_histories(output_dir)
+    copy, induction = histories["copy_history"], histories["induction_history"]
+    stats = grokking_stats(histories)  # the same landmarks as `grokcopy report`
     last = copy[-1] if copy else {"step": 0, "tokens": None, "exact_match": 0.0, "token_accuracy": 0.0,
                                  "num_sequences": None, "num_samples": None}
-    state_file = Path(output_dir) / "trainer_state.json"
-    losses = [(r["step"], r["loss"]) for r in json.loads(state_file.read_text())["log_history"]
-              if "loss" in r] if state_file.is_file() else [(r["step"], r["loss"]) for r in copy if r.get("loss")]
     name = repo_id.split("/")[-1]
     card_data = ModelCardData(
         library_name="transformers", pipeline_tag="text-generation", tags=["grokcopy", "induction-heads"],
@@ -51,11 +48,9 @@ def render_card(repo_id: str, output_dir: Path, branches: list[str], model_confi
         last_step=last["step"], last_tokens=last.get("tokens"), exact_match=last["exact_match"],
         token_accuracy=last["token_accuracy"], copy_sequences=last.get("num_sequences"),
         copy_samples=last.get("num_samples"),
-        loss_plateau_step=loss_fall_step(losses, 0.8),
-        copy_jump_step=first_step_reaching([(r["step"], r["exact_match"]) for r in copy], 0.5),
+        loss_plateau_step=stats["loss_plateau_step"], copy_jump_step=stats["copy_jump_step"],
         formation=induction_formation(induction, threshold) if induction else [], threshold=threshold,
-        plots=[p for p in ("copy_curve.png", "induction_history.png", "induction_formation.png")
-               if (Path(output_dir) / p).is_file()],
+        plots=[p for p in FIGURES if (Path(output_dir) / p).is_file()],
         branches=branches,
     )
     return str(card)

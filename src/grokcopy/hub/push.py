@@ -23,12 +23,19 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from grokcopy.run_dir import checkpoint_problem, checkpoint_step, checkpoints
-from grokcopy.training.data import write_text_atomic
+from grokcopy.errors import one_line
+from grokcopy.run_dir import (
+    PUSH_RECORD,
+    RUN_FILES,
+    checkpoint_dir,
+    checkpoint_problem,
+    checkpoint_step,
+    checkpoints,
+    write_text_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
-PUSH_RECORD = "hub_pushes.json"
 # Optimizer / scheduler / RNG states stay local: they double the upload and nobody analyses them.
 LOCAL_ONLY = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state", "training_args.bin", ".tmp")
 
@@ -39,9 +46,7 @@ def branch_name(step: int) -> str:
 
 def run_files(output_dir: Path) -> list[Path]:
     """Run-level files that go to `main` beside the newest checkpoint (histories and figures)."""
-    names = ("copy_history.jsonl", "induction_history.jsonl", "copy_curve.png", "induction_history.png",
-             "induction_formation.png", "summary.json")
-    return [output_dir / n for n in names if (output_dir / n).is_file()]
+    return [output_dir / n for n in RUN_FILES if (output_dir / n).is_file()]
 
 
 class HubCheckpointCallback(TrainerCallback):
@@ -128,7 +133,7 @@ class HubCheckpointCallback(TrainerCallback):
                 except Exception as err:  # noqa: BLE001 - any failure is retried, none reaches training
                     self.failures += 1
                     logger.warning("hub: pushing step %d to %s failed (%s: %s); retrying in %.0f s", step,
-                                   self.repo_id, type(err).__name__, " ".join(str(err).split())[:200], delay)
+                                   self.repo_id, type(err).__name__, one_line(err)[:200], delay)
                     time.sleep(delay)
                     delay = min(delay * 2, self.max_backoff)
             with self._lock:
@@ -157,7 +162,7 @@ class HubCheckpointCallback(TrainerCallback):
         if not self._repo_ready:
             api.create_repo(self.repo_id, private=self.private, exist_ok=True)
             self._repo_ready = True
-        folder = self.output_dir / f"checkpoint-{step}"
+        folder = checkpoint_dir(self.output_dir, step)
         if not folder.is_dir():  # rotated away by save_total_limit before it could be pushed
             logger.warning("hub: %s no longer exists locally; skipping it", folder.name)
             return
@@ -197,19 +202,13 @@ class HubCheckpointCallback(TrainerCallback):
 
 
 def use_timeout(seconds: float) -> None:
-    """Give huggingface_hub's HTTP client a timeout: its default (None) lets a hanging server block a
-    push forever. A client factory the user installed is left alone."""
-    from huggingface_hub.utils import _http
+    """Give huggingface_hub's shared HTTP client a timeout: its default (None) lets a hanging server
+    block a push forever. A client that already has a timeout (the user's own factory) is left alone."""
+    from huggingface_hub import get_session
 
-    if _http._GLOBAL_CLIENT_FACTORY is not _http.default_client_factory:
-        return
-    import httpx2
-
-    def factory():
-        return httpx2.Client(event_hooks={"request": [_http.hf_request_event_hook]}, follow_redirects=True,
-                             timeout=httpx2.Timeout(seconds))
-
-    _http.set_client_factory(factory)
+    session = get_session()
+    if all(value is None for value in session.timeout.as_dict().values()):
+        session.timeout = seconds
 
 
 def push_metric(space_id: str, token: str | None = None, private: bool | None = None) -> str:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from grokcopy.errors import SeriesError  # noqa: F401 (re-exported)
+
 PYTHIA_TOKENS_PER_STEP = 2_097_152  # 1024 sequences x 2048 tokens per optimizer step
 
 _UNITS = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
@@ -16,10 +18,6 @@ _STEP_RE = re.compile(
     r"(?:[-_]tokens[-_]?(?P<tokens>\d+(?:\.\d+)?)(?P<unit>[KMGBT]?))?$", re.IGNORECASE)
 _CHECKPOINT_RE = re.compile(r"^(?:(?P<prefix>.*?)[-_/])?checkpoint[-_]?(?P<step>\d+)$", re.IGNORECASE)
 _STAGE_RE = re.compile(r"(?:^|(?<=[-_/]))stage[-_]?(\d+)(?=$|[-_/])", re.IGNORECASE)
-
-
-class SeriesError(ValueError):
-    """A series cannot be analysed (the one-line message names the repo / revision and why)."""
 
 
 # ----------------------------------------------------------------------------- revision names

@@ -11,21 +11,28 @@ them; the analyses themselves never import the trainer.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from transformers import TrainerCallback
 
-from grokcopy.training.data import write_jsonl, write_text_atomic
+from grokcopy.run_dir import (
+    CHECKPOINT_COPY_EVAL,
+    CHECKPOINT_INDUCTION,
+    CHECKPOINT_INDUCTION_PLOT,
+    COPY_HISTORY,
+    INDUCTION_HISTORY,
+    append_jsonl,
+    checkpoint_dir,
+    read_jsonl,
+    write_json_atomic,
+    write_jsonl,
+)
 
 logger = logging.getLogger(__name__)
-
-COPY_HISTORY = "copy_history.jsonl"
-INDUCTION_HISTORY = "induction_history.jsonl"
-
 
 def eval_steps_schedule(step: int, schedule: str, every: int) -> bool:
     """Whether `step` is scheduled: log = 0, 1, 2, 4, ... below `every`, then multiples of `every`."""
@@ -34,26 +41,6 @@ def eval_steps_schedule(step: int, schedule: str, every: int) -> bool:
     if step % every == 0:
         return True
     return schedule == "log" and step < every and (step & (step - 1)) == 0
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Records of a history file; a torn last line (killed mid-write) is ignored."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            logger.warning("%s: skipping an unreadable line", path)
-    return records
-
-
-def append_jsonl(path: Path, record: dict) -> None:
-    with open(path, "a") as fh:
-        fh.write(json.dumps(record) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 class History:
@@ -109,6 +96,7 @@ class DivergenceGuard(TrainerCallback):
             control.should_training_stop = True
 
 
+@dataclass(eq=False)
 class CopyEvalCallback(TrainerCallback):
     """Copy test every `every` steps (plus log-spaced early steps), into the log and a JSONL history.
 
@@ -116,13 +104,12 @@ class CopyEvalCallback(TrainerCallback):
     from it: `copy_evaluate()`, `tokens_seen()`, `last_step_loss`, `log()`).
     """
 
-    def __init__(self, trainer, schedule: str = "log", every: int = 500, history_name: str = COPY_HISTORY):
-        self.trainer = trainer
-        self.schedule = schedule
-        self.every = every
-        self.history_name = history_name
-        self.last_step = None
-        self.latest = None
+    trainer: Any = field(repr=False)
+    schedule: str = "log"
+    every: int = 500
+    history_name: str = COPY_HISTORY
+    last_step: int | None = field(default=None, init=False)
+    latest: dict | None = field(default=None, init=False)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.history = History(args.output_dir, self.history_name)
@@ -143,9 +130,9 @@ class CopyEvalCallback(TrainerCallback):
         """The checkpoint carries the copy result of its own step (measured now if not yet)."""
         fresh = self.latest is not None and self.last_step == state.global_step
         record = self.latest if fresh else self._evaluate(state)
-        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        checkpoint = checkpoint_dir(args.output_dir, state.global_step)
         if state.is_world_process_zero and checkpoint.is_dir() and record is not None:
-            write_json_atomic(checkpoint / "copy_eval.json", record)
+            write_json_atomic(checkpoint / CHECKPOINT_COPY_EVAL, record)
 
     def _evaluate(self, state) -> dict | None:
         if getattr(self.trainer, "diverged_at", None) is not None:
@@ -172,6 +159,7 @@ class CopyEvalCallback(TrainerCallback):
         return record
 
 
+@dataclass(eq=False)
 class InductionHeadCallback(TrainerCallback):
     """Induction-head analysis at every checkpoint save, and every `every` steps when set.
 
@@ -182,16 +170,14 @@ class InductionHeadCallback(TrainerCallback):
     copy test go on.
     """
 
-    def __init__(self, trainer, every: int | None = None, seq_len: int = 100, batch_size: int = 8,
-                 icl_input_ids=None, history_name: str = INDUCTION_HISTORY):
-        self.trainer = trainer
-        self.every = every
-        self.seq_len = seq_len
-        self.batch_size = batch_size
-        self.icl_input_ids = icl_input_ids
-        self.history_name = history_name
-        self.disabled = False
-        self._latest = None  # (step, record) of the latest analysis, reused by a save at that step
+    trainer: Any = field(repr=False)
+    every: int | None = None
+    seq_len: int = 100
+    batch_size: int = 8
+    icl_input_ids: Any = field(default=None, repr=False)
+    history_name: str = INDUCTION_HISTORY
+    disabled: bool = field(default=False, init=False)
+    _latest: tuple | None = field(default=None, init=False)  # (step, record) of the latest analysis, reused by a save
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.history = History(args.output_dir, self.history_name)
@@ -209,10 +195,10 @@ class InductionHeadCallback(TrainerCallback):
             return
         from grokcopy.analysis.plots import plot_induction_heatmap
 
-        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        checkpoint = checkpoint_dir(args.output_dir, state.global_step)
         if checkpoint.is_dir():
-            write_json_atomic(checkpoint / "induction.json", record)
-            plot_induction_heatmap(record, checkpoint / "induction.png")
+            write_json_atomic(checkpoint / CHECKPOINT_INDUCTION, record)
+            plot_induction_heatmap(record, checkpoint / CHECKPOINT_INDUCTION_PLOT)
 
     def _analyse(self, state) -> dict | None:
         if self.disabled or getattr(self.trainer, "diverged_at", None) is not None:
@@ -223,10 +209,9 @@ class InductionHeadCallback(TrainerCallback):
 
         start = time.perf_counter()
         try:
-            split = self.trainer.process_split() if hasattr(self.trainer, "process_split") else {}
             scores = analyze_induction(self.trainer.model, seq_len=self.seq_len, batch_size=self.batch_size,
                                        icl_input_ids=self.icl_input_ids,
-                                       vocab_size=getattr(self.trainer, "analysis_vocab_size", None), **split)
+                                       vocab_size=getattr(self.trainer, "analysis_vocab_size", None))
         except UnsupportedArchitectureError as err:
             logger.warning("induction analysis off for this run: %s", err)
             self.disabled = True
@@ -240,6 +225,3 @@ class InductionHeadCallback(TrainerCallback):
         self.trainer.log({f"induction_max_layer{layer}": max(row) for layer, row in enumerate(record["induction"])})
         return record
 
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    write_text_atomic(path, json.dumps(data, indent=1) + "\n")

@@ -12,31 +12,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
+from transformers.utils import is_torch_bf16_gpu_available
+
+from grokcopy.copytest.task import SymbolKind
+from grokcopy.devices import has_accelerator
+from grokcopy.errors import ConfigError, main_error, one_line  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
-
-
-def _has_accelerator() -> bool:
-    import torch
-
-    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
-
-
-def _cuda_bf16() -> bool:
-    import torch
-
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-
-
-class ConfigError(ValueError):
-    """A bad config: the message is one line that names the field or file at fault."""
 
 
 @dataclass
@@ -90,7 +78,7 @@ class DataArguments:
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "num_proc for tokenization."})
     tokenizer_name_or_path: str | None = field(default=None, metadata={"help": "Tokenizer (else the model's)."})
     train_tokenizer: bool = field(default=False, metadata={"help": "Train a tokenizer on the training text."})
-    tokenizer_type: str = field(default="bpe", metadata={"help": "bpe (byte-level BPE) or char (one symbol each)."})
+    tokenizer_type: Literal["bpe", "char"] = field(default="bpe", metadata={"help": "bpe (byte-level BPE) or char (one symbol each)."})
     tokenizer_vocab_size: int = field(default=4096, metadata={"help": "Vocabulary size of a trained BPE tokenizer."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set (debugging)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the eval set."})
@@ -105,7 +93,7 @@ class DataArguments:
 class CopyTrainingArguments(TrainingArguments):
     """`TrainingArguments` plus the paper's copy test and when to run it."""
 
-    copy_eval_schedule: str = field(
+    copy_eval_schedule: Literal["log", "linear", "none"] = field(
         default="log",
         metadata={"help": "log: steps 0,1,2,4,...,copy_eval_steps then every copy_eval_steps; linear; or none."},
     )
@@ -115,7 +103,7 @@ class CopyTrainingArguments(TrainingArguments):
     copy_prefix_length: int = field(default=12, metadata={"help": "Prefix symbols per sequence (paper: 12)."})
     copy_suffix_length: int = field(default=6, metadata={"help": "Suffix symbols to reproduce (paper: 6)."})
     copy_query_stride: int = field(default=5, metadata={"help": "Query sequences i = stride, 2*stride, ..."})
-    copy_symbols: str = field(default="tokens", metadata={"help": "tokens (random ids) or hex (as in Fig. 1)."})
+    copy_symbols: SymbolKind = field(default="tokens", metadata={"help": "tokens (random ids) or hex (as in Fig. 1)."})
     copy_symbol_pattern: str | None = field(
         default=None, metadata={"help": "tokens: use only vocabulary entries whose text fully matches this regex."}
     )
@@ -146,10 +134,10 @@ class CopyTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
-        if self.fast_path and _cuda_bf16() and not self.fp16 and not self.bf16:
+        if self.fast_path and is_torch_bf16_gpu_available() and not self.fp16 and not self.bf16:
             self.bf16 = True
             self.tf32 = True if self.tf32 is None else self.tf32
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not self.use_cpu and not _has_accelerator():
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not self.use_cpu and not has_accelerator():
             # Without this, Trainer on a CPU-only machine ignores torchrun's process group and every
             # process trains alone, all writing into one output_dir.
             logger.info("torchrun on a machine without an accelerator: use_cpu=True (DDP over gloo)")
@@ -157,10 +145,6 @@ class CopyTrainingArguments(TrainingArguments):
         super().__post_init__()
         if self.hub_checkpoint_series and not self.hub_model_id:
             raise ConfigError("hub_checkpoint_series: needs hub_model_id (the repo that gets one branch per checkpoint)")
-        if self.copy_eval_schedule not in ("log", "linear", "none"):
-            raise ConfigError(f"copy_eval_schedule: expected log, linear or none, got {self.copy_eval_schedule!r}")
-        if self.copy_symbols not in ("tokens", "hex"):
-            raise ConfigError(f"copy_symbols: expected tokens or hex, got {self.copy_symbols!r}")
         for name in ("copy_eval_steps", "copy_num_samples", "copy_num_sequences", "copy_prefix_length",
                      "copy_suffix_length", "copy_query_stride", "copy_eval_batch_size", "induction_seq_len",
                      "induction_batch_size"):
@@ -195,7 +179,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:
         raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
-                          f"{' '.join(str(err).split())}") from None
+                          f"{one_line(err)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -243,10 +227,6 @@ def parse_args(config: dict[str, Any] | str | Path | None = None, overrides: lis
     except ConfigError:
         raise
     except (ValueError, TypeError) as err:
-        raise ConfigError(" ".join(str(err).split())) from None
+        raise ConfigError(one_line(err)) from None
 
 
-def main_error(message: str, code: int = 2) -> None:
-    """Print a one-line error the way argparse does and exit (2: bad input, 1: the run failed)."""
-    print(f"grokcopy: error: {message}", file=sys.stderr)
-    raise SystemExit(code)

@@ -9,11 +9,8 @@ re-tokenizing.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 import logging
-import os
 from itertools import chain
 from pathlib import Path
 
@@ -21,6 +18,7 @@ from datasets import DatasetDict, IterableDataset, load_dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from grokcopy.errors import one_line
 from grokcopy.training.config import ConfigError, DataArguments, ModelArguments
 
 logger = logging.getLogger(__name__)
@@ -53,7 +51,7 @@ def _load_files(files: list[str], field_name: str, cache_dir: str | None, stream
         return load_dataset(builder, data_files={"train": files}, split="train", cache_dir=cache_dir,
                             streaming=streaming)
     except Exception as err:  # datasets raises many kinds; the user needs the file and the reason
-        reason = " ".join(str(err).split()) or type(err).__name__
+        reason = one_line(err)
         raise ConfigError(f"{field_name}: could not read {', '.join(files)}: {reason}") from err
 
 
@@ -192,32 +190,3 @@ def prepare_datasets(data_args: DataArguments, model_args: ModelArguments, seed:
     blocks = pack_into_blocks(raw, tokenizer, data_args.block_size, data_args.text_column,
                               data_args.preprocessing_num_workers, data_args.append_eos)
     return tokenizer, blocks
-
-
-@contextlib.contextmanager
-def atomic_write(path: Path):
-    """A text file handle whose content replaces `path` only once complete (temporary + fsync + rename):
-    a reader never sees half a file, and two writers never share a temporary."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    with atomic_write(path) as fh:
-        fh.write(text)
-
-
-def write_jsonl(rows, path: Path) -> None:
-    """Write rows atomically (see atomic_write)."""
-    with atomic_write(path) as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
-

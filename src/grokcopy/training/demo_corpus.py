@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from grokcopy.training.data import write_jsonl
+from grokcopy.run_dir import write_jsonl
 
 # 256 symbols: digits and ASCII letters (hex digits included) and 194 Latin letters from U+00C0 on.
 # A large alphabet keeps chance matches rare, so copying can rely on the last symbol seen.

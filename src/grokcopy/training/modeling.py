@@ -12,6 +12,7 @@ import logging
 
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
+from grokcopy.errors import one_line
 from grokcopy.training.config import ConfigError, ModelArguments
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def build_model(model_args: ModelArguments, tokenizer):
     try:
         model = get_peft_model(model, config)
     except ValueError as err:
-        raise ConfigError(f"lora_target_modules: {' '.join(str(err).split())}") from None
+        raise ConfigError(f"lora_target_modules: {one_line(err)}") from None
     trainable, total = model.get_nb_trainable_parameters()
     logger.info("LoRA r=%d on %s: %.3fM of %.2fM parameters train", model_args.lora_r, model_args.model_name_or_path,
                 trainable / 1e6, total / 1e6)
@@ -103,18 +104,8 @@ def _build_base_model(model_args: ModelArguments, tokenizer) -> PreTrainedModel:
     try:
         config = AutoConfig.for_model(model_type, **kwargs)
     except ValueError as err:
-        raise ConfigError(f"model_type: {' '.join(str(err).split())}") from None
+        raise ConfigError(f"model_type: {one_line(err)}") from None
     model = AutoModelForCausalLM.from_config(config, **attn)
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("Built %s from scratch: %.2fM parameters", type(model).__name__, n_params / 1e6)
     return model
-
-
-def model_context_length(model_or_config) -> int | None:
-    """Longest sequence the model accepts (None when it has no fixed limit)."""
-    config = getattr(model_or_config, "config", model_or_config)
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None

@@ -8,17 +8,34 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import transformers
 from transformers import default_data_collator
 
+from grokcopy.analysis.architectures import model_context_length
+from grokcopy.analysis.grokking import first_step_reaching, formation_table, induction_formation
+from grokcopy.analysis.plots import plot_copy_curve, plot_formation, plot_induction_history
 from grokcopy.copytest.task import CopyTaskConfig, CopyTaskError, build_copy_task
-from grokcopy.run_dir import checkpoint_problem, last_complete_checkpoint
-from grokcopy.training.callbacks import COPY_HISTORY, INDUCTION_HISTORY, read_jsonl
+from grokcopy.errors import one_line
+from grokcopy.run_dir import (
+    COPY_CURVE,
+    COPY_HISTORY,
+    FORMATION_PLOT,
+    INDUCTION_HISTORY,
+    INDUCTION_HISTORY_PLOT,
+    RUN_CONFIG,
+    SUMMARY,
+    checkpoint_problem,
+    last_complete_checkpoint,
+    logged_losses,
+    read_jsonl,
+    write_json_atomic,
+)
 from grokcopy.training.config import ConfigError, CopyTrainingArguments, DataArguments, ModelArguments
 from grokcopy.training.data import prepare_datasets
-from grokcopy.training.modeling import build_model, model_context_length
+from grokcopy.training.modeling import build_model
 from grokcopy.training.trainer import CopyTrainer
 
 logger = logging.getLogger(__name__)
@@ -60,7 +77,7 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
             try:
                 corpus = DemoCorpusConfig(**json.loads(data_args.demo_corpus_config or "{}"))
             except (json.JSONDecodeError, TypeError) as err:
-                raise ConfigError(f"demo_corpus_config: {' '.join(str(err).split())}") from None
+                raise ConfigError(f"demo_corpus_config: {one_line(err)}") from None
             data_args.train_files = demo_corpus_files(data_args.cache_dir, corpus)
         tokenizer, blocks = prepare_datasets(data_args, model_args, seed=training_args.seed)
     model = build_model(model_args, tokenizer)
@@ -94,16 +111,9 @@ def describe_data(data_args: DataArguments) -> str:
             f"and packed into {data_args.block_size}-token blocks.")
 
 
-RUN_CONFIG = "run_config.json"
-
-
 def write_run_config(output_dir, model_args, data_args, training_args, tokens_per_step) -> None:
     """Every argument of the run in one JSON file (tokens masked by TrainingArguments.to_dict), so
     reports can tell runs apart (what differs besides the seed) without unpickling training_args.bin."""
-    from dataclasses import asdict
-
-    from grokcopy.training.callbacks import write_json_atomic
-
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     record = {"model": asdict(model_args), "data": asdict(data_args), "training": training_args.to_dict(),
               "world_size": training_args.world_size, "tokens_per_step": tokens_per_step}
@@ -116,21 +126,23 @@ def summarize(output_dir: str | Path) -> dict:
     if not history:
         return {}
     last = history[-1]
-    jump = next((r for r in history if r["exact_match"] >= 0.5), None)
     return {
         "steps": last["step"],
         "tokens": last["tokens"],
         "final_loss": last["loss"],
         "final_exact_match": last["exact_match"],
         "final_token_accuracy": last["token_accuracy"],
-        "first_step_exact_match_over_half": jump["step"] if jump else None,
+        "first_step_exact_match_over_half": first_step_reaching([(r["step"], r["exact_match"]) for r in history], 0.5),
         "copy_test_sequences_per_sample": last["num_sequences"],
     }
 
 
 def run_training(model_args: ModelArguments, data_args: DataArguments, training_args: CopyTrainingArguments,
-                 callbacks=None) -> dict:
-    """Train, save the final model + tokenizer, plot the copy curve, return the summary."""
+                 callbacks=None, annotate=None) -> dict:
+    """Train, save the final model + tokenizer, draw the figures, write and return the summary.
+
+    `annotate(summary, output_dir)` (e.g. the demo's verdict) adds to the summary before
+    summary.json is written, so the file is written once, whole."""
     resume = resolve_resume(training_args)
     trainer = build_trainer(model_args, data_args, training_args, callbacks=callbacks)
     if trainer.is_world_process_zero():
@@ -140,31 +152,28 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()
     trainer.save_state()
-    summary = summarize(training_args.output_dir)
+    output_dir = Path(training_args.output_dir)
+    summary = summarize(output_dir)
     if trainer.is_world_process_zero():
-        from grokcopy.analysis.plots import plot_copy_curve
-
-        history = read_jsonl(Path(training_args.output_dir) / COPY_HISTORY)
+        history = read_jsonl(output_dir / COPY_HISTORY)
         if history:
-            losses = [(r["step"], r["loss"]) for r in trainer.state.log_history if "loss" in r]
-            plot_copy_curve(history, Path(training_args.output_dir) / "copy_curve.png", losses)
-        formation = write_induction_figures(training_args.output_dir, training_args.induction_threshold)
+            plot_copy_curve(history, output_dir / COPY_CURVE, logged_losses(output_dir))
+        formation = write_induction_figures(output_dir, training_args.induction_threshold)
         if formation:
             summary["induction_formation"] = formation
-        (Path(training_args.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if annotate is not None:
+            annotate(summary, output_dir)
+        write_json_atomic(output_dir / SUMMARY, summary)
     return summary
 
 
 def write_induction_figures(output_dir: str | Path, threshold: float = 0.3) -> list[dict]:
     """induction_history.png (I per head over steps) and induction_formation.png (+ printed table)."""
-    from grokcopy.analysis.grokking import formation_table, induction_formation
-    from grokcopy.analysis.plots import plot_formation, plot_induction_history
-
     history = read_jsonl(Path(output_dir) / INDUCTION_HISTORY)
     if not history:
         return []
     rows = induction_formation(history, threshold)
-    plot_induction_history(history, Path(output_dir) / "induction_history.png")
-    plot_formation(rows, Path(output_dir) / "induction_formation.png", threshold, max(r["step"] for r in history))
+    plot_induction_history(history, Path(output_dir) / INDUCTION_HISTORY_PLOT)
+    plot_formation(rows, Path(output_dir) / FORMATION_PLOT, threshold, max(r["step"] for r in history))
     print(formation_table(rows, threshold))
     return rows

@@ -10,28 +10,19 @@ from __future__ import annotations
 
 import logging
 import shutil
-from pathlib import Path
 
 import torch
 from transformers import Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from grokcopy.analysis.architectures import model_context_length
 from grokcopy.copytest.scoring import score_copy_task
 from grokcopy.copytest.task import CopyTask, CopyTaskConfig, build_copy_task
+from grokcopy.errors import CheckpointSaveError, TrainingDivergedError, one_line  # noqa: F401 (re-exported)
 from grokcopy.hub.push import HubCheckpointCallback
-from grokcopy.run_dir import last_complete_checkpoint
+from grokcopy.run_dir import checkpoint_dir, checkpoint_problem, last_complete_checkpoint
 from grokcopy.training.callbacks import CopyEvalCallback, DivergenceGuard, InductionHeadCallback
-from grokcopy.training.modeling import model_context_length
 
 logger = logging.getLogger(__name__)
-
-
-class TrainingDivergedError(RuntimeError):
-    """The training loss became NaN or infinite; nothing from that point on was saved."""
-
-
-class CheckpointSaveError(RuntimeError):
-    """Saving a checkpoint failed (e.g. a full disk); the half-written folder was removed."""
 
 
 class CopyTrainer(Trainer):
@@ -85,7 +76,11 @@ class CopyTrainer(Trainer):
         return render
 
     def train(self, *args, **kwargs):
-        output = super().train(*args, **kwargs)
+        try:
+            output = super().train(*args, **kwargs)
+        except Exception as err:
+            self._raise_if_save_failed(err)
+            raise
         if self.diverged_at is not None:
             last = last_complete_checkpoint(self.args.output_dir)
             raise TrainingDivergedError(
@@ -98,6 +93,20 @@ class CopyTrainer(Trainer):
                                "with `grokcopy push %s`", len(self.hub_callback.pending),
                                sorted(self.hub_callback.pending), self.args.output_dir)
         return output
+
+    def _raise_if_save_failed(self, err: Exception) -> None:
+        """A run that died while saving checkpoint-N (e.g. a full disk) leaves a partial folder that
+        looks like a checkpoint: remove it and say, in one line, which checkpoint is intact."""
+        folder = checkpoint_dir(self.args.output_dir, self.state.global_step)
+        if not folder.is_dir() or checkpoint_problem(folder) is None:
+            return  # not a save that failed: the error speaks for itself
+        if self.args.should_save:
+            shutil.rmtree(folder, ignore_errors=True)
+        last = last_complete_checkpoint(self.args.output_dir)
+        raise CheckpointSaveError(
+            f"saving {folder.name} failed ({one_line(err)}); its partial folder was removed and the previous "
+            f"checkpoint {last or '(none)'} is intact: free space, then resume with --resume_from_checkpoint last"
+        ) from err
 
     def _icl_input_ids(self):
         """Held-out blocks for Olsson's ICL score (loss at token 500 - at token 50), when blocks are long enough."""
@@ -151,20 +160,6 @@ class CopyTrainer(Trainer):
             first = None if torch.isinf(gathered.min()) else int(gathered.min())
         return first
 
-    def _save_checkpoint(self, model, trial):
-        folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        try:
-            super()._save_checkpoint(model, trial)
-        except Exception as err:
-            if self.args.should_save and folder.is_dir():
-                shutil.rmtree(folder, ignore_errors=True)
-            last = last_complete_checkpoint(folder.parent)
-            reason = " ".join(str(err).split()) or type(err).__name__
-            raise CheckpointSaveError(
-                f"saving {folder.name} failed ({reason}); its partial folder was removed and the previous "
-                f"checkpoint {last or '(none)'} is intact: free space, then resume with "
-                "--resume_from_checkpoint last") from err
-
     @property
     def last_step_loss(self) -> float | None:
         """Training loss of the latest optimizer step, averaged over processes (None before the first).
@@ -175,14 +170,6 @@ class CopyTrainer(Trainer):
         if self.accelerator.num_processes > 1:
             return float(self.accelerator.reduce(self._step_loss.detach().clone(), reduction="mean"))
         return float(self._step_loss)
-
-    def process_split(self) -> dict:
-        """How an analysis splits its work across processes: `shard` (rank, world size) and `gather`."""
-        if self.accelerator.num_processes == 1:
-            return {}
-        from accelerate.utils import gather_object
-
-        return {"shard": (self.accelerator.process_index, self.accelerator.num_processes), "gather": gather_object}
 
     @property
     def analysis_vocab_size(self) -> int | None:
@@ -196,7 +183,7 @@ class CopyTrainer(Trainer):
         if self.copy_task is None:
             raise ValueError("CopyTrainer has no copy task: pass copy_task= or a processing_class (tokenizer)")
         return score_copy_task(self.model, self.copy_task, batch_size=self.args.copy_eval_batch_size,
-                               progress=progress, **self.process_split())
+                               progress=progress)
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
                         metric_key_prefix="eval"):

@@ -1,0 +1,67 @@
+"""Which model families the analyses know, and where a family keeps what they read.
+
+One place answers "what is this model?" for every analysis: the transformers model inside a
+compile / DDP / PEFT wrapper, its family (LLaMA-like, GPT-NeoX, GPT-2), its layers and final norm,
+its context length and its usable vocabulary.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from grokcopy.errors import UnsupportedArchitectureError
+
+# LLaMA-layout families.  OLMo-2/3 normalise the attention *output* (post_attention_layernorm)
+# and have no norm in front of attention.
+LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "olmo3"}
+POST_NORM_FAMILIES = {"olmo2", "olmo3"}
+SUPPORTED_MODEL_TYPES = frozenset(LLAMA_LIKE | {"gpt_neox", "gpt2"})
+
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The transformers model inside a torch.compile / DDP wrapper (accelerate's unwrapping) or a PEFT
+    wrapper (LoRA layers stay injected)."""
+    from accelerate.utils import extract_model_from_parallel
+
+    model = extract_model_from_parallel(model, keep_fp32_wrapper=True)
+    if hasattr(model, "peft_config") and hasattr(model, "get_base_model"):
+        return model.get_base_model()
+    return model
+
+
+def model_family(lm: nn.Module) -> str:
+    """The model's config.model_type, when the analyses support it (else UnsupportedArchitectureError)."""
+    model_type = getattr(getattr(lm, "config", None), "model_type", None)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise UnsupportedArchitectureError(
+            f"induction analysis does not support model_type={model_type!r} "
+            f"({type(lm).__name__}); supported: {sorted(SUPPORTED_MODEL_TYPES)}"
+        )
+    return model_type
+
+
+def layers_and_final_norm(lm: nn.Module, model_type: str) -> tuple[list[nn.Module], nn.Module]:
+    base = lm.base_model  # LlamaModel / GPTNeoXModel / GPT2Model
+    if model_type == "gpt2":
+        return list(base.h), base.ln_f
+    if model_type == "gpt_neox":
+        return list(base.layers), base.final_layer_norm
+    return list(base.layers), base.norm
+
+
+def model_context_length(model_or_config) -> int | None:
+    """Longest sequence the model accepts (None when it has no fixed limit), from whichever of the
+    config names the family uses (LLaMA/NeoX `max_position_embeddings`, GPT-2 `n_positions`, ...)."""
+    config = getattr(model_or_config, "config", model_or_config)
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def embedding_vocab_size(lm: nn.Module) -> int:
+    """Rows of the input embedding the config says are vocabulary (a padded embedding has more rows)."""
+    rows = lm.get_input_embeddings().weight.shape[0]
+    return min(rows, int(getattr(lm.config, "vocab_size", rows) or rows))
