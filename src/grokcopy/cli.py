@@ -227,14 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="compare runs or sweeps: figures, grokking statistics, the paper's claims")
     report.add_argument("runs", nargs="+", help="run folders or sweep folders (their members are used)")
     report.add_argument("--out", required=True, help="folder for report.md, report.json and the figures")
-    report.add_argument("--loss-tolerance", type=float, default=0.05,
-                        help="loss plateau band: share of the total fall (or nats with --absolute)")
-    report.add_argument("--absolute", action="store_true", help="--loss-tolerance is in nats, not a share")
+    report.add_argument("--jump-threshold", type=float, default=0.5,
+                        help="copy exact match that defines the jump (first interpolated step reaching it)")
+    report.add_argument("--loss-target", type=float, help="training loss (nats) every run's steps and tokens are "
+                        "measured to (default: the highest of the runs' lowest smoothed losses + 5%% of the fall)")
     report.add_argument("--loss-window", type=int, default=5, help="logged losses in the moving average")
-    report.add_argument("--jump-window", type=float, help="steps over which the copy jump's rise is measured "
-                                                          "(default: the widest gap between copy tests)")
-    report.add_argument("--align-tolerance", type=float, default=0.25,
-                        help="claim (a): relative spread of jump steps below which they align")
     report.add_argument("--threshold", type=float, default=0.3, help="induction score I of a formed head")
     metric = sub.add_parser("push-metric", help="upload metrics/copy_accuracy as a Hub Space")
     metric.add_argument("space_id", help="NAMESPACE/copy_accuracy")

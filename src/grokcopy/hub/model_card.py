@@ -48,7 +48,7 @@ def render_card(repo_id: str, output_dir: Path, branches: list[str], model_confi
         last_step=last["step"], last_tokens=last.get("tokens"), exact_match=last["exact_match"],
         token_accuracy=last["token_accuracy"], copy_sequences=last.get("num_sequences"),
         copy_samples=last.get("num_samples"),
-        loss_plateau_step=stats["loss_plateau_step"], copy_jump_step=stats["copy_jump_step"],
+        copy_jump_step=stats["jump_step"], jump_censored_at=stats["jump_censored_at"],
         formation=induction_formation(induction, threshold) if induction else [], threshold=threshold,
         plots=[p for p in FIGURES if (Path(output_dir) / p).is_file()],
         branches=branches,

@@ -75,7 +75,10 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
             from grokcopy.training.demo_corpus import DemoCorpusConfig, demo_corpus_files
 
             try:
-                corpus = DemoCorpusConfig(**json.loads(data_args.demo_corpus_config or "{}"))
+                fields = json.loads(data_args.demo_corpus_config or "{}")
+                # One seed is one replicate: --seed draws the corpus as well as the initialization
+                # (unless the corpus config pins its own seed).
+                corpus = DemoCorpusConfig(**{"seed": training_args.seed, **fields})
             except (json.JSONDecodeError, TypeError) as err:
                 raise ConfigError(f"demo_corpus_config: {one_line(err)}") from None
             data_args.train_files = demo_corpus_files(data_args.cache_dir, corpus)
