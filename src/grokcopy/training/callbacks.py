@@ -149,13 +149,16 @@ class CopyEvalCallback(TrainerCallback):
             "num_samples": result["num_samples"],
             "num_sequences": result["num_sequences"],
             "epoch": state.epoch,
-            "seconds": round(time.perf_counter() - start, 4),
         }
+        split = self.trainer.copyable_loss() if hasattr(self.trainer, "copyable_loss") else None
+        record.update(split or {})
+        record["seconds"] = round(time.perf_counter() - start, 4)
         self.last_step, self.latest = state.global_step, record
         if state.is_world_process_zero:
             self.history.append(record)
-        self.trainer.log({"copy_exact_match": record["exact_match"],
-                          "copy_token_accuracy": record["token_accuracy"]})
+        logged = {"copy_exact_match": record["exact_match"], "copy_token_accuracy": record["token_accuracy"]}
+        logged.update({k: v for k, v in (split or {}).items() if k != "copyable_share" and v is not None})
+        self.trainer.log(logged)
         return record
 
 

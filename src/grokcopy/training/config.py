@@ -109,6 +109,10 @@ class CopyTrainingArguments(TrainingArguments):
     )
     copy_seed: int = field(default=1234, metadata={"help": "Seed of the copy test samples (fixed across a run)."})
     copy_eval_batch_size: int = field(default=16, metadata={"help": "Samples per forward pass in the copy test."})
+    copyable_loss_blocks: int = field(
+        default=64, metadata={"help": "Held-out blocks whose loss is split into copyable tokens (the bigram occurred "
+                                      "earlier in the block) and the rest, at every copy test (0: off)."}
+    )
     induction_analysis: bool = field(
         default=True, metadata={"help": "Analyse induction heads at every checkpoint save (induction.json/png)."}
     )
@@ -150,6 +154,8 @@ class CopyTrainingArguments(TrainingArguments):
                      "induction_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.copyable_loss_blocks < 0:
+            raise ConfigError(f"copyable_loss_blocks: must be >= 0 (0: off), got {self.copyable_loss_blocks}")
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, CopyTrainingArguments)

@@ -15,6 +15,7 @@ import torch
 from transformers import Trainer
 
 from grokcopy.analysis.architectures import model_context_length
+from grokcopy.analysis.copyable_loss import copyable_loss_split
 from grokcopy.copytest.scoring import score_copy_task
 from grokcopy.copytest.task import CopyTask, CopyTaskConfig, build_copy_task
 from grokcopy.errors import CheckpointSaveError, TrainingDivergedError, one_line  # noqa: F401 (re-exported)
@@ -46,6 +47,7 @@ class CopyTrainer(Trainer):
         self._step_loss_at = -1
         self._unchecked_losses: list[tuple[int, torch.Tensor]] = []
         self.diverged_at: int | None = None
+        self._copyable_ids = None
         self.add_callback(DivergenceGuard(self))  # first, so the analyses below can skip a diverged step
         if self.copy_task is not None and schedule != "none":
             self.add_callback(CopyEvalCallback(self, schedule=schedule, every=self.args.copy_eval_steps))
@@ -110,13 +112,31 @@ class CopyTrainer(Trainer):
 
     def _icl_input_ids(self):
         """Held-out blocks for Olsson's ICL score (loss at token 500 - at token 50), when blocks are long enough."""
-        if self.block_size is None or self.block_size < 500 or self.eval_dataset is None:
+        if self.block_size is None or self.block_size < 500:
+            return None
+        return self._held_out_blocks(8)
+
+    def _held_out_blocks(self, n: int):
+        """The first `n` blocks of the eval set as a LongTensor (None without an indexable eval set)."""
+        if self.eval_dataset is None:
             return None
         try:
-            rows = self.eval_dataset.select(range(min(8, len(self.eval_dataset))))["input_ids"]
+            rows = self.eval_dataset.select(range(min(n, len(self.eval_dataset))))["input_ids"]
         except (AttributeError, TypeError, KeyError):
             return None
         return torch.tensor(rows, dtype=torch.long) if rows else None
+
+    def copyable_loss(self) -> dict | None:
+        """The held-out loss split into copyable tokens and the rest (grokcopy.analysis.copyable_loss), on
+        a fixed batch of the first `copyable_loss_blocks` eval blocks; None without an eval set."""
+        blocks = getattr(self.args, "copyable_loss_blocks", 0)
+        if not blocks:
+            return None
+        if self._copyable_ids is None:
+            self._copyable_ids = self._held_out_blocks(blocks)
+        if self._copyable_ids is None:
+            return None
+        return copyable_loss_split(self.model, self._copyable_ids, batch_size=self.args.per_device_eval_batch_size)
 
     def _infer_block_size(self) -> int | None:
         try:
