@@ -154,7 +154,7 @@ def grokking_stats(source, *, jump_threshold: float = 0.5, loss_target: float | 
     `loss_censored_at` (for `loss_target`, shared by the runs compared; None: no loss landmark);
     `lag_steps` = jump - loss target step (positive: copying jumped after the loss got there, the
     paper's picture); `formation` per layer; `finished` is False for a run that stopped before
-    its configured max_steps (shown as such, its landmarks censored where it stopped).
+    its configured max_steps (and not by its copy_stop_exact_match rule) (shown as such, its landmarks censored where it stopped).
     """
     data = source if isinstance(source, dict) else load_histories(source)
     losses = sorted(data.get("losses") or [])
@@ -168,10 +168,12 @@ def grokking_stats(source, *, jump_threshold: float = 0.5, loss_target: float | 
 
     tail = [v for _, v in losses[-loss_window:]]
     steps = max([s for s, _ in losses] + [r["step"] for r in copy], default=None)
-    max_steps = ((data.get("run_config") or {}).get("training") or {}).get("max_steps")
+    training = (data.get("run_config") or {}).get("training") or {}
+    max_steps, stop_at = training.get("max_steps"), training.get("copy_stop_exact_match")
+    stopped = stop_at is not None and bool(copy) and copy[-1]["exact_match"] >= float(stop_at)  # the stop rule
     return {
         "steps": steps, "tokens_per_step": per_step,
-        "finished": None if not max_steps or max_steps < 0 or steps is None else steps >= max_steps,
+        "finished": True if stopped else None if not max_steps or max_steps < 0 or steps is None else steps >= max_steps,
         "final_loss": sum(tail) / len(tail) if tail else None,
         "final_exact_match": copy[-1]["exact_match"] if copy else None,
         "max_exact_match": max((r["exact_match"] for r in copy), default=None),

@@ -108,6 +108,7 @@ class CopyEvalCallback(TrainerCallback):
     schedule: str = "log"
     every: int = 500
     history_name: str = COPY_HISTORY
+    stop_at: float | None = None  # stop training once exact match reaches this (a sweep's stop rule)
     last_step: int | None = field(default=None, init=False)
     latest: dict | None = field(default=None, init=False)
 
@@ -120,7 +121,11 @@ class CopyEvalCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         if eval_steps_schedule(state.global_step, self.schedule, self.every):
-            self._evaluate(state)
+            record = self._evaluate(state)
+            if self.stop_at is not None and record is not None and record["exact_match"] >= self.stop_at:
+                logger.info("copy exact match %.3f >= %.3f at step %d: stopping (copy_stop_exact_match)",
+                            record["exact_match"], self.stop_at, state.global_step)
+                control.should_training_stop = True
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.last_step != state.global_step:

@@ -109,6 +109,14 @@ class CopyTrainingArguments(TrainingArguments):
     )
     copy_seed: int = field(default=1234, metadata={"help": "Seed of the copy test samples (fixed across a run)."})
     copy_eval_batch_size: int = field(default=16, metadata={"help": "Samples per forward pass in the copy test."})
+    copy_stop_exact_match: float | None = field(
+        default=None, metadata={"help": "Stop training at the first copy test whose exact match reaches this (a "
+                                        "sweep's stop rule; a run that never does stops at max_steps, censored)."}
+    )
+    gradient_noise_scale: bool = field(
+        default=False, metadata={"help": "Log McCandlish's simple gradient noise scale (needs "
+                                         "gradient_accumulation_steps >= 2; grokcopy.training.noise_scale)."}
+    )
     copyable_loss_blocks: int = field(
         default=64, metadata={"help": "Held-out blocks whose loss is split into copyable tokens (the bigram occurred "
                                       "earlier in the block) and the rest, at every copy test (0: off)."}

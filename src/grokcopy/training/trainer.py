@@ -22,6 +22,7 @@ from grokcopy.errors import CheckpointSaveError, TrainingDivergedError, one_line
 from grokcopy.hub.push import HubCheckpointCallback
 from grokcopy.run_dir import checkpoint_dir, checkpoint_problem, last_complete_checkpoint
 from grokcopy.training.callbacks import CopyEvalCallback, DivergenceGuard, InductionHeadCallback
+from grokcopy.training.noise_scale import GradientNoiseScaleCallback
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,11 @@ class CopyTrainer(Trainer):
         self._copyable_ids = None
         self.add_callback(DivergenceGuard(self))  # first, so the analyses below can skip a diverged step
         if self.copy_task is not None and schedule != "none":
-            self.add_callback(CopyEvalCallback(self, schedule=schedule, every=self.args.copy_eval_steps))
+            self.add_callback(CopyEvalCallback(self, schedule=schedule, every=self.args.copy_eval_steps,
+                                               stop_at=getattr(self.args, "copy_stop_exact_match", None)))
+        if getattr(self.args, "gradient_noise_scale", False):
+            # first in the list, so the report_to integrations see the values it adds to each log entry
+            self.callback_handler.callbacks.insert(0, GradientNoiseScaleCallback(block_size=self.block_size))
         if getattr(self.args, "induction_analysis", False):
             self.add_callback(InductionHeadCallback(
                 self, every=self.args.induction_eval_steps, seq_len=self.args.induction_seq_len,
