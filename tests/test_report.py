@@ -271,3 +271,24 @@ def test_report_on_a_real_training_run(corpus_file, tmp_path):
     assert all(c["verdict"] == NOT_TESTABLE for c in record["claims"])
     assert (tmp_path / "report" / "curves.png").stat().st_size > 10_000
     assert "| layer |" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_critical_batch_fit_recovers_mccandlish_curve_and_reads_the_regimes(tmp_path):
+    from grokcopy.experiments.critical_batch import critical_batch, fit_critical_batch
+
+    s_min, b_crit = 300.0, 20_000.0
+    batches = [1280 * 4**k for k in range(5)]  # 32 ... 8192 documents of 40 tokens
+    exact = [s_min * (1 + b_crit / b) for b in batches]
+    assert fit_critical_batch(batches, exact) == pytest.approx((s_min, b_crit), rel=0.01)
+    conditions = {f"bs={b // 40}": cond({"tokens_per_step": b, "per_device_train_batch_size": b // 40,
+                                          "learning_rate": 3e-3}, noisy(s, spread=0.03), steps=100_000)
+                  for b, s in zip(batches, exact)}
+    fit = critical_batch(conditions, list(conditions))
+    assert fit["resolved"] and fit["b_crit"] == pytest.approx(b_crit, rel=0.1)
+    low, high = fit["b_crit_ci95"]
+    assert low < b_crit < high and fit["e_min"] == pytest.approx(fit["s_min"] * fit["b_crit"])
+    regimes = [s["regime"] for s in fit["local_slopes"]]
+    assert regimes[0] == "tokens govern" and regimes[-1] == "steps govern"  # 1,280 << B_crit << 327,680
+    # a condition whose median is undefined leaves the fit unresolved, never silently dropped
+    conditions["bs=32"] = cond(conditions["bs=32"]["config"], [None] * 4, steps=5000)
+    assert critical_batch(conditions, list(conditions))["resolved"] is False

@@ -76,14 +76,45 @@ def _median_with_ci(ax, x, stats, key, color, label):
     median, ci = stats.get(f"{key}_median"), stats.get(f"{key}_ci95")
     if median is None:
         if ci:  # censored: the interval's lower bound is all that is known
-            ax.plot([x], [ci[0]], marker="^", color=color, ms=8, label=f"{label} (not reached)")
+            ax.plot([x], [ci[0]], marker="^", color=color, ms=8, label=label and f"{label} (not reached)")
         return
     high = ci[1] if ci and ci[1] is not None else median
     ax.errorbar([x], [median], yerr=[[median - (ci[0] if ci else median)], [high - median]], fmt="o",
                 color=color, capsize=4, label=label)
 
 
-def write_figures(conditions: list[dict], out: Path, threshold: float) -> list[Path]:
+def _critical_batch_figure(conditions: list[dict], fit: dict, out: Path) -> Path:
+    """Steps to the jump against tokens per step, log-log: every seed (triangle: censored, at its last
+    step), the medians with their intervals, the fit and its two asymptotes, B_crit."""
+    by_label = {c["label"]: c for c in conditions}
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
+    for label, batch in zip(fit["conditions"], fit["tokens_per_step"]):
+        c = by_label[label]
+        for run in c["runs"]:
+            s = run["stats"]
+            if s.get("jump_step") is not None:
+                ax.plot(batch, s["jump_step"], "o", color="tab:blue", alpha=0.4, ms=4)
+            elif s.get("jump_censored_at"):
+                ax.plot(batch, s["jump_censored_at"], "^", color="tab:red", alpha=0.6, ms=6)
+        _median_with_ci(ax, batch, c["stats"], "jump_step", "black", None)
+    if fit.get("resolved"):
+        b = np.geomspace(min(fit["tokens_per_step"]) / 2, max(fit["tokens_per_step"]) * 2, 200)
+        ax.plot(b, fit["s_min"] * (1 + fit["b_crit"] / b), color="black", lw=1.5, label="S_min (1 + B_crit / B)")
+        ax.plot(b, np.full_like(b, fit["s_min"]), ls=":", color="grey", label="S_min: steps govern")
+        ax.plot(b, fit["s_min"] * fit["b_crit"] / b, ls="--", color="grey", label="E_min / B: tokens govern")
+        ax.axvspan(*fit["b_crit_ci95"], color="tab:orange", alpha=0.15)
+        ax.axvline(fit["b_crit"], color="tab:orange", label=f"B_crit = {fit['b_crit']:,.0f} tokens")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("tokens per optimizer step (B)")
+    ax.set_ylabel("optimizer steps to the copy jump (S*)")
+    ax.set_title("copy jump vs batch: dots seeds, triangles censored, black medians (95% CI)", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    return save_figure(fig, out)
+
+
+def write_figures(conditions: list[dict], out: Path, threshold: float, fit: dict | None = None) -> list[Path]:
     """curves.png (Figs. 2-4), learning_rate.png (Fig. 5), regularization.png (Fig. 7) and
     induction_formation.png (Fig. 6, as formation steps), the last three when they apply."""
     colors = _colors(len(conditions))
@@ -122,6 +153,8 @@ def write_figures(conditions: list[dict], out: Path, threshold: float) -> list[P
         written.append(save_figure(fig, out / "regularization.png"))
     if any(c["stats"]["formation"] for c in conditions):
         written.append(_formation_figure(conditions, out / "induction_formation.png", threshold, colors))
+    if fit is not None:
+        written.append(_critical_batch_figure(conditions, fit, out / "critical_batch.png"))
     return written
 
 
@@ -246,6 +279,18 @@ def write_markdown(record: dict, out: Path) -> None:
                 cells.append("-" if r is None else f"{'never' if r['median'] is None else _num(r['median'])}"
                              f"{_interval_text(r['ci95'])} ({r['n_formed']}/{r['n_runs']})")
             lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+    fit = record.get("critical_batch")
+    if fit:
+        lines += ["", "## Critical batch (McCandlish et al. 2018: S = S_min (1 + B_crit / B))", ""]
+        if not fit.get("resolved"):
+            lines.append("Not resolved: a condition's median jump step is undefined (too many censored seeds).")
+        else:
+            lines.append(f"B_crit = {_num(fit['b_crit'], 'tokens')} tokens per step {_interval_text(fit['b_crit_ci95'])}, "
+                         f"S_min = {_num(fit['s_min'])} steps {_interval_text(fit['s_min_ci95'])}, E_min = "
+                         f"{_num(fit['e_min'], 'tokens')} tokens.")
+            lines += ["", "| tokens per step | local slope d ln S / d ln B [95% CI] | regime |", "|---|---|---|"]
+            lines += [f"| {s['tokens_per_step']:,} | {s['slope']:.2f} [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}] | "
+                      f"{s['regime']} |" for s in fit["local_slopes"]]
     lines += ["", "## The paper's claims", ""]
     for claim in record["claims"]:
         lines.append(f"- **{claim['text']}**: **{claim['verdict']}**. {claim['evidence']}.")

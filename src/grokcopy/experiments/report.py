@@ -12,8 +12,9 @@ import json
 import time
 from pathlib import Path
 
-from grokcopy.experiments.claims import evaluate_claims
-from grokcopy.experiments.conditions import find_runs, group_conditions, load_runs
+from grokcopy.experiments.claims import BATCH_FIELDS, evaluate_claims
+from grokcopy.experiments.conditions import family, find_runs, group_conditions, load_runs
+from grokcopy.experiments.critical_batch import critical_batch
 from grokcopy.run_dir import write_json_atomic
 
 
@@ -29,10 +30,13 @@ def build_report(paths, out, *, threshold: float = 0.3, jump_threshold: float = 
     runs = load_runs(find_runs(paths), loss_target=loss_target, loss_window=loss_window,
                      jump_threshold=jump_threshold, formation_threshold=threshold)
     conditions = group_conditions(runs)
-    claims = evaluate_claims({c["label"]: c for c in conditions})
+    by_label = {c["label"]: c for c in conditions}
+    claims = evaluate_claims(by_label)
+    batch_family = family(by_label, BATCH_FIELDS, key="tokens_per_step")
+    fit = critical_batch(by_label, batch_family) if batch_family else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    figures = write_figures(conditions, out, threshold)
+    figures = write_figures(conditions, out, threshold, fit)
     target = runs[0]["stats"]["loss_target"] if runs else None
     record = {
         "generated": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -45,7 +49,7 @@ def build_report(paths, out, *, threshold: float = 0.3, jump_threshold: float = 
                         **{k: c["stats"][k] for k in ("n_runs", "n_jumped")},
                         "jump_step_median": c["stats"]["jump_step_median"],
                         "jump_step_ci95": c["stats"]["jump_step_ci95"], "stats": c["stats"]} for c in conditions],
-        "claims": claims, "figures": [p.name for p in figures],
+        "claims": claims, "critical_batch": fit, "figures": [p.name for p in figures],
     }
     write_json_atomic(out / "report.json", json.loads(json.dumps(record, default=str)))
     write_markdown(record, out / "report.md")
@@ -64,6 +68,11 @@ def run_report(ns) -> int:
         median = c["jump_step_median"]
         print(f"  {c['label']}: {c['n_jumped']}/{c['n_runs']} jumped; median jump step "
               f"{'not reached' if median is None else f'{median:,.0f}'}{shown}")
+    fit = record.get("critical_batch")
+    if fit and fit.get("resolved"):
+        low, high = fit["b_crit_ci95"]
+        print(f"critical batch B_crit = {fit['b_crit']:,.0f} tokens per step [{low:,.0f}, {high:,.0f}]; " +
+              "; ".join(f"{s['tokens_per_step']:,}: slope {s['slope']:.2f} ({s['regime']})" for s in fit["local_slopes"]))
     for claim in record["claims"]:
         print(f"{claim['text']}: {claim['verdict']}")
     return 0
