@@ -224,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--nproc", type=int, help="processes per member (torchrun --nproc_per_node)")
     sweep.add_argument("--accelerate-config", help="accelerate launch --config_file")
     sweep.add_argument("--dry-run", action="store_true", help="validate every member and print the plan only")
+    sweep.add_argument("--parallel", type=int, default=1, metavar="K",
+                       help="train K members at once, each in its own process with cores/K threads")
+    sweep.add_argument("--archive", metavar="DIR", help="copy each finished member's histories (no weights) to "
+                       "DIR/<member>, e.g. docs/reproduction/<sweep>")
     report = sub.add_parser("report", help="compare runs or sweeps: figures, grokking statistics, the paper's claims")
     report.add_argument("runs", nargs="+", help="run folders or sweep folders (their members are used)")
     report.add_argument("--out", required=True, help="folder for report.md, report.json and the figures")
@@ -250,11 +254,11 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_demo(ns.output_dir, rest)
         if ns.command == "sweep":
-            from grokcopy.experiments.sweep import run_sweep
+            from grokcopy.experiments.sweep_runner import run_sweep
 
             return run_sweep(ns.sweep, rest, only=ns.only, output_dir=ns.output_dir, print_commands=ns.print_commands,
                              dry_run=ns.dry_run, launcher=ns.launcher, nproc=ns.nproc,
-                             accelerate_config=ns.accelerate_config)
+                             accelerate_config=ns.accelerate_config, parallel=ns.parallel, archive=ns.archive)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         if ns.command == "report":

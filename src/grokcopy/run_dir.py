@@ -151,6 +151,23 @@ def load_histories(run_dir: str | Path) -> dict:
             "tokens_per_step": run_config.get("tokens_per_step") or history_tokens_per_step(copy)}
 
 
+HISTORY_FILES = (RUN_CONFIG, COPY_HISTORY, INDUCTION_HISTORY, SUMMARY)
+
+
+def archive_histories(run_dir: str | Path, dest: str | Path) -> Path:
+    """Copy what `grokcopy report` reads of a run (its histories, run_config.json, summary.json and the
+    Trainer's log_history; never weights) to `dest`, e.g. docs/reproduction/<experiment>/<run>."""
+    run_dir, dest = Path(run_dir), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in HISTORY_FILES:
+        if (run_dir / name).is_file():
+            write_text_atomic(dest / name, (run_dir / name).read_text())
+    state = read_json(run_dir / TRAINER_STATE)
+    if isinstance(state, dict):  # the logged losses, without the per-step state of the callbacks
+        write_json_atomic(dest / TRAINER_STATE, {k: state.get(k) for k in ("global_step", "max_steps", "log_history")})
+    return dest
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
