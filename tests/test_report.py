@@ -292,3 +292,22 @@ def test_critical_batch_fit_recovers_mccandlish_curve_and_reads_the_regimes(tmp_
     # a condition whose median is undefined leaves the fit unresolved, never silently dropped
     conditions["bs=32"] = cond(conditions["bs=32"]["config"], [None] * 4, steps=5000)
     assert critical_batch(conditions, list(conditions))["resolved"] is False
+
+
+def test_demo_criteria_rate_and_the_held_out_seeds(tmp_path):
+    from grokcopy.analysis.survival import wilson_interval
+
+    assert wilson_interval(7, 8) == pytest.approx([0.529, 0.978], abs=0.002)
+    assert wilson_interval(0, 8)[0] == 0 and wilson_interval(8, 8)[1] == 1 and wilson_interval(0, 0) is None
+    runs = [write_run(tmp_path / f"seed{s}", batch=128, seed=s, jump=600 if s % 4 else 5000) for s in range(8)]
+    out = tmp_path / "report"
+    assert main(["report", *map(str, runs), "--out", str(out), "--held-out-from", "4"]) == 0
+    record = json.loads((out / "report.json").read_text())
+    by_seed = {r["seed"]: r["stats"] for r in record["runs"]}
+    assert [by_seed[s]["groks"] for s in range(8)] == [s % 4 != 0 for s in range(8)]
+    assert by_seed[1]["loss_first"] and by_seed[1]["max_induction"] == 0.9
+    split = record["seed_split"]
+    assert (split["chosen_on"]["n_groks"], split["chosen_on"]["n_rated"]) == (3, 4)
+    assert (split["held_out"]["n_groks"], split["held_out"]["n_rated"]) == (3, 4)
+    assert record["conditions"][0]["stats"]["n_groks"] == 6
+    assert "| >= 4 (held out, never used to choose) | 3/4 [" in (out / "report.md").read_text()

@@ -236,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--loss-target", type=float, help="training loss (nats) every run's steps and tokens are "
                         "measured to (default: the highest of the runs' lowest smoothed losses + 5%% of the fall)")
     report.add_argument("--loss-window", type=int, default=5, help="logged losses in the moving average")
+    report.add_argument("--held-out-from", type=int, metavar="SEED", help="seeds >= SEED were never used to choose the "
+                        "recipe: report their rate of runs that grok apart from the others")
     report.add_argument("--threshold", type=float, default=0.3, help="induction score I of a formed head")
     metric = sub.add_parser("push-metric", help="upload metrics/copy_accuracy as a Hub Space")
     metric.add_argument("space_id", help="NAMESPACE/copy_accuracy")

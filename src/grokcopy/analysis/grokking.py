@@ -166,6 +166,11 @@ def grokking_stats(source, *, jump_threshold: float = 0.5, loss_target: float | 
     def tokens(step):
         return None if step is None or not per_step else step * per_step
 
+    formation = formation_steps(data.get("induction_history") or [], formation_threshold)
+    fall80 = loss_fall_step(losses, 0.8, loss_window)
+    loss_first = jump is not None and fall80 is not None and jump > fall80
+    best_head = max((r["max_induction"] for r in formation), default=None)
+    final_em = copy[-1]["exact_match"] if copy else None
     tail = [v for _, v in losses[-loss_window:]]
     steps = max([s for s, _ in losses] + [r["step"] for r in copy], default=None)
     training = (data.get("run_config") or {}).get("training") or {}
@@ -175,12 +180,17 @@ def grokking_stats(source, *, jump_threshold: float = 0.5, loss_target: float | 
         "steps": steps, "tokens_per_step": per_step,
         "finished": True if stopped else None if not max_steps or max_steps < 0 or steps is None else steps >= max_steps,
         "final_loss": sum(tail) / len(tail) if tail else None,
-        "final_exact_match": copy[-1]["exact_match"] if copy else None,
+        "final_exact_match": final_em,
         "max_exact_match": max((r["exact_match"] for r in copy), default=None),
         "final_token_accuracy": copy[-1].get("token_accuracy") if copy else None,
         "jump_step": jump, "jump_tokens": tokens(jump), "jump_censored_at": jump_censored,
         "loss_target": loss_target, "loss_target_step": target, "loss_target_tokens": tokens(target),
         "loss_censored_at": target_censored,
         "lag_steps": None if jump is None or target is None else jump - target,
-        "formation": formation_steps(data.get("induction_history") or [], formation_threshold),
+        "formation": formation,
+        # the demo's criteria (issue #14): the loss made 80% of its fall before the jump, copying ends >= 0.9,
+        # and a canonical induction head (some head's I >= the formation threshold) formed
+        "loss_80pct_fall_step": fall80, "loss_first": loss_first, "max_induction": best_head,
+        "groks": bool(loss_first and final_em is not None and final_em >= 0.9 and best_head is not None
+                      and best_head >= formation_threshold),
     }

@@ -81,6 +81,16 @@ def landmark_summary(times, observed, n: int = N_BOOTSTRAP) -> dict:
             "ci95": interval(samples), "samples": samples}
 
 
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> list | None:
+    """95% Wilson score interval of a rate: sound at 0/n and n/n, where the normal approximation is not."""
+    if trials == 0:
+        return None
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+
+
 def bootstrap_slope(xs, medians, samples: list[np.ndarray], max_undefined: float = 0.05) -> dict:
     """Slope of ln(median) against ln(x) across conditions (least squares), with its 95% interval from
     the conditions' bootstrap medians (resampled independently). `resolved` False when a median is

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from grokcopy.analysis.grokking import grokking_stats, shared_loss_target
-from grokcopy.analysis.survival import N_BOOTSTRAP, data_rng, interval, landmark_summary
+from grokcopy.analysis.survival import N_BOOTSTRAP, data_rng, interval, landmark_summary, wilson_interval
 from grokcopy.errors import ConfigError
 from grokcopy.run_dir import COPY_HISTORY, SWEEP_RECORD, load_histories
 
@@ -157,7 +157,15 @@ def summarize(stats: list[dict]) -> tuple[dict, dict]:
         summary["final_exact_match_mean"] = float(finals.mean())
         summary["final_exact_match_ci95"] = interval(samples["final_exact_match"])
     summary["formation"] = formation_summary(stats)
+    summary.update(rate_summary(stats))
     return summary, samples
+
+
+def rate_summary(stats: list[dict]) -> dict:
+    """How many runs meet the demo's criteria (`groks`: loss first, final exact match >= 0.9, a formed
+    induction head), as a rate with its 95% Wilson interval."""
+    n, k = len(stats), sum(bool(s.get("groks")) for s in stats)
+    return {"n_groks": k, "n_rated": n, "groks_rate": k / n if n else None, "groks_ci95": wilson_interval(k, n)}
 
 
 def formation_summary(stats: list[dict]) -> list[dict]:

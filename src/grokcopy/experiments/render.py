@@ -202,6 +202,13 @@ def _num(value, kind="steps") -> str:
     return f"{value:,.0f}"
 
 
+def _rate_text(s: dict) -> str:
+    if not s.get("groks_ci95"):
+        return "-"
+    low, high = s["groks_ci95"]
+    return f"{s['n_groks']}/{s['n_rated']} [{low:.2f}, {high:.2f}]"
+
+
 def _interval_text(ci) -> str:
     return "" if not ci else f" [{_num(ci[0])}, {'inf' if ci[1] is None else _num(ci[1])}]"
 
@@ -257,8 +264,8 @@ def write_markdown(record: dict, out: Path) -> None:
     for run in record["runs"]:
         lines.append(f"| {run['name']} | {run['condition']} | {run['seed']} | " + " | ".join(_run_row(run)) + " |")
     lines += ["", "## Per condition (Kaplan-Meier median over seeds [95% bootstrap CI] (reached/runs))", "",
-              "| condition | config | runs | jumped | jump step | jump tokens | loss target tokens | final EM |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| condition | config | runs | jumped | jump step | jump tokens | loss target tokens | final EM | grok |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for c in record["conditions"]:
         s = c["stats"]
         em = s.get("final_exact_match_ci95")
@@ -266,7 +273,7 @@ def write_markdown(record: dict, out: Path) -> None:
             f"{s['final_exact_match_mean']:.3f}" + (f" [{em[0]:.3f}, {em[1]:.3f}]" if em and em[1] is not None else ""))
         lines.append(f"| {c['label']} | {c['description'] or '-'} | {s['n_runs']} | {s['n_jumped']} | "
                      f"{describe(c)} | {describe(c, 'jump_tokens')} | {describe(c, 'loss_target_tokens')} | "
-                     f"{em_text} |")
+                     f"{em_text} | {_rate_text(s)} |")
     formation = [(c["label"], c["stats"]["formation"]) for c in record["conditions"] if c["stats"]["formation"]]
     if formation:
         lines += ["", f"## Induction-head formation (KM median step at which a head's I >= {settings['threshold']})",
@@ -279,6 +286,12 @@ def write_markdown(record: dict, out: Path) -> None:
                 cells.append("-" if r is None else f"{'never' if r['median'] is None else _num(r['median'])}"
                              f"{_interval_text(r['ci95'])} ({r['n_formed']}/{r['n_runs']})")
             lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+    split = record.get("seed_split")
+    if split:
+        lines += ["", f"## Chosen on seeds < {split['held_out_from']}, confirmed on seeds >= {split['held_out_from']}", "",
+                  "| seeds | grok (loss first, final exact match >= 0.9, an induction head) |", "|---|---|",
+                  f"| < {split['held_out_from']} (chosen on) | {_rate_text(split['chosen_on'])} |",
+                  f"| >= {split['held_out_from']} (held out, never used to choose) | {_rate_text(split['held_out'])} |"]
     fit = record.get("critical_batch")
     if fit:
         lines += ["", "## Critical batch (McCandlish et al. 2018: S = S_min (1 + B_crit / B))", ""]
