@@ -87,7 +87,7 @@ def _induction(ns) -> int:
 
 def _push(ns) -> int:
     from grokcopy.hub.push import HubCheckpointCallback
-    from grokcopy.run_dir import PUSH_RECORD
+    from grokcopy.run_dir import PUSH_RECORD, SUMMARY
 
     record_file = Path(ns.output_dir) / PUSH_RECORD
     if not record_file.is_file() and not ns.hub_model_id:
@@ -95,6 +95,8 @@ def _push(ns) -> int:
     repo = ns.hub_model_id or json.loads(record_file.read_text())["repo_id"]
     callback = HubCheckpointCallback(repo, private=ns.private or None, timeout=ns.timeout)
     done = callback.push_pending(ns.output_dir, timeout=ns.wait)
+    if done and (Path(ns.output_dir) / SUMMARY).is_file():  # a finished run: its final files onto main too
+        done = callback.push_final(ns.output_dir, timeout=ns.wait)
     print(f"{repo}: pushed {sorted(callback.pushed)}" + ("" if done else f"; still pending {sorted(callback.pending)}"))
     return 0 if done else 1
 

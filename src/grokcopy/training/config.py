@@ -134,6 +134,9 @@ class CopyTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Push every checkpoint to branch step{N} of hub_model_id (with its analyses and card)."},
     )
+    hub_license: str | None = field(
+        default="apache-2.0", metadata={"help": "License of the pushed checkpoints, in the model card's metadata."}
+    )
     hub_push_timeout: float = field(
         default=60.0, metadata={"help": "HTTP timeout (s) of one Hub request; a hanging request is retried."}
     )

@@ -97,7 +97,8 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
                        eval_dataset=blocks["validation"], processing_class=tokenizer, copy_task=copy_task,
                        data_collator=default_data_collator,
                        block_size=data_args.block_size, callbacks=callbacks,
-                       data_description=describe_data(data_args))
+                       data_description=describe_data(data_args),
+                       datasets=[data_args.dataset_name] if data_args.dataset_name else None)
 
 
 def describe_data(data_args: DataArguments) -> str:
@@ -167,6 +168,10 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         if annotate is not None:
             annotate(summary, output_dir)
         write_json_atomic(output_dir / SUMMARY, summary)
+        if trainer.hub_callback is not None and not trainer.hub_callback.push_final(output_dir,
+                                                                                     training_args.hub_push_wait):
+            logger.warning("hub: the final figures and summary.json are not on %s yet; `grokcopy push %s` sends them",
+                           training_args.hub_model_id, output_dir)
     return summary
 
 

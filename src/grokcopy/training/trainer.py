@@ -36,7 +36,7 @@ class CopyTrainer(Trainer):
     """
 
     def __init__(self, *args, copy_task: CopyTask | None = None, block_size: int | None = None,
-                 data_description: str = "", **kwargs):
+                 data_description: str = "", datasets: list[str] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         schedule = getattr(self.args, "copy_eval_schedule", "none")
         if copy_task is None and self.processing_class is not None and hasattr(self.args, "copy_num_samples"):
@@ -49,6 +49,7 @@ class CopyTrainer(Trainer):
         self._unchecked_losses: list[tuple[int, torch.Tensor]] = []
         self.diverged_at: int | None = None
         self._copyable_ids = None
+        self.card_datasets = datasets  # Hub datasets trained on, for the model card's metadata
         self.add_callback(DivergenceGuard(self))  # first, so the analyses below can skip a diverged step
         if self.copy_task is not None and schedule != "none":
             self.add_callback(CopyEvalCallback(self, schedule=schedule, every=self.args.copy_eval_steps,
@@ -75,10 +76,12 @@ class CopyTrainer(Trainer):
 
     def _card_renderer(self, data_description: str):
         def render(output_dir, branches):
-            from grokcopy.hub.model_card import render_card
+            from grokcopy.hub.model_card import model_lineage, render_card
 
+            base_model, adapter = model_lineage(self.model)
             return render_card(self.args.hub_model_id, output_dir, branches, self.model.config, self.args,
-                               data_description or "Not described.", self.args.induction_threshold)
+                               data_description or "Not described.", self.args.induction_threshold,
+                               base_model=base_model, adapter=adapter, datasets=self.card_datasets)
 
         return render
 
