@@ -214,3 +214,20 @@ def test_card_metadata_names_a_hub_base_model(tmp_path):
                        datasets=["org/web-text"])
     assert "base_model: org/base-1b" in card and "continued from `org/base-1b`" in card
     assert "license: mit" in card and "- org/web-text" in card
+
+
+def test_log_save_schedule_gives_the_series_step0_and_pythias_early_grid(api, corpus_file, tmp_path):
+    out = tmp_path / "run"
+    trainer = build_trainer(*parse_args(series_config(corpus_file, out, save_schedule="log", save_steps=4)))
+    trainer.train()
+    assert [p.name for p in sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))] == [
+        "checkpoint-0", "checkpoint-1", "checkpoint-2", "checkpoint-4", "checkpoint-8"]
+    for step in (0, 1, 2):
+        folder = out / f"checkpoint-{step}"
+        assert json.loads((folder / "copy_eval.json").read_text())["step"] == step
+        assert json.loads((folder / "induction.json").read_text())["step"] == step
+    repo = trainer.args.hub_model_id
+    assert branches(api, repo) == ["main", "step0", "step1", "step2", "step4", "step8"]
+    untrained = AutoModelForCausalLM.from_pretrained(repo, revision="step0")
+    local = AutoModelForCausalLM.from_pretrained(out / "checkpoint-0")
+    assert all(torch.equal(a, b) for a, b in zip(untrained.state_dict().values(), local.state_dict().values()))

@@ -96,6 +96,31 @@ class DivergenceGuard(TrainerCallback):
             control.should_training_stop = True
 
 
+class LogSpacedSaves(TrainerCallback):
+    """`save_schedule log`: checkpoints at steps 0, 1, 2, 4, ... below `save_steps` as well (Pythia's
+    grid), so a pushed series holds the untrained model and the early dynamics.
+
+    Step 0 is saved before the first update, in the checkpoint layout the Trainer uses, and announced
+    with the Trainer's own `on_save` event, so the other callbacks add their analyses and the Hub push."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        folder = checkpoint_dir(args.output_dir, 0)
+        if state.global_step != 0 or folder.exists():
+            return
+        self.trainer.save_model(str(folder))
+        if args.should_save:
+            state.save_to_json(str(folder / "trainer_state.json"))
+        self.trainer.callback_handler.on_save(args, state, control)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        step = state.global_step
+        if args.save_strategy == "steps" and step < args.save_steps and eval_steps_schedule(step, "log", args.save_steps):
+            control.should_save = True
+
+
 @dataclass(eq=False)
 class CopyEvalCallback(TrainerCallback):
     """Copy test every `every` steps (plus log-spaced early steps), into the log and a JSONL history.

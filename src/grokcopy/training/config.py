@@ -134,6 +134,11 @@ class CopyTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Push every checkpoint to branch step{N} of hub_model_id (with its analyses and card)."},
     )
+    save_schedule: Literal["steps", "log"] = field(
+        default="steps", metadata={"help": "log: also save checkpoints at steps 0, 1, 2, 4, ... below save_steps "
+                                           "(Pythia's early grid: a pushed series then has step0 and the early "
+                                           "dynamics); steps: every save_steps only (the Trainer's own)."}
+    )
     hub_license: str | None = field(
         default="apache-2.0", metadata={"help": "License of the pushed checkpoints, in the model card's metadata."}
     )

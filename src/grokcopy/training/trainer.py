@@ -21,7 +21,7 @@ from grokcopy.copytest.task import CopyTask, CopyTaskConfig, build_copy_task
 from grokcopy.errors import CheckpointSaveError, TrainingDivergedError, one_line  # noqa: F401 (re-exported)
 from grokcopy.hub.push import HubCheckpointCallback
 from grokcopy.run_dir import checkpoint_dir, checkpoint_problem, last_complete_checkpoint
-from grokcopy.training.callbacks import CopyEvalCallback, DivergenceGuard, InductionHeadCallback
+from grokcopy.training.callbacks import CopyEvalCallback, DivergenceGuard, InductionHeadCallback, LogSpacedSaves
 from grokcopy.training.noise_scale import GradientNoiseScaleCallback
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,8 @@ class CopyTrainer(Trainer):
                 main_branch=self.args.hub_revision, card=self._card_renderer(data_description),
                 timeout=self.args.hub_push_timeout)
             self.add_callback(self.hub_callback)
+        if getattr(self.args, "save_schedule", "steps") == "log":
+            self.add_callback(LogSpacedSaves(self))  # last: step 0's on_save reaches the analyses and the Hub
 
     def get_decay_parameter_names(self, model) -> list[str]:
         """Weight decay on matrices only (2-D and up: linear and embedding weights), never on biases or
