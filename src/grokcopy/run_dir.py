@@ -93,16 +93,24 @@ def append_jsonl(path: str | Path, record: dict) -> None:
 
 def read_jsonl(path: str | Path) -> list[dict]:
     """Records of a history file; a torn last line (killed mid-write) is skipped."""
+    return read_jsonl_checked(path)[0]
+
+
+def read_jsonl_checked(path: str | Path) -> tuple[list[dict], bool]:
+    """(records, whole): `whole` is False when a line is unreadable or the file does not end in a
+    newline, i.e. a writer was killed mid-line; the next append would be glued onto that fragment."""
     path = Path(path)
     if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
+        return [], True
+    text = path.read_text()
+    records, whole = [], not text or text.endswith("\n")
+    for line in text.splitlines():
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
             logger.warning("%s: skipping an unreadable line", path)
-    return records
+            whole = False
+    return records, whole
 
 
 def read_json(path: str | Path):

@@ -27,7 +27,7 @@ from grokcopy.run_dir import (
     INDUCTION_HISTORY,
     append_jsonl,
     checkpoint_dir,
-    read_jsonl,
+    read_jsonl_checked,
     write_json_atomic,
     write_jsonl,
 )
@@ -52,13 +52,15 @@ class History:
     def resume_at(self, step: int, is_main: bool) -> set[int]:
         """Drop records after `step` (they belong to a lost future); return the steps kept.
 
-        A run starting at step 0 is a new run: an old history in its output_dir is replaced.
+        A run starting at step 0 is a new run: an old history in its output_dir is replaced. A file
+        left torn by a crash (a partial last line) is rewritten too, or the next append would be
+        glued onto the fragment and lost.
         """
-        records = read_jsonl(self.path)
+        records, whole = read_jsonl_checked(self.path)
         kept = [r for r in records if r.get("step", -1) <= step] if step > 0 else []
-        if is_main and records and kept != records:
-            logger.info("%s: dropping %d records after step %d (resumed run)", self.path.name,
-                        len(records) - len(kept), step)
+        if is_main and (kept != records or not whole):
+            logger.info("%s: keeping %d of %d records (resumed at step %d)%s", self.path.name, len(kept),
+                        len(records), step, "" if whole else "; a torn line dropped")
             write_jsonl(kept, self.path)
         return {r["step"] for r in kept}
 
