@@ -43,6 +43,19 @@ def eval_steps_schedule(step: int, schedule: str, every: int) -> bool:
     return schedule == "log" and step < every and (step & (step - 1)) == 0
 
 
+def log_metrics(trainer, metrics: dict) -> None:
+    """`trainer.log(metrics)` that leaves the Trainer's own logging as scheduled.
+
+    Trainer.log() goes through CallbackHandler.on_log, which clears `control.should_log`; called from
+    on_step_end it would cancel the Trainer's loss log of that very step (no `loss` in log_history,
+    holes in TensorBoard/W&B exactly where the analyses measure). The flag is put back as it was.
+    """
+    control = trainer.control
+    should_log = control.should_log
+    trainer.log(metrics)
+    control.should_log = trainer.control.should_log = should_log
+
+
 class History:
     """A run's JSONL history that follows the Trainer's step through resumes."""
 
@@ -156,8 +169,8 @@ class CopyEvalCallback(TrainerCallback):
         self.last_step, self.latest = state.global_step, record
         if state.is_world_process_zero:
             self.history.append(record)
-        self.trainer.log({"copy_exact_match": record["exact_match"],
-                          "copy_token_accuracy": record["token_accuracy"]})
+        log_metrics(self.trainer, {"copy_exact_match": record["exact_match"],
+                                   "copy_token_accuracy": record["token_accuracy"]})
         return record
 
 
@@ -224,6 +237,7 @@ class InductionHeadCallback(TrainerCallback):
         if state.is_world_process_zero and state.global_step not in self.done:
             self.history.append(record)
         self.done.add(state.global_step)
-        self.trainer.log({f"induction_max_layer{layer}": max(row) for layer, row in enumerate(record["induction"])})
+        log_metrics(self.trainer, {f"induction_max_layer{layer}": max(row)
+                                   for layer, row in enumerate(record["induction"])})
         return record
 
