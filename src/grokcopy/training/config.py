@@ -128,6 +128,11 @@ class CopyTrainingArguments(TrainingArguments):
     hub_push_wait: float = field(
         default=600.0, metadata={"help": "Seconds to wait at the end of training for pending pushes to land."}
     )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Start a new run in an output_dir that holds one: the old run is moved to "
+                                         "OUTPUT_DIR.previous-N first (nothing is deleted). Without it such a folder "
+                                         "is refused unless resuming."}
+    )
     fast_path: bool = field(
         default=True, metadata={"help": "On a CUDA GPU: bf16 mixed precision and TF32 matmuls unless fp16/bf16/tf32 "
                                         "are set (fused AdamW and sdpa attention are already the defaults)."}
