@@ -110,3 +110,31 @@ def test_a_sweep_member_that_died_before_its_first_checkpoint_starts_over(corpus
     assert [r["step"] for r in read_jsonl(attempt / "copy_history.jsonl")] == [0, 2, 4]
     assert sorted(p.name for p in (tmp_path / "runs" / "seed0.previous-1").iterdir()) == [
         "copy_history.jsonl", "run_config.json"]
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("per_device_train_batch_size", "0", "per_device_train_batch_size: must be >= 1, got 0"),
+    ("learning_rate", "-1", "learning_rate: must be > 0, got -1.0"),
+    ("num_attention_heads", "3", "num_attention_heads: 3 does not divide hidden_size 128"),
+    ("max_steps", "-3", "max_steps: must be > 0 (or -1: train num_train_epochs), got -3"),
+    ("num_key_value_heads", "3", "num_key_value_heads: 3 does not divide num_attention_heads 4"),
+    ("validation_split_percentage", "100", "validation_split_percentage: must be between 0 and 100, got 100.0"),
+])
+def test_values_that_cannot_train_are_refused_naming_the_field(corpus_file, tmp_path, flag, value, message):
+    with pytest.raises(ConfigError) as err:
+        parse_args(tiny_config(corpus_file, tmp_path / "run", preset="demo"), [f"--{flag}", value])
+    assert str(err.value).startswith(message)
+
+
+def test_a_sweep_validates_its_members_with_the_same_rules(corpus_file, tmp_path):
+    from grokcopy.experiments.sweep import run_sweep
+
+    base = tiny_config(corpus_file, "unused")
+    del base["output_dir"]
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "bs.yaml").write_text(yaml.safe_dump({"base": "base.yaml", "output_dir": str(tmp_path / "runs"),
+                                                       "grid": {"per_device_train_batch_size": [8, 0]}}))
+    with pytest.raises(ConfigError, match=r"member per_device_train_batch_size0: per_device_train_batch_size: "
+                                          r"must be >= 1, got 0$"):
+        run_sweep(tmp_path / "bs.yaml", [])
+    assert not (tmp_path / "runs").exists()
