@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grokcopy.run_dir import SUMMARY, SWEEP_RECORD, TRAINER_STATE, read_json, write_json_atomic
+from grokcopy.run_dir import SUMMARY, SWEEP_RECORD, TRAINER_STATE, read_json, run_contents, write_json_atomic
 from grokcopy.training.config import ConfigError, GrokcopyArgumentParser, config_to_argv, load_config_file, parse_args
 
 SWEEP_KEYS = ("base", "output_dir", "fixed", "grid", "names", "members", "seeds")
@@ -203,8 +203,21 @@ def plan(member: Member, max_steps: int) -> None:
     last = last_complete_checkpoint(member.output_dir)
     if last is not None:
         member.status, member.detail = "partial", f"resume from {last.name}"
+    elif run_contents(member.output_dir):  # an attempt that died before its first checkpoint
+        member.status, member.detail = "new", f"starts over; the earlier attempt goes to {member.name}.previous-N"
     else:
         member.status, member.detail = "new", ""
+
+
+def member_args(member: Member, overrides: list[str]) -> list[str]:
+    """The overrides, plus how to treat the member's folder: resume a partial run; move aside an
+    attempt that has nothing to resume from (a fresh run would refuse its folder otherwise)."""
+    args, given = list(overrides), override_fields(overrides)
+    if member.status == "partial" and "resume_from_checkpoint" not in given:
+        args += ["--resume_from_checkpoint", "last"]
+    elif member.status == "new" and run_contents(member.output_dir) and "overwrite_output_dir" not in given:
+        args += ["--overwrite_output_dir", "true"]
+    return args
 
 
 def command(sweep: Sweep, member: Member, overrides: list[str], launcher: str | None = None, nproc: int | None = None,
@@ -217,9 +230,7 @@ def command(sweep: Sweep, member: Member, overrides: list[str], launcher: str | 
         head += (["--num_processes", str(nproc)] if nproc else []) + ["-m", "grokcopy.cli", "train"]
     else:
         head = ["grokcopy", "train"]
-    args = config_to_argv({"output_dir": str(member.output_dir), **member.overrides}) + list(overrides)
-    if member.status == "partial" and "resume_from_checkpoint" not in override_fields(overrides):
-        args += ["--resume_from_checkpoint", "last"]
+    args = config_to_argv({"output_dir": str(member.output_dir), **member.overrides}) + member_args(member, overrides)
     return " ".join(shlex.quote(a) for a in [*head, str(sweep.base), *args])
 
 

@@ -23,7 +23,7 @@ from grokcopy.experiments.sweep import (
     disk_status,
     finished_steps,
     load_sweep,
-    override_fields,
+    member_args,
     plan,
     say,
     select,
@@ -92,9 +92,7 @@ def _run_member(sweep: Sweep, member: Member, overrides: list[str], records: dic
     """Train one member into its folder (resuming a partial one); record the outcome in sweep.json."""
     from grokcopy.training.pipeline import run_training
 
-    args = list(overrides)
-    if member.status == "partial" and "resume_from_checkpoint" not in override_fields(overrides):
-        args += ["--resume_from_checkpoint", "last"]
+    args = member_args(member, overrides)
     record = records[member.name]
     say(f"{counter} {member.name}: {'resuming' if member.status == 'partial' else 'training'} "
          f"-> {member.output_dir}" + (f" ({member.detail})" if member.detail else ""))
@@ -122,9 +120,7 @@ def _run_member(sweep: Sweep, member: Member, overrides: list[str], records: dic
 
 
 def _argv(sweep: Sweep, member: Member, overrides: list[str]) -> list[str]:
-    args = config_to_argv({"output_dir": str(member.output_dir), **member.overrides}) + list(overrides)
-    if member.status == "partial" and "resume_from_checkpoint" not in override_fields(overrides):
-        args += ["--resume_from_checkpoint", "last"]
+    args = config_to_argv({"output_dir": str(member.output_dir), **member.overrides}) + member_args(member, overrides)
     return [sys.executable, "-m", "grokcopy.cli", "train", str(sweep.base), *args]
 
 

@@ -27,7 +27,7 @@ from grokcopy.run_dir import (
     INDUCTION_HISTORY,
     append_jsonl,
     checkpoint_dir,
-    read_jsonl,
+    read_jsonl_checked,
     write_json_atomic,
     write_jsonl,
 )
@@ -43,6 +43,19 @@ def eval_steps_schedule(step: int, schedule: str, every: int) -> bool:
     return schedule == "log" and step < every and (step & (step - 1)) == 0
 
 
+def log_metrics(trainer, metrics: dict) -> None:
+    """`trainer.log(metrics)` that leaves the Trainer's own logging as scheduled.
+
+    Trainer.log() goes through CallbackHandler.on_log, which clears `control.should_log`; called from
+    on_step_end it would cancel the Trainer's loss log of that very step (no `loss` in log_history,
+    holes in TensorBoard/W&B exactly where the analyses measure). The flag is put back as it was.
+    """
+    control = trainer.control
+    should_log = control.should_log
+    trainer.log(metrics)
+    control.should_log = trainer.control.should_log = should_log
+
+
 class History:
     """A run's JSONL history that follows the Trainer's step through resumes."""
 
@@ -52,13 +65,15 @@ class History:
     def resume_at(self, step: int, is_main: bool) -> set[int]:
         """Drop records after `step` (they belong to a lost future); return the steps kept.
 
-        A run starting at step 0 is a new run: an old history in its output_dir is replaced.
+        A run starting at step 0 is a new run: an old history in its output_dir is replaced. A file
+        left torn by a crash (a partial last line) is rewritten too, or the next append would be
+        glued onto the fragment and lost.
         """
-        records = read_jsonl(self.path)
+        records, whole = read_jsonl_checked(self.path)
         kept = [r for r in records if r.get("step", -1) <= step] if step > 0 else []
-        if is_main and records and kept != records:
-            logger.info("%s: dropping %d records after step %d (resumed run)", self.path.name,
-                        len(records) - len(kept), step)
+        if is_main and (kept != records or not whole):
+            logger.info("%s: keeping %d of %d records (resumed at step %d)%s", self.path.name, len(kept),
+                        len(records), step, "" if whole else "; a torn line dropped")
             write_jsonl(kept, self.path)
         return {r["step"] for r in kept}
 
@@ -188,7 +203,7 @@ class CopyEvalCallback(TrainerCallback):
             self.history.append(record)
         logged = {"copy_exact_match": record["exact_match"], "copy_token_accuracy": record["token_accuracy"]}
         logged.update({k: v for k, v in (split or {}).items() if k != "copyable_share" and v is not None})
-        self.trainer.log(logged)
+        log_metrics(self.trainer, logged)
         return record
 
 
@@ -255,6 +270,7 @@ class InductionHeadCallback(TrainerCallback):
         if state.is_world_process_zero and state.global_step not in self.done:
             self.history.append(record)
         self.done.add(state.global_step)
-        self.trainer.log({f"induction_max_layer{layer}": max(row) for layer, row in enumerate(record["induction"])})
+        log_metrics(self.trainer, {f"induction_max_layer{layer}": max(row)
+                                   for layer, row in enumerate(record["induction"])})
         return record
 

@@ -31,6 +31,9 @@ from grokcopy.run_dir import (
     last_complete_checkpoint,
     logged_losses,
     read_jsonl,
+    run_contents,
+    set_aside_run,
+    writable_problem,
     write_json_atomic,
 )
 from grokcopy.training.config import ConfigError, CopyTrainingArguments, DataArguments, ModelArguments
@@ -63,6 +66,28 @@ def resolve_resume(training_args: CopyTrainingArguments) -> str | None:
         hint = f"; the newest complete one is {last}" if last else ""
         raise ConfigError(f"resume_from_checkpoint: {value} is incomplete: {problem}{hint}")
     return value
+
+
+def prepare_output_dir(training_args: CopyTrainingArguments, resuming: bool) -> None:
+    """Before anything is written: output_dir must be a writable folder, and may hold a run only when
+    that run is resumed, or when `overwrite_output_dir` asks to move it aside (so two runs never mix)."""
+    out = Path(training_args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output_dir: {out} is a file, not a folder")
+    problem = writable_problem(out)
+    if problem:
+        raise ConfigError(f"output_dir: {problem}")
+    found = run_contents(out)
+    if not found or resuming:
+        return
+    if not training_args.overwrite_output_dir:
+        shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+        raise ConfigError(f"output_dir: {out} already holds a run ({shown}); continue it with --resume_from_checkpoint "
+                          "last, start over with --overwrite_output_dir true (the old run is moved aside), or choose "
+                          "another output_dir")
+    if training_args.should_save:  # the main process; the others only wait for the data it prepares
+        moved = set_aside_run(out)
+        logger.warning("output_dir %s held a run: moved to %s (overwrite_output_dir)", out, moved)
 
 
 def build_trainer(model_args: ModelArguments, data_args: DataArguments, training_args: CopyTrainingArguments,
@@ -148,6 +173,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     `annotate(summary, output_dir)` (e.g. the demo's verdict) adds to the summary before
     summary.json is written, so the file is written once, whole."""
     resume = resolve_resume(training_args)
+    prepare_output_dir(training_args, resuming=resume is not None)
     trainer = build_trainer(model_args, data_args, training_args, callbacks=callbacks)
     if trainer.is_world_process_zero():
         write_run_config(training_args.output_dir, model_args, data_args, training_args, trainer.tokens_per_step)
