@@ -116,3 +116,20 @@ def test_distributed_configs_load():
                              "--fsdp_config", str(REPO / "trainer_configs" / "fsdp" / "llama-full-shard.json")])
     assert args.fsdp_config["transformer_layer_cls_to_wrap"] == ["LlamaDecoderLayer"]
     assert args.fsdp_config["version"] == 2
+
+
+def test_log_level_reaches_grokcopys_loggers(corpus_file, tmp_path):
+    """`--log_level info` shows grokcopy's info lines (e.g. the Hub's), the default keeps them quiet."""
+    out = tmp_path / "run"
+    config = write_config_file(tmp_path, tiny_config(corpus_file, out, max_steps=2, copy_stop_exact_match=0.0))
+    quiet = run_cli("train", str(config))
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "[grokcopy|INFO]" not in quiet.stderr
+    loud = run_cli("train", str(config), "--output_dir", str(tmp_path / "loud"), "--log_level", "info")
+    assert loud.returncode == 0 and "[grokcopy|INFO] copy exact match" in loud.stderr  # the stop rule's line
+
+
+def write_config_file(folder, config):
+    path = folder / "config.json"
+    path.write_text(json.dumps(config))
+    return path

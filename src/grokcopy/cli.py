@@ -28,7 +28,8 @@ def _train(config, overrides) -> int:
 
     model_args, data_args, training_args = parse_args(config, overrides)
     summary = run_training(model_args, data_args, training_args)
-    print(json.dumps(summary, indent=2))
+    if training_args.process_index == 0:  # one summary, not one per process
+        print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -247,7 +248,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_logging() -> None:
+    """The `grokcopy` loggers print like transformers' (to stderr, level from log_level in a run)."""
+    import logging
+
+    root = logging.getLogger("grokcopy")
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[grokcopy|%(levelname)s] %(message)s"))
+        root.addHandler(handler)
+        root.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
+    _configure_logging()
     parser = build_parser()
     ns, rest = parser.parse_known_args(argv)
     try:

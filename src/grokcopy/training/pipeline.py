@@ -172,12 +172,14 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
 
     `annotate(summary, output_dir)` (e.g. the demo's verdict) adds to the summary before
     summary.json is written, so the file is written once, whole."""
+    # grokcopy's loggers follow the Trainer's log_level / log_level_replica, as transformers' own do
+    logging.getLogger("grokcopy").setLevel(training_args.get_process_log_level())
     resume = resolve_resume(training_args)
     prepare_output_dir(training_args, resuming=resume is not None)
     trainer = build_trainer(model_args, data_args, training_args, callbacks=callbacks)
     if trainer.is_world_process_zero():
         write_run_config(training_args.output_dir, model_args, data_args, training_args, trainer.tokens_per_step)
-    if trainer.copy_task.note:
+    if trainer.copy_task.note and trainer.is_world_process_zero():
         print(trainer.copy_task.note)
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()
