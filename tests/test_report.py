@@ -311,3 +311,17 @@ def test_demo_criteria_rate_and_the_held_out_seeds(tmp_path):
     assert (split["held_out"]["n_groks"], split["held_out"]["n_rated"]) == (3, 4)
     assert record["conditions"][0]["stats"]["n_groks"] == 6
     assert "| >= 4 (held out, never used to choose) | 3/4 [" in (out / "report.md").read_text()
+
+
+def test_demo_corpus_seeds_are_one_condition(tmp_path):
+    """A demo corpus is generated from its config and the seed: its cache file name differs per seed but is
+    not a condition."""
+    runs = []
+    for seed in range(3):
+        run = write_run(tmp_path / f"seed{seed}", batch=128, seed=seed, jump=600)
+        config = json.loads((run / "run_config.json").read_text())
+        config["data"]["train_files"] = [f"/cache/demo_corpus_{seed:012x}.jsonl"]
+        (run / "run_config.json").write_text(json.dumps(config))
+        runs.append(run)
+    assert main(["report", *map(str, runs), "--out", str(tmp_path / "out")]) == 0
+    assert len(json.loads((tmp_path / "out" / "report.json").read_text())["conditions"]) == 1

@@ -67,7 +67,9 @@ def flat_config(run_config: dict) -> dict:
                 flat[key] = value
     if "attention_dropout" in flat and flat["attention_dropout"] is None:
         flat["attention_dropout"] = 0.0  # the models' own default
-    if flat.get("train_files"):  # the same files under another machine's cache folder are the same data
+    if flat.get("demo_corpus"):  # generated from demo_corpus_config and the seed: its file name is no condition
+        flat.pop("train_files", None)
+    elif flat.get("train_files"):  # the same files under another machine's cache folder are the same data
         flat["train_files"] = [Path(f).name for f in flat["train_files"]]
     return flat
 
