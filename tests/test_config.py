@@ -133,3 +133,24 @@ def write_config_file(folder, config):
     path = folder / "config.json"
     path.write_text(json.dumps(config))
     return path
+
+
+def test_version_help_and_train_help_list_every_field_grouped():
+    import subprocess
+    import sys
+
+    import grokcopy
+
+    assert run_cli("--version").stdout.strip() == f"grokcopy {grokcopy.__version__}"
+    # the top-level help builds the parser without importing torch (the speed of `grokcopy --help`)
+    code = "import sys; from grokcopy.cli import build_parser; build_parser().format_help(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    helped = run_cli("train", "--help")
+    assert helped.returncode == 0
+    text = helped.stdout
+    for group in ("copy test:", "induction heads:", "Hub:", "model:", "data:", "training:"):
+        assert f"\n{group}\n" in text, group
+    for name in ("--learning_rate (default: 5e-05)", "--copy_num_samples (default: 500)", "--preset (default: None)",
+                 "--hub_checkpoint_series (default: False)", "--block_size (default: 1024)"):
+        assert name in text, name
+    assert text.index("--copy_num_samples") < text.index("copy test:") + 2000  # in its group, not in training

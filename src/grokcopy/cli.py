@@ -186,9 +186,15 @@ def _add_series_parser(subparsers) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grokcopy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    from grokcopy import __version__
+
+    parser.add_argument("--version", action="version", version=f"grokcopy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="pretrain from a config; --field value overrides any field")
+    train = sub.add_parser("train", help="pretrain from a config; --field value overrides any field", add_help=False,
+                           description="Pretrain with a YAML/JSON config; any field below can be overridden as "
+                                       "--field value (or --field-value).")
     train.add_argument("config", help="YAML or JSON file of TrainingArguments + grokcopy fields")
+    train.add_argument("-h", "--help", action=FieldsHelp, help="list every field, grouped, with its help and default")
     demo = sub.add_parser("demo", help="the CPU demo: watch a tiny LLaMA grok to copy (~10 min on 2 cores)")
     demo.add_argument("--output_dir", default="runs/demo")
     copy = sub.add_parser("copy-test", help="run the paper's copy test on a model (folder or Hub id)")
@@ -246,6 +252,25 @@ def build_parser() -> argparse.ArgumentParser:
     metric.add_argument("space_id", help="NAMESPACE/copy_accuracy")
     metric.add_argument("--private", action="store_true")
     return parser
+
+
+class FieldsHelp(argparse.Action):
+    """`grokcopy train --help`: every field a config accepts, grouped, with its help text and default."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from grokcopy.training.config import field_groups
+
+        print(parser.format_usage().rstrip() + " [--field value ...]\n")
+        print(parser.description + "\n")
+        for title, rows in field_groups().items():
+            print(f"{title}:")
+            for name, default, text in rows:
+                print(f"  --{name} (default: {default})" + (f"\n      {text}" if text else ""))
+            print()
+        parser.exit()
 
 
 def _configure_logging() -> None:

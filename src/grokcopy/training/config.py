@@ -352,3 +352,31 @@ def parse_args(config: dict[str, Any] | str | Path | None = None, overrides: lis
     return parsed
 
 
+
+
+def field_groups() -> dict[str, list[tuple[str, object, str]]]:
+    """Every config field as (name, default, help), grouped the way a user thinks of them: the copy test,
+    induction heads, the Hub, the model, the data, then the rest of TrainingArguments."""
+    import dataclasses
+
+    groups: dict[str, list] = {name: [] for name in ("copy test", "induction heads", "Hub", "model", "data", "training")}
+    for cls in ARGUMENT_CLASSES:
+        for f in fields(cls):
+            if not f.init or f.name.startswith("_"):
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else "required")
+            row = (f.name, default, " ".join(str(f.metadata.get("help", "")).split()))
+            if cls is ModelArguments:
+                groups["model"].append(row)
+            elif cls is DataArguments:
+                groups["data"].append(row)
+            elif f.name.startswith(("copy_", "copyable_")):
+                groups["copy test"].append(row)
+            elif f.name.startswith("induction_"):
+                groups["induction heads"].append(row)
+            elif f.name.startswith("hub_") or f.name in ("push_to_hub", "hub_checkpoint_series"):
+                groups["Hub"].append(row)
+            else:
+                groups["training"].append(row)
+    return groups
