@@ -165,6 +165,19 @@ def load_histories(run_dir: str | Path) -> dict:
 HISTORY_FILES = (RUN_CONFIG, COPY_HISTORY, INDUCTION_HISTORY, SUMMARY)
 
 
+def run_analysis_settings(folder: str | Path) -> dict:
+    """The copy-test and induction settings a run used (its run_config.json, in this folder or the run
+    folder above a checkpoint), so that analysing a run's model measures what the run measured. {} for
+    a folder that is no grokcopy run."""
+    folder = Path(folder)
+    for candidate in (folder, folder.parent):
+        config = read_json(candidate / RUN_CONFIG)
+        if isinstance(config, dict):
+            training = config.get("training") or {}
+            return {k: v for k, v in training.items() if k.startswith(("copy_", "induction_")) and v is not None}
+    return {}
+
+
 def archive_histories(run_dir: str | Path, dest: str | Path) -> Path:
     """Copy what `grokcopy report` reads of a run (its histories, run_config.json, summary.json and the
     Trainer's log_history; never weights) to `dest`, e.g. docs/reproduction/<experiment>/<run>."""
