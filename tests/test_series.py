@@ -203,7 +203,7 @@ def test_series_matches_local_analysis_dedupes_resumes_and_cleans_up(api, hub, s
     with open(out / "series.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == ["revision", "step", "tokens", "exact_match", "token_accuracy", "max_I_layer0",
-                             "max_I_layer1", "duplicate_of", "error"]
+                             "max_I_layer1", "duplicate_of", "suspect", "discontinuity", "error"]
     assert [(r["revision"], r["step"], r["duplicate_of"]) for r in rows] == [
         ("step0", "0", ""), ("step2", "2", ""), ("step4", "4", ""), ("step6", "6", "step4")]
     assert float(rows[2]["max_I_layer1"]) == records[2]["induction_max"][1]
@@ -266,7 +266,7 @@ def test_clear_errors(api, series_repo, tmp_path, capsys):
     with pytest.raises(SeriesError, match=rf"{repo_id}: revision 'step3' does not exist \(branches: step0, step2"):
         analyze_series(repo_id, revisions="step0,step3", out_dir=out, progress=False, device="cpu")
     empty = api.create_repo(f"empty-{uuid.uuid4().hex[:8]}").repo_id
-    with pytest.raises(SeriesError, match=rf"{empty}: no branch is named like a checkpoint.*branches: main"):
+    with pytest.raises(SeriesError, match=rf"{empty}: no branch or tag is named like a checkpoint.*branches: main"):
         analyze_series(empty, out_dir=out, progress=False, device="cpu")
 
     # A branch without weights is found while listing, before anything is downloaded or analysed.
