@@ -241,3 +241,40 @@ def test_two_processes_split_the_revisions_and_the_main_one_merges(pythia, pythi
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = records_of(out)
     assert [again[n]["analysed_at"] for n in analysed] == [records[n]["analysed_at"] for n in analysed]
+
+
+def test_report_compares_series_like_runs_and_draws_the_formation_chart(api, pythia, pythia_series, tmp_path):
+    """Two sizes of a suite (same data, same batch) in one `grokcopy report`, as training runs are."""
+    from grokcopy.experiments.conditions import find_runs, load_runs
+    from grokcopy.hub.store import series_histories
+
+    tok = tokenizer()
+    config = neox_config(tok, hidden=48)
+    bigger = api.create_repo(f"pythia-tiny-48-{uuid.uuid4().hex[:6]}").repo_id
+    weights = trajectory(config, (0, 100, 400, FINAL), FINAL, seed=3)
+    for step, w in weights.items():
+        upload(api, bigger, f"step{step}", save(tmp_path / f"b{step}", config, tok, w, "safetensors"))
+    second = tmp_path / "series-48"
+    assert grokcopy_main(["series", bigger, "--out", str(second), *COMMON]) == 0
+
+    first = pythia_series[0]
+    history = series_histories(first)
+    steps = [r["step"] for r in history["copy_history"]]
+    assert 200 not in steps and 1 not in steps and 4 not in steps  # suspect and duplicates: not on the curve
+    assert steps == sorted(steps) and len(steps) == 13 and history["tokens_per_step"] == 1000
+    assert [r["step"] for r in history["induction_history"]] == steps
+    assert [r["name"] for r in load_runs(find_runs([first, second]))] == ["series", "series-48"]
+
+    report = tmp_path / "report"
+    assert grokcopy_main(["report", str(first), str(second), "--out", str(report)]) == 0
+    record = json.loads((report / "report.json").read_text())
+    assert {c["label"] for c in record["conditions"]} == {f"series={pythia[0]}", f"series={bigger}"}
+    assert {"curves.png", "induction_formation.png"} <= set(record["figures"])
+    assert all((report / name).stat().st_size > 0 for name in record["figures"])
+    by_label = {c["label"]: c for c in record["conditions"]}
+    formation = by_label[f"series={pythia[0]}"]["formation"][0]
+    assert [row["layer"] for row in formation] == [0, 1]
+    assert by_label[f"series={bigger}"]["stats"]["steps"] == FINAL
+    with pytest.raises(SystemExit) as exit_info:
+        grokcopy_main(["report", str(tmp_path / "b0"), "--out", str(report)])
+    assert exit_info.value.code == 2

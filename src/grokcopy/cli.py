@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             main_error(one_line(err))
         except UnsupportedArchitectureError as err:
             main_error(str(err))
-    except ConfigError as err:
+    except (ConfigError, SeriesError) as err:
         main_error(str(err))
     except RuntimeError as err:
         from grokcopy.training.trainer import CheckpointSaveError, TrainingDivergedError

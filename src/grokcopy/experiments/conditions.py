@@ -13,6 +13,7 @@ from pathlib import Path
 
 from grokcopy.analysis.grokking import grokking_stats
 from grokcopy.errors import ConfigError
+from grokcopy.hub.store import is_series, series_histories
 from grokcopy.run_dir import COPY_HISTORY, SWEEP_RECORD, load_histories
 
 # run_config fields that do not change what a run learns (or are the seed): never split conditions.
@@ -30,7 +31,8 @@ STAT_KEYS = ("steps", "final_loss", "final_exact_match", "loss_plateau_step", "l
 # --- Runs and conditions ----------------------------------------------------------------------
 
 def _is_run(path: Path) -> bool:
-    return (path / COPY_HISTORY).is_file()
+    """A training run, or a `grokcopy series` output (its revisions are the run's evaluations)."""
+    return (path / COPY_HISTORY).is_file() or is_series(path)
 
 
 def find_runs(paths) -> list[Path]:
@@ -48,7 +50,8 @@ def find_runs(paths) -> list[Path]:
         else:
             runs = sorted(p for p in path.iterdir() if p.is_dir() and _is_run(p))
         if not runs:
-            raise ConfigError(f"{path}: no run in it (no copy_history.jsonl, in it or in its sweep members)")
+            raise ConfigError(f"{path}: no run in it (no copy_history.jsonl or series.json, in it or in its sweep "
+                              "members)")
         found += [r for r in runs if r.resolve() not in {f.resolve() for f in found}]
     return found
 
@@ -72,7 +75,7 @@ def load_runs(dirs: list[Path], **settings) -> list[dict]:
     names = [d.name for d in dirs]
     runs = []
     for d in dirs:
-        data = load_histories(d)
+        data = series_histories(d) if is_series(d) else load_histories(d)
         runs.append({"name": d.name if names.count(d.name) == 1 else f"{d.parent.name}/{d.name}", "path": str(d),
                      "config": flat_config(data["run_config"]), "seed": (data["run_config"].get("training") or {})
                      .get("seed"), "stats": grokking_stats(data, **settings), "data": data,
