@@ -201,6 +201,8 @@ def test_pythia_shaped_suite_duplicates_suspects_layouts_and_continuity(pythia, 
 
 
 def test_revisions_file_csv_and_bfloat16(api, pythia, tmp_path):
+    from grokcopy.hub.store import series_histories
+
     repo_id, _ = pythia
     listing = tmp_path / "checkpoints.csv"
     listing.write_text("step,revision,tokens\n0,step0,0\n64,step64,64000\n200,step200,200000\n")
@@ -210,7 +212,15 @@ def test_revisions_file_csv_and_bfloat16(api, pythia, tmp_path):
     records = records_of(out)
     assert list(records) == ["step0", "step64", "step200"]
     assert records["step200"]["suspect"].startswith(f"shard {SHARD_1[0]} equals the final model's")
-    assert all(r["settings"]["dtype"] == "bfloat16" and r["exact_match"] is not None for r in records.values())
+    for record in records.values():  # bf16 weights: the copy test and the induction analysis both run
+        assert record["settings"]["dtype"] == "bfloat16" and record["exact_match"] is not None
+        assert record["induction_error"] is None and len(record["induction_max"]) == 2
+    assert [r["step"] for r in series_histories(out)["copy_history"]] == [0, 64]  # the suspect left out
+    # --include-suspect keeps it on the curves (same records: nothing is analysed again)
+    assert grokcopy_main(["series", repo_id, "--revisions-file", str(listing), "--out", str(out), "--dtype",
+                          "bfloat16", "--include-suspect", *COMMON]) == 0
+    assert records_of(out)["step200"]["analysed_at"] == records["step200"]["analysed_at"]
+    assert [r["step"] for r in series_histories(out)["copy_history"]] == [0, 64, 200]
     with pytest.raises(SystemExit) as exit_info:
         grokcopy_main(["series", repo_id, "--revisions-file", str(tmp_path / "nope.csv"), "--out", str(out)])
     assert exit_info.value.code == 2

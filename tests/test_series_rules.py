@@ -7,6 +7,7 @@ import torch
 
 from grokcopy.errors import SeriesError
 from grokcopy.hub.continuity import discontinuities, group_distances, sample_parameters, tensor_group
+from grokcopy.hub.listing import checkpoint_refs
 from grokcopy.hub.revisions import read_revisions_file
 from grokcopy.hub.suspects import classify
 
@@ -126,3 +127,10 @@ def test_revisions_file_plain_or_csv(tmp_path):
         read_revisions_file(bad)
     with pytest.raises(SeriesError, match=r"missing.txt: cannot be read"):
         read_revisions_file(tmp_path / "missing.txt")
+
+
+def test_checkpoint_tags_count_as_revisions_and_a_branch_wins_a_shared_name():
+    branches = {"main": "a" * 40, "step10": "b" * 40, "stage1-step20-tokens84B": "c" * 40}
+    tags = {"step10": "d" * 40, "checkpoint-30": "e" * 40, "v1.0": "f" * 40}
+    assert checkpoint_refs(branches, tags) == {"step10": "b" * 40, "stage1-step20-tokens84B": "c" * 40,
+                                               "checkpoint-30": "e" * 40}
