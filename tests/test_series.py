@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from grokcopy.cli import main as grokcopy_main
+from grokcopy.copytest.task import build_copy_task
 from grokcopy.errors import SeriesError
 from grokcopy.hub import revisions, runner
 from grokcopy.hub.revisions import PYTHIA_TOKENS_PER_STEP, default_tokens_per_step, parse_revision, select_revisions
@@ -174,8 +175,13 @@ def test_series_matches_local_analysis_dedupes_resumes_and_cleans_up(api, hub, s
     first_step0 = saved["records"][0]["analysed_at"]
 
     downloads, analyses = Counter(monkeypatch, "download"), Counter(monkeypatch, "analyse_model")
+    from grokcopy.copytest import task as copy_task
+
+    builds = []
+    monkeypatch.setattr(copy_task, "build_copy_task", lambda *a, **k: builds.append(1) or build_copy_task(*a, **k))
     records = analyze_series(repo_id, out_dir=out, copy_samples=SAMPLES, progress=False, device="cpu")
     assert (downloads.calls, analyses.calls) == (2, 2)  # step2, step4: step0 resumed, step6 a duplicate
+    assert len(builds) == 1  # the same tokenizer files: one tokenizer, one copy task for both revisions
     assert [r["revision"] for r in records] == ["step0", "step2", "step4", "step6"]  # main, final: no checkpoint names
     assert records[0]["analysed_at"] == first_step0
 
