@@ -196,6 +196,8 @@ def test_pythia_shaped_suite_duplicates_suspects_layouts_and_continuity(pythia, 
     assert state["landmarks"]["revisions_on_curve"] == len(analysed) - 1  # step200 left out
     assert "[SUSPECT: shard model-00001-of-00002.safetensors" in proc.stdout
     assert "step4: step 4, 4,000 tokens: duplicate of step800 (not analysed) [SUSPECT" in proc.stdout
+    assert ("16 revisions: 2 duplicates, 2 suspect (step4, step200; left out of the curves), 1 with a "
+            "discontinuity (step200)") in proc.stdout
     assert not (out / "weights").exists() and not list(out.glob("series.part*"))
     assert len(list((out / "weight_samples").iterdir())) == len(analysed)
 

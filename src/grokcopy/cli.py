@@ -151,6 +151,12 @@ def _series(ns) -> int:
         return 0
     for record in records:
         print(_summary_line(record))
+    suspects = [r["revision"] for r in records if r.get("suspect")]
+    jumps = [r["revision"] for r in records if r.get("discontinuity")]
+    print(f"{len(records)} revisions: {sum(1 for r in records if r.get('duplicate_of'))} duplicates, "
+          f"{len(suspects)} suspect ({', '.join(suspects) or 'none'}; "
+          f"{'kept on' if ns.include_suspect else 'left out of'} the curves), "
+          f"{len(jumps)} with a discontinuity ({', '.join(jumps) or 'none'})")
     out = Path(ns.out)
     written = [out / name for name in OUTPUTS if (out / name).is_file()]
     print("wrote " + ", ".join(str(p) for p in written))

@@ -21,7 +21,9 @@ own device (`workers.py`) and the main process merges; a rerun resumes from what
 
 Output folder: `series.json` (every record in full, induction matrices included; rewritten
 atomically after each revision, so a crash loses at most the revision being analysed and a rerun
-resumes), `series.csv` (one flat row per revision), `series_copy.png` and `series_induction.png`.
+resumes; with the series' `suspects`, `discontinuities` and `landmarks`), `series.csv` (one flat
+row per revision), `series_copy.png`, `series_induction.png`, and `weight_samples/` (each analysed
+revision's parameter sample, ~4 KB per tensor, from which the distances are recomputed on a rerun).
 """
 
 from __future__ import annotations

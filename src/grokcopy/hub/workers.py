@@ -32,7 +32,7 @@ def _store(index: int, count: int):
     import torch.distributed as dist
 
     agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
-    return dist.TCPStore(os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ["MASTER_PORT"]), count,
+    return dist.TCPStore(os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ.get("MASTER_PORT", 29500)), count,
                          is_master=index == 0 and not agent_store, timeout=WAIT, wait_for_workers=False)
 
 
