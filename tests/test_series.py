@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from grokcopy.cli import main as grokcopy_main
+from grokcopy.copytest.task import build_copy_task
 from grokcopy.errors import SeriesError
 from grokcopy.hub import revisions, runner
 from grokcopy.hub.revisions import PYTHIA_TOKENS_PER_STEP, default_tokens_per_step, parse_revision, select_revisions
@@ -174,8 +175,13 @@ def test_series_matches_local_analysis_dedupes_resumes_and_cleans_up(api, hub, s
     first_step0 = saved["records"][0]["analysed_at"]
 
     downloads, analyses = Counter(monkeypatch, "download"), Counter(monkeypatch, "analyse_model")
+    from grokcopy.copytest import task as copy_task
+
+    builds = []
+    monkeypatch.setattr(copy_task, "build_copy_task", lambda *a, **k: builds.append(1) or build_copy_task(*a, **k))
     records = analyze_series(repo_id, out_dir=out, copy_samples=SAMPLES, progress=False, device="cpu")
     assert (downloads.calls, analyses.calls) == (2, 2)  # step2, step4: step0 resumed, step6 a duplicate
+    assert len(builds) == 1  # the same tokenizer files: one tokenizer, one copy task for both revisions
     assert [r["revision"] for r in records] == ["step0", "step2", "step4", "step6"]  # main, final: no checkpoint names
     assert records[0]["analysed_at"] == first_step0
 
@@ -203,7 +209,7 @@ def test_series_matches_local_analysis_dedupes_resumes_and_cleans_up(api, hub, s
     with open(out / "series.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == ["revision", "step", "tokens", "exact_match", "token_accuracy", "max_I_layer0",
-                             "max_I_layer1", "duplicate_of", "error"]
+                             "max_I_layer1", "duplicate_of", "suspect", "discontinuity", "error"]
     assert [(r["revision"], r["step"], r["duplicate_of"]) for r in rows] == [
         ("step0", "0", ""), ("step2", "2", ""), ("step4", "4", ""), ("step6", "6", "step4")]
     assert float(rows[2]["max_I_layer1"]) == records[2]["induction_max"][1]
@@ -266,7 +272,7 @@ def test_clear_errors(api, series_repo, tmp_path, capsys):
     with pytest.raises(SeriesError, match=rf"{repo_id}: revision 'step3' does not exist \(branches: step0, step2"):
         analyze_series(repo_id, revisions="step0,step3", out_dir=out, progress=False, device="cpu")
     empty = api.create_repo(f"empty-{uuid.uuid4().hex[:8]}").repo_id
-    with pytest.raises(SeriesError, match=rf"{empty}: no branch is named like a checkpoint.*branches: main"):
+    with pytest.raises(SeriesError, match=rf"{empty}: no branch or tag is named like a checkpoint.*branches: main"):
         analyze_series(empty, out_dir=out, progress=False, device="cpu")
 
     # A branch without weights is found while listing, before anything is downloaded or analysed.

@@ -5,6 +5,7 @@
     grokcopy copy-test MODEL [--revision R]         the paper's copy test on a saved or Hub model
     grokcopy induction MODEL [--revision R]         induction-head scores per layer x head
     grokcopy series REPO --out DIR                  copy test + induction analysis of a checkpoint series
+                                                    (torchrun --nproc_per_node N -m grokcopy.cli series ...: split)
     grokcopy sweep SWEEP.yaml [--field value ...]   train a sweep's members one after another (or print commands)
     grokcopy report RUN_DIR... --out DIR            figures, grokking statistics and the paper's claims
     grokcopy push OUTPUT_DIR                        push checkpoints a run could not push (Hub was down)
@@ -114,8 +115,9 @@ def _summary_line(record: dict) -> str:
     head = f"{record['revision']}: step {record.get('step')}"
     if record.get("tokens") is not None:
         head += f", {record['tokens']:,} tokens"
+    suspect = f" [SUSPECT: {record['suspect']}]" if record.get("suspect") else ""
     if record.get("duplicate_of"):
-        return f"{head}: duplicate of {record['duplicate_of']} (not analysed)"
+        return f"{head}: duplicate of {record['duplicate_of']} (not analysed){suspect}"
     if record.get("error"):
         return f"{head}: FAILED: {record['error']}"
     parts = []
@@ -127,23 +129,37 @@ def _summary_line(record: dict) -> str:
         parts.append("max I per layer " + " ".join(f"{v:.2f}" for v in record["induction_max"]))
     else:
         parts.append(f"induction: {record.get('induction_error')}")
-    return f"{head}: " + "; ".join(parts)
+    if record.get("discontinuity"):
+        parts.append("DISCONTINUITY: " + "; ".join(record["discontinuity"]))
+    return f"{head}: " + "; ".join(parts) + suspect
 
 
 def _series(ns) -> int:
     """The `series` subcommand: errors as one `grokcopy: error: ...` line and exit status 2."""
+    from grokcopy.hub.revisions import read_revisions_file
     from grokcopy.hub.series import OUTPUTS, analyze_series
+    from grokcopy.hub.workers import launch_process
 
     try:
+        revisions = read_revisions_file(ns.revisions_file) if ns.revisions_file else ns.revisions
         records = analyze_series(
-            ns.repo, revisions=ns.revisions, every=ns.every, out_dir=ns.out, copy_samples=ns.copy_samples,
+            ns.repo, revisions=revisions, every=ns.every, out_dir=ns.out, copy_samples=ns.copy_samples,
             symbols=ns.symbols, seed=ns.seed, keep_weights=ns.keep_weights, tokens_per_step=ns.tokens_per_step,
-            induction_seq_len=ns.induction_seq_len, batch_size=ns.batch_size, device=ns.device,
-            progress=not ns.no_progress, base_model=ns.base_model, base_revision=ns.base_revision)
+            induction_seq_len=ns.induction_seq_len, batch_size=ns.batch_size, device=ns.device, dtype=ns.dtype,
+            include_suspect=ns.include_suspect, progress=not ns.no_progress, base_model=ns.base_model,
+            base_revision=ns.base_revision)
     except SeriesError as err:
         main_error(str(err))
+    if launch_process()[0] != 0:  # under torchrun the main process reports the merged series
+        return 0
     for record in records:
         print(_summary_line(record))
+    suspects = [r["revision"] for r in records if r.get("suspect")]
+    jumps = [r["revision"] for r in records if r.get("discontinuity")]
+    print(f"{len(records)} revisions: {sum(1 for r in records if r.get('duplicate_of'))} duplicates, "
+          f"{len(suspects)} suspect ({', '.join(suspects) or 'none'}; "
+          f"{'kept on' if ns.include_suspect else 'left out of'} the curves), "
+          f"{len(jumps)} with a discontinuity ({', '.join(jumps) or 'none'})")
     out = Path(ns.out)
     written = [out / name for name in OUTPUTS if (out / name).is_file()]
     print("wrote " + ", ".join(str(p) for p in written))
@@ -165,7 +181,9 @@ def _add_series_parser(subparsers) -> None:
     parser.add_argument("repo", help="Hub model repo id, e.g. EleutherAI/pythia-160m")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--revisions", help="comma-separated branches / tags to analyse (any naming)")
-    which.add_argument("--all", action="store_true", help="every checkpoint branch (the default)")
+    which.add_argument("--revisions-file", metavar="FILE", help="revisions published outside the refs: one per "
+                       "line, or a CSV with a 'revision' column (e.g. OLMo's revisions.txt)")
+    which.add_argument("--all", action="store_true", help="every checkpoint branch and tag (the default)")
     which.add_argument("--every", type=int, metavar="K", help="every K-th checkpoint branch (and the last)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (a rerun resumes there)")
     parser.add_argument("--copy-samples", type=int, default=100, help="copy-test samples per revision")
@@ -175,7 +193,12 @@ def _add_series_parser(subparsers) -> None:
                         "trainer_state.json give none (default: 2097152 for EleutherAI/pythia*)")
     parser.add_argument("--induction-seq-len", type=int, default=100, help="random tokens repeated twice")
     parser.add_argument("--batch-size", type=int, default=16, help="copy-test batch size")
-    parser.add_argument("--device", help="torch device for the analysis (default: cuda if available, else cpu)")
+    parser.add_argument("--device", help="torch device for the analysis (default: cuda if available, each process "
+                        "its own under torchrun, else cpu)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
+                        help="weights' dtype for the analysis (default: bfloat16 on a GPU, else float32)")
+    parser.add_argument("--include-suspect", action="store_true", help="keep suspect revisions (weights of the "
+                        "final model under an earlier name, ...) on the curves and in the landmarks")
     parser.add_argument("--keep-weights", action="store_true", help="keep downloaded files in DIR/weights")
     parser.add_argument("--base-model", help="base model of a PEFT adapter series (default: each adapter's own "
                         "base_model_name_or_path)")
@@ -317,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             main_error(one_line(err))
         except UnsupportedArchitectureError as err:
             main_error(str(err))
-    except ConfigError as err:
+    except (ConfigError, SeriesError) as err:
         main_error(str(err))
     except RuntimeError as err:
         from grokcopy.training.trainer import CheckpointSaveError, TrainingDivergedError

@@ -16,6 +16,7 @@ import numpy as np
 from grokcopy.analysis.grokking import grokking_stats, shared_loss_target
 from grokcopy.analysis.survival import N_BOOTSTRAP, data_rng, interval, landmark_summary, wilson_interval
 from grokcopy.errors import ConfigError
+from grokcopy.hub.store import is_series, series_histories
 from grokcopy.run_dir import COPY_HISTORY, SWEEP_RECORD, load_histories
 
 # run_config fields that do not change what a run learns (or are the seed): never split conditions.
@@ -35,7 +36,8 @@ LANDMARKS = {"jump_step": "jump_censored_at", "jump_tokens": "jump_censored_at",
 # --- Runs and conditions ----------------------------------------------------------------------
 
 def _is_run(path: Path) -> bool:
-    return (path / COPY_HISTORY).is_file()
+    """A training run, or a `grokcopy series` output (its revisions are the run's evaluations)."""
+    return (path / COPY_HISTORY).is_file() or is_series(path)
 
 
 def find_runs(paths) -> list[Path]:
@@ -53,7 +55,8 @@ def find_runs(paths) -> list[Path]:
         else:
             runs = sorted(p for p in path.iterdir() if p.is_dir() and _is_run(p))
         if not runs:
-            raise ConfigError(f"{path}: no run in it (no copy_history.jsonl, in it or in its sweep members)")
+            raise ConfigError(f"{path}: no run in it (no copy_history.jsonl or series.json, in it or in its sweep "
+                              "members)")
         found += [r for r in runs if r.resolve() not in {f.resolve() for f in found}]
     return found
 
@@ -79,7 +82,7 @@ def load_runs(dirs: list[Path], loss_target: float | None = None, loss_window: i
     runs of the report (`shared_loss_target` of their losses unless given), so that steps and tokens
     to it compare across runs."""
     names = [d.name for d in dirs]
-    histories = [load_histories(d) for d in dirs]
+    histories = [series_histories(d) if is_series(d) else load_histories(d) for d in dirs]
     if loss_target is None:
         loss_target = shared_loss_target([h["losses"] for h in histories], loss_window)
     runs = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from grokcopy.errors import SeriesError, one_line
-from grokcopy.hub.revisions import revision_sort_key
+from grokcopy.hub.revisions import parse_revision, revision_sort_key
 from grokcopy.run_dir import CHECKPOINT_COPY_EVAL, CHECKPOINT_INDUCTION, TRAINER_STATE
 
 # Files a revision may hold that the analysis reads (weights are chosen separately).
@@ -61,14 +61,20 @@ def plan_files(repo_id: str, revision: str, entries) -> dict:
                           f"adapter) in the revision (files: {', '.join(sorted(files)) or 'none'})")
     if not adapter and "config.json" not in files:
         raise SeriesError(f"{repo_id}@{revision}: no config.json in the revision")
-    fingerprint = sorted(files[p].lfs.sha256 if files[p].lfs is not None else f"git-sha1:{files[p].blob_id}"
-                         for p in weights)
+    shards = {p: file_hash(files[p]) for p in weights}
+    tokenizer_files = [p for p in files if p in TOKENIZER_FILES or p.endswith(".tiktoken")]
     wanted = set(CONFIG_FILES) | set(TOKENIZER_FILES) | set(RESULT_FILES) | {"adapter_config.json"}
     extra = [p for p in files if p in wanted or p.endswith(".tiktoken")]
-    return {"weight_files": weights, "weights_sha256": fingerprint, "adapter": adapter,
+    return {"weight_files": weights, "weights_sha256": sorted(shards.values()), "weight_shards": shards,
+            "adapter": adapter, "tokenizer_key": sorted((p, file_hash(files[p])) for p in tokenizer_files),
             "files": sorted(set(weights) | set(index) | set(extra)),
             "has_tokenizer": any(p in TOKENIZER_FILES[:3] or p in ("tokenizer.model", "vocab.json") for p in files),
             "weights_bytes": sum(files[p].size for p in weights)}
+
+
+def file_hash(entry) -> str:
+    """An LFS file's sha256 (of its bytes), else the git blob id of a small file."""
+    return entry.lfs.sha256 if entry.lfs is not None else f"git-sha1:{entry.blob_id}"
 
 
 def list_revision(api, repo_id: str, revision: str, commit: str) -> dict:
@@ -104,3 +110,9 @@ def named_revisions(repo_id: str, revisions, branches: dict, tags: dict) -> dict
             shown = ", ".join(known[:8]) + (f", ... ({len(known)} branches)" if len(known) > 8 else "")
             raise SeriesError(f"{repo_id}: revision {name!r} does not exist (branches: {shown})")
     return out
+
+
+def checkpoint_refs(branches: dict, tags: dict) -> dict[str, str]:
+    """{name: commit} of every branch, and every tag, named like a checkpoint (a branch wins a shared name)."""
+    named = {**tags, **branches}
+    return {name: commit for name, commit in named.items() if parse_revision(name) is not None}

@@ -89,3 +89,30 @@ def record_tokens(record: dict, tokens_per_step: int | None) -> tuple[int | None
     if tokens_per_step and record.get("step") is not None:
         return int(record["step"]) * int(tokens_per_step), "tokens_per_step"
     return None, None
+
+
+def read_revisions_file(path) -> list[str]:
+    """Revision names from a file published beside a suite (OLMo's revisions.txt, a checkpoint CSV):
+    one per line (blank lines and `#` comments skipped), or a CSV whose header has a `revision` column."""
+    import csv
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise SeriesError(f"--revisions-file {path}: cannot be read ({type(err).__name__})") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not lines:
+        raise SeriesError(f"--revisions-file {path}: no revision in it")
+    if "," not in lines[0]:
+        return lines
+    rows = list(csv.reader(lines))
+    header = [h.strip().lower() for h in rows[0]]
+    if "revision" not in header:
+        raise SeriesError(f"--revisions-file {path}: a CSV needs a 'revision' column (columns: {', '.join(rows[0])})")
+    column = header.index("revision")
+    names = [row[column].strip() for row in rows[1:] if len(row) > column and row[column].strip()]
+    if not names:
+        raise SeriesError(f"--revisions-file {path}: the 'revision' column is empty")
+    return names

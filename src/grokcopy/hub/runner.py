@@ -12,12 +12,14 @@ from pathlib import Path
 
 from grokcopy.devices import release_memory
 from grokcopy.errors import SeriesError, one_line
+from grokcopy.hub.continuity import sample_parameters, save_samples
 from grokcopy.hub.listing import http_errors
 from grokcopy.hub.revisions import parse_revision
 from grokcopy.hub.store import now
 from grokcopy.run_dir import CHECKPOINT_COPY_EVAL, CHECKPOINT_INDUCTION, TRAINER_STATE, read_json, safetensors_problem
 
 WEIGHTS_DIR = "weights"
+SAMPLES_DIR = "weight_samples"  # per revision, the parameter samples continuity distances are computed from
 
 
 @contextmanager
@@ -60,8 +62,10 @@ def download(repo_id: str, revision: str, commit: str, files: list[str], local_d
 
 
 def analyse_model(model, tokenizer, *, copy_samples: int, symbols: str, seed: int, induction_seq_len: int,
-                   batch_size: int, progress: bool) -> dict:
-    """Copy test + induction analysis of one loaded model (each failure recorded, the other still run)."""
+                  batch_size: int, progress: bool, task_for=None) -> dict:
+    """Copy test + induction analysis of one loaded model (each failure recorded, the other still run).
+    `task_for(config, tokenizer, context)` builds (or reuses) the copy task: it depends on the tokenizer and
+    the context only, so a series builds it once, not once per revision."""
     from grokcopy.analysis.architectures import model_context_length
     from grokcopy.analysis.induction import UnsupportedArchitectureError, analyze_induction
     from grokcopy.copytest.scoring import score_copy_task
@@ -70,9 +74,9 @@ def analyse_model(model, tokenizer, *, copy_samples: int, symbols: str, seed: in
     out: dict = {"exact_match": None, "token_accuracy": None, "copy": None, "copy_error": None,
                  "induction_max": None, "induction": None, "induction_error": None}
     context = model_context_length(model)
+    config = CopyTaskConfig(num_samples=copy_samples, symbols=symbols, seed=seed)
     try:
-        task = build_copy_task(tokenizer, CopyTaskConfig(num_samples=copy_samples, symbols=symbols, seed=seed),
-                               max_length=context)
+        task = (task_for or (lambda c, t, n: build_copy_task(t, c, max_length=n)))(config, tokenizer, context)
         result = score_copy_task(model, task, batch_size=batch_size, progress=progress)
         out.update(exact_match=result["exact_match"], token_accuracy=result["token_accuracy"],
                    copy={**result, "note": task.note})
@@ -94,15 +98,27 @@ def analyse_model(model, tokenizer, *, copy_samples: int, symbols: str, seed: in
     return out
 
 
+ANALYSIS_SETTINGS = ("copy_samples", "symbols", "seed", "induction_seq_len")
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
 class SeriesRunner:
-    """Loads and analyses the revisions of one series (the shared tokenizer fallback lives here)."""
+    """Loads and analyses the revisions of one series. What does not change between revisions is made
+    once: the tokenizer (per set of tokenizer files, by their hashes) and the copy task built from it."""
 
     def __init__(self, repo_id, out_dir, settings, keep_weights, device, progress, batch_size,
                  base_model=None, base_revision="main"):
         self.repo_id, self.out_dir, self.settings, self.batch_size = repo_id, out_dir, settings, batch_size
         self.keep_weights, self.device, self.progress = keep_weights, device, progress
         self.base_model, self.base_revision = base_model, base_revision
-        self._main_tokenizer = None
+        self.dtype = torch_dtype(settings.get("dtype", "float32"))
+        self._tokenizers: dict = {}
+        self._tasks: dict = {}
 
     def load_model(self, path: Path, plan: dict, revision: str):
         """The revision's model; a PEFT adapter on top of its base model (`base_model` or the adapter's own)."""
@@ -114,8 +130,8 @@ class SeriesRunner:
             if problem:
                 raise SeriesError(f"{where}: corrupt checkpoint: {problem}")
         if not plan.get("adapter"):
-            try:
-                return AutoModelForCausalLM.from_pretrained(path), None
+            try:  # safetensors, sharded with an index, pytorch_model.bin or sharded .bin: from_pretrained reads all
+                return AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype), None
             except Exception as err:  # noqa: BLE001 (safetensors, torch and config errors all mean: unloadable)
                 raise SeriesError(f"{where}: cannot load the model: {one_line(err)}") from None
         from peft import PeftModel
@@ -125,7 +141,7 @@ class SeriesRunner:
         if not base:
             raise SeriesError(f"{where}: adapter without base_model_name_or_path; give --base-model")
         try:
-            model = AutoModelForCausalLM.from_pretrained(base, revision=self.base_revision)
+            model = AutoModelForCausalLM.from_pretrained(base, revision=self.base_revision, dtype=self.dtype)
         except Exception as err:  # noqa: BLE001
             raise SeriesError(f"{where}: cannot load the adapter's base model {base}: {one_line(err)}; "
                               "give --base-model") from None
@@ -135,29 +151,49 @@ class SeriesRunner:
             raise SeriesError(f"{where}: cannot load the adapter onto {base}: {one_line(err)}") from None
 
     def tokenizer_for(self, folder: Path, plan: dict, revision: str):
+        """The revision's tokenizer (the one loaded for the same files before, if any), or main's."""
         from transformers import AutoTokenizer
 
+        key = tuple(map(tuple, plan.get("tokenizer_key") or ())) if plan["has_tokenizer"] else "main"
         try:
-            if plan["has_tokenizer"]:
-                return AutoTokenizer.from_pretrained(folder), None
-            if self._main_tokenizer is None:  # checkpoints without a tokenizer: the repo's main one
-                self._main_tokenizer = AutoTokenizer.from_pretrained(self.repo_id, revision="main")
-            return self._main_tokenizer, "main"
+            if key not in self._tokenizers:
+                source = (folder, {}) if key != "main" else (self.repo_id, {"revision": "main"})
+                self._tokenizers[key] = AutoTokenizer.from_pretrained(source[0], **source[1])
         except (OSError, ValueError) as err:
             raise SeriesError(f"{self.repo_id}@{revision}: cannot load the tokenizer: {one_line(err)}") from None
+        return self._tokenizers[key], ("main" if key == "main" else None)
+
+    def task_for(self, config, tokenizer, context):
+        """The copy task of this tokenizer and context, built once (samples depend on nothing else)."""
+        from grokcopy.copytest.task import CopyTaskError, build_copy_task
+
+        key = (id(tokenizer), context)
+        if key not in self._tasks:
+            try:
+                self._tasks[key] = build_copy_task(tokenizer, config, max_length=context)
+            except CopyTaskError as err:
+                self._tasks[key] = err
+        if isinstance(self._tasks[key], Exception):
+            raise self._tasks[key]
+        return self._tasks[key]
 
     def run(self, revision: str, commit: str, plan: dict) -> dict:
         start = time.perf_counter()
-        folder = self.out_dir / WEIGHTS_DIR / re.sub(r"[^A-Za-z0-9._-]+", "_", revision)
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", revision)
+        folder = self.out_dir / WEIGHTS_DIR / safe
         try:
             with quiet_bars(self.progress):
                 path = download(self.repo_id, revision, commit, plan["files"], folder)
+                loading = time.perf_counter()
                 model, base = self.load_model(path, plan, revision)
                 tokenizer, tokenizer_revision = self.tokenizer_for(path, plan, revision)
                 model.to(self.device)
+                save_samples(self.out_dir / SAMPLES_DIR / f"{safe}.safetensors", sample_parameters(model))
                 analysis = analyse_model(model, tokenizer, progress=self.progress, batch_size=self.batch_size,
-                                          **self.settings)
+                                         task_for=self.task_for, **{k: self.settings[k] for k in ANALYSIS_SETTINGS})
             record = self._record(revision, commit, plan, path, model, base, tokenizer_revision, analysis, start)
+            record["seconds_without_download"] = round(time.perf_counter() - loading, 3)
+            record["samples_file"] = f"{SAMPLES_DIR}/{safe}.safetensors"
             del model
             return record
         finally:
@@ -178,10 +214,12 @@ class SeriesRunner:
             "model_type": getattr(model.config, "model_type", None),
             "num_parameters": sum(p.numel() for p in model.parameters()),
             "tokenizer_revision": tokenizer_revision,
-            "weight_files": plan["weight_files"], "weights_sha256": plan["weights_sha256"], "duplicate_of": None,
+            "weight_files": plan["weight_files"], "weights_sha256": plan["weights_sha256"],
+            "weight_shards": plan.get("weight_shards"), "duplicate_of": None,
             **analysis,
             "checkpoint_results": stored or None, "adapter": bool(plan.get("adapter")), "base_model": base,
-            "settings": dict(self.settings), "analysed_at": now(),
+            "settings": dict(self.settings), "device": str(self.device),
+            "analysed_at": now(),
             "seconds": round(time.perf_counter() - start, 3),
         }
         return record
