@@ -1,5 +1,6 @@
 """Scoring: teacher forcing with a shared context equals greedy decoding, on a model that copies, and
-the packed pass (context + every query in one row) equals one full forward per query, token for token."""
+the packed pass (every query of a sample in one row on its context's cache) equals one full forward per
+query, token for token."""
 
 import pytest
 import torch
@@ -97,10 +98,10 @@ def test_packed_queries_equal_one_forward_per_query(model_type, attention, symbo
 
 def test_pack_queries_lets_a_query_see_the_context_and_itself_only():
     sample = CopySample([7, 8, 9], [(1, [1, 2], [3]), (2, [4], [5, 6])])
-    ids, positions, allowed, wanted = pack_queries([sample], "cpu")
-    assert ids.tolist() == [[7, 8, 9, 1, 2, 3, 4, 5, 6]]
-    assert positions.tolist() == [[0, 1, 2, 3, 4, 5, 3, 4, 5]]  # every query starts where the context ends
-    assert wanted.tolist() == [[False, False, False, False, True, False, True, True, False]]
-    seen = allowed[0, 0]
-    assert seen[5].tolist() == [True] * 6 + [False] * 3  # query 1's suffix: the context and query 1
-    assert seen[8].tolist() == [True] * 3 + [False] * 3 + [True] * 3  # query 2: never query 1
+    contexts, queries, positions, allowed, wanted = pack_queries([sample], "cpu")
+    assert contexts.tolist() == [[7, 8, 9]] and queries.tolist() == [[1, 2, 3, 4, 5, 6]]
+    assert positions.tolist() == [[3, 4, 5, 3, 4, 5]]  # every query starts where the context ends
+    assert wanted.tolist() == [[False, True, False, True, True, False]]
+    seen = allowed[0, 0]  # keys: the 3 context tokens, then the 6 query tokens
+    assert seen[2].tolist() == [True] * 6 + [False] * 3  # query 1's suffix: the context and query 1
+    assert seen[5].tolist() == [True] * 3 + [False] * 3 + [True] * 3  # query 2: never query 1

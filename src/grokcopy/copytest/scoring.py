@@ -1,11 +1,12 @@
 """Scoring the copy test: one forward pass per sample, its context shared by its queries.
 
-A sample becomes one row: its context, then each query (prefix + suffix) after it. A 4-D attention
-mask lets every query token see the context and the earlier tokens of its own query only, and the
-position ids of every query start where the context ends, so each query is computed exactly as if
-it alone followed the context (under teacher forcing), while the context runs once and no KV cache
-is copied per query (repeating a 968-token cache for 10 queries was half the time at 162M).
-Logits are projected only where a suffix token is predicted. A query is an exact match when the
+A batch of contexts runs once (causal attention) and keeps its KV cache; then all queries of a
+sample (prefix + suffix each) run as one row on that cache. A 4-D attention mask lets every query
+token see the context and the earlier tokens of its own query only, and the position ids of every
+query start where the context ends, so each query is computed exactly as if it alone followed the
+context (under teacher forcing), while the cache is never repeated per query (repeating a 968-token
+cache for 10 queries was half the time at 162M). Logits are projected only where a suffix token is
+predicted. A query is an exact match when the
 argmax at every suffix position is the suffix token: exactly when greedy decoding would produce
 the suffix, since greedy only diverges after a first wrong token. The numbers come from the
 `metrics/copy_accuracy` evaluate module.
@@ -40,39 +41,47 @@ def predict_suffixes(model, task: CopyTask, batch_size: int = 16, progress: bool
     return [r[1:] for r in _predict(model, task, batch_size, progress, samples)]
 
 
-def pack_queries(samples, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """input_ids, position_ids, the allowed-attention mask (batch, 1, L, L) and the positions whose logits
-    predict a suffix token (batch, L), for samples of equal context length, one row each (right-padded)."""
-    ids, positions, blocks, wanted = [], [], [], []
+def pack_queries(samples, device) -> tuple[torch.Tensor, ...]:
+    """For samples of equal context length: the contexts (batch, C); all queries of a sample in one row
+    after it (batch, Q, right-padded); their position ids (each query starts at C); the mask of what each
+    query token may see, the context and its own query's earlier tokens (batch, 1, Q, C + Q); and the
+    query positions whose logit predicts a suffix token (batch, Q)."""
+    n = len(samples[0].context)
+    rows, positions, blocks, wanted = [], [], [], []
     for sample in samples:
-        n = len(sample.context)
-        row, pos, block, want = list(sample.context), list(range(n)), [0] * n, [False] * n
+        row, pos, block, want = [], [], [], []
         for j, (_, prefix, suffix) in enumerate(sample.queries, start=1):
             length = len(prefix) + len(suffix)
             row += prefix + suffix
             pos += range(n, n + length)
             block += [j] * length
-            # The logit at the last prefix token predicts the first suffix token, ... the last suffix
+            # The logit at the last prefix token predicts the first suffix token, ...; the last suffix
             # token's own logit predicts nothing.
             want += [False] * (len(prefix) - 1) + [True] * len(suffix) + [False]
-        ids.append(row), positions.append(pos), blocks.append(block), wanted.append(want)
-    width = max(map(len, ids))
+        rows.append(row), positions.append(pos), blocks.append(block), wanted.append(want)
+    width = max(map(len, rows))
     pad = lambda rows, value: torch.tensor([r + [value] * (width - len(r)) for r in rows], device=device)  # noqa: E731
     block = pad(blocks, -1)  # -1: padding, which sees only itself (no row without a key: no NaN)
     causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
-    same_block = block[:, :, None] == block[:, None, :]
-    mask = causal & ((block[:, None, :] == 0) | same_block)
-    return pad(ids, 0), pad(positions, 0), mask[:, None], pad(wanted, False)
+    own_query = causal & (block[:, :, None] == block[:, None, :])
+    sees_context = torch.ones(len(samples), width, n, dtype=torch.bool, device=device)
+    mask = torch.cat([sees_context, own_query], dim=-1)[:, None]
+    contexts = torch.tensor([s.context for s in samples], device=device)
+    return contexts, pad(rows, 0), pad(positions, 0), mask, pad(wanted, False)
 
 
 def _predict_batch(model, batch, device, additive_mask: bool) -> list:
-    """(sample, query_index, predicted ids, suffix ids) for each query of a batch of (k, sample)."""
-    input_ids, position_ids, allowed, wanted = pack_queries([s for _, s in batch], device)
+    """(sample, query_index, predicted ids, suffix ids) for each query of a batch of (k, sample).
+
+    Two forwards: the contexts (causal, their KV cache kept once: never repeated per query), then every
+    query of a sample in one row on that cache under the mask of `pack_queries`."""
+    contexts, queries, positions, allowed, wanted = pack_queries([s for _, s in batch], device)
+    cache = model(input_ids=contexts, use_cache=True, logits_to_keep=1).cache
     mask = allowed
     if additive_mask:  # eager attention adds its mask to the scores; sdpa takes the boolean one
         dtype = next(model.parameters()).dtype
         mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, torch.finfo(dtype).min)
-    logits = model(input_ids=input_ids, position_ids=position_ids, attention_mask=mask, use_cache=False,
+    logits = model(input_ids=queries, position_ids=positions, attention_mask=mask, cache=cache, use_cache=True,
                    logits_to_keep=wanted).logits  # (wanted positions of all rows, vocab), row by row
     argmax = iter(logits.argmax(-1).tolist())
     return [(k, i, [next(argmax) for _ in suffix], suffix) for k, sample in batch for i, _, suffix in sample.queries]
@@ -102,7 +111,7 @@ def _predict(model, task: CopyTask, batch_size: int, progress: bool, samples: Se
     model.eval()
     results = []
     chosen = range(len(task.samples)) if samples is None else samples
-    # Samples with equal context length share a batch (always the case for `tokens` symbols): less padding.
+    # Samples with equal context length share a batch (always the case for `tokens` symbols).
     order = sorted(chosen, key=lambda k: (len(task.samples[k].context), k))
     batches = []
     for _, group in groupby(order, key=lambda k: len(task.samples[k].context)):
