@@ -20,9 +20,9 @@ Same LR, betas, eps, clip (1.0), constant LR, no weight decay, fused AdamW when 
 Timing: wall clock from the end of the last warm-up step to the end of the last step (a callback added
 last stamps on_step_end), so (c)'s copy tests and induction analyses in that window are in its time: the
 cost measured (those at step 0 and on_train_end are outside). Variants interleave (a, b, c, a, b, c, ...
-`--repeats`); medians are reported, and for the ratios (c)/(b) and (b)/(a) the mean of the per-repeat
-ratios of neighbouring runs with a bootstrap 95% interval (10,000 resamples of the repeats): many
-short repeats average the machine's drift out. `copytrainer_minus_watching_over_trainer` takes the
+`--repeats`); medians are reported, and for the ratios (c)/(b) and (b)/(a) the mean and the median of
+the per-repeat ratios of neighbouring runs, each with a bootstrap 95% interval (10,000 resamples of the
+repeats): many short repeats average the machine's drift out. `copytrainer_minus_watching_over_trainer` takes the
 copy tests' and analyses' own seconds (their history records) out of (c)'s window: what CopyTrainer
 costs per step besides them. Per variant: tokens/s, s/step, peak memory (CUDA: max_memory_allocated;
 CPU: peak RSS of the variant: Linux VmHWM reset via /proc/self/clear_refs, else a psutil sampler, else
@@ -38,7 +38,7 @@ parameters as nanoGPT counts with tied weights; here the untied input embedding,
 JSON: machine, results (one per size: size, params, block, batch, vocab, steps, warmup, repeats,
 flops_per_token, copy_settings, variants ({bare, trainer, copytrainer}: tokens_per_s, s_per_step,
 peak_mem_mb, mfu, runs_s, ...), copytrainer_over_trainer, trainer_over_bare, ratios (each: mean, ci95,
-per_repeat)).
+median, median_ci95, per_repeat)).
 """
 
 import argparse
@@ -245,12 +245,18 @@ def peak_flops(ns, device):
 
 
 def bootstrap(values, seed=0, resamples=10_000):
-    """Mean and percentile-bootstrap 95% interval of the mean of `values` (resampled with replacement)."""
+    """Mean and median of `values`, each with its percentile-bootstrap 95% interval (the repeats resampled
+    with replacement). The median's is the one to read on a shared machine: a repeat that another
+    process slowed moves the mean, not the median."""
     rng = random.Random(seed)
-    means = sorted(statistics.fmean(rng.choices(values, k=len(values))) for _ in range(resamples))
-    return {"mean": round(statistics.fmean(values), 4),
-            "ci95": [round(means[int(0.025 * resamples)], 4), round(means[int(0.975 * resamples) - 1], 4)],
-            "per_repeat": [round(v, 4) for v in values]}
+    draws = [rng.choices(values, k=len(values)) for _ in range(resamples)]
+    out = {}
+    for name, stat in (("mean", statistics.fmean), ("median", statistics.median)):
+        dist = sorted(map(stat, draws))
+        out[name] = round(stat(values), 4)
+        out["ci95" if name == "mean" else "median_ci95"] = [round(dist[int(0.025 * resamples)], 4),
+                                                           round(dist[int(0.975 * resamples) - 1], 4)]
+    return {**out, "per_repeat": [round(v, 4) for v in values]}
 
 
 def ratios(runs):
@@ -323,8 +329,9 @@ def print_size(r):
     print(f"tokens/s ratios of the medians: copytrainer/trainer = {r['copytrainer_over_trainer']:.3f}, "
           f"trainer/bare = {r['trainer_over_bare']:.3f}")
     for name, x in r["ratios"].items():
-        print(f"{name}: mean of {len(x['per_repeat'])} paired repeats {x['mean']:.4f}, "
-              f"bootstrap 95% interval [{x['ci95'][0]:.4f}, {x['ci95'][1]:.4f}]")
+        print(f"{name}, {len(x['per_repeat'])} paired repeats: mean {x['mean']:.4f} [{x['ci95'][0]:.4f}, "
+              f"{x['ci95'][1]:.4f}], median {x['median']:.4f} [{x['median_ci95'][0]:.4f}, {x['median_ci95'][1]:.4f}] "
+              "(bootstrap 95% intervals)")
 
 
 def main(argv=None):
