@@ -3,6 +3,7 @@ subprocess, writing its JSON with the fields its docstring documents. No timing 
 
 import ast
 import json
+import os
 import re
 import subprocess
 import sys
@@ -57,3 +58,16 @@ def test_bench_train_demo_uses_the_demo_tokenizer_and_copy_settings(tmp_path):
         low, high = ratio["ci95"]
         assert low <= ratio["mean"] <= high and len(ratio["per_repeat"]) == 2
 
+
+def test_gpu_check_dry_run(tmp_path):
+    """benchmarks/gpu_check.sh end to end at smoke sizes on the CPU: it is known to run when a GPU is lent."""
+    env = dict(os.environ, DRY_RUN="1", PYTHON=sys.executable)
+    proc = subprocess.run(["bash", str(BENCHMARKS / "gpu_check.sh"), str(tmp_path / "out")], capture_output=True,
+                          text=True, timeout=1200, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    check = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert {"train", "copy_test", "projection", "nvidia_smi"} <= set(check)
+    assert check["train"]["machine"]["bf16"] and check["copy_test"]["all_agree"]
+    assert set(check["train"]["results"][0]["variants"]) == {"bare", "trainer", "copytrainer"}
+    rows = (tmp_path / "out" / "gpu_check_rows.md").read_text()
+    assert "| copytrainer |" in rows and "(c)/(b) =" in rows
