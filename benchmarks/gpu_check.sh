@@ -19,6 +19,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-${OUT:-gpu_check}}
 python=${PYTHON:-python}
+export PYTHONPATH="$here/../src${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's grokcopy, installed or not
 mkdir -p "$out"
 start=$(date +%s)
 
