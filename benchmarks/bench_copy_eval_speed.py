@@ -1,39 +1,47 @@
-"""How fast is the copy test? Three ways of scoring the paper's copy task, timed and checked against each other.
+"""How fast is the copy test? Four ways of scoring the paper's copy task, timed and checked against each other.
 
 The task has the paper's shape (Lv et al. 2025, Fig. 1): per sample 50 sequences of a 12-token prefix +
 6-token suffix + newline (a ~950-token context) and 10 queries (i = 5, 10, ..., 50); 500 samples in the
-paper (`--samples`; the projected time for 500 is printed too). Scored three ways, `--batch_size`
+paper (`--samples`; the projected time for 500 is printed too). Scored four ways, `--batch_size`
 samples per call in each:
 
-  (i)   kv:       grokcopy.copytest.scoring.score_copy_task: each context run once, its KV cache repeated for
-                  its queries, prefix + suffix teacher-forced (what CopyTrainer runs);
-  (ii)  full:     one full forward per query (context + prefix + suffix, teacher-forced), logits kept
+  (i)   packed:   grokcopy.copytest.scoring.score_copy_task: the contexts once (causal, KV cache kept), then
+                  all queries of a sample (prefix + suffix, teacher-forced) in one row on that cache under
+                  a 4-D mask (what CopyTrainer runs);
+  (ii)  kv_cache: the previous grokcopy scoring, kept here as the baseline: each context run once, its KV
+                  cache repeated for its queries (a copy per query), logits at every position;
+  (iii) full:     one full forward per query (context + prefix + suffix, teacher-forced), logits kept
                   for the suffix positions only;
-  (iii) generate: model.generate(context + prefix, do_sample=False, max_new_tokens=suffix length).
+  (iv)  generate: model.generate(context + prefix, do_sample=False, max_new_tokens=suffix length).
 
-(ii) and (iii) get their exact match from the same evaluate metric as (i). Agreement is checked per
-query: the same exact match in all three; (i) and (ii) the same argmax at every suffix position; (iii)
+(ii)-(iv) get their exact match from the same evaluate metric as (i). Agreement is checked per query:
+the same exact match as (i); (ii) and (iii) the same argmax as (i) at every suffix position; (iv)
 the same tokens as (i) up to and including (i)'s first wrong one (greedy decoding follows the
-teacher-forced argmax until its first error). A random-init model (the default) copies nothing, so its
+teacher-forced argmax until its first error). `--methods` picks which of (ii)-(iv) run besides (i). `--profile`: where the time of (i) and (ii) goes, the
+top operators of one batch by self time (torch.profiler). A random-init model (the default) copies nothing, so its
 exact match is 0 everywhere and the token checks are what compare the methods; `--model_name_or_path`
 scores a trained model instead. Each method runs its first batch once untimed (warm-up).
 
-Model: CPU a 2-layer LLaMA (d=128, 4 heads, MLP 512, context 1024) with a 256-symbol char tokenizer;
+Model: CPU a 2-layer LLaMA (d=128, 4 heads, MLP 512, context 1024) with a 256-symbol char tokenizer
+(`--model mid`: bench_train.py's mid shape, 4 x 256, context 256: 12 sequences fit);
 CUDA the paper's 162M LLaMA (`paper-162m` preset, 32,000 symbols). torch.inference_mode throughout;
 `--bf16` runs the model in bfloat16.
 
     .venv/bin/python benchmarks/bench_copy_eval_speed.py                      # CPU: 50 samples, 2 threads
     .venv/bin/python benchmarks/bench_copy_eval_speed.py --bf16               # CUDA: 500 samples, paper-162m
+    .venv/bin/python benchmarks/bench_copy_eval_speed.py --smoke              # CI: 2 samples of the small model
+
+JSON: machine, model, params, dtype, samples, batch_size, queries_per_sample, tokens_per_sample,
+seconds, projected_500_samples_s, s_per_sample (each {packed, kv_cache, full, generate}),
+speedup_packed_over_kv_cache, exact_match, agreement, all_agree, profile (with --profile).
 """
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
 import transformers
-from machine import cpu_name
+from common import add_common_arguments, finish, machine
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from grokcopy.analysis.architectures import model_context_length
@@ -45,7 +53,9 @@ from grokcopy.training.modeling import build_model
 
 SMALL = dict(model_type="llama", num_hidden_layers=2, hidden_size=128, num_attention_heads=4, num_key_value_heads=4,
              intermediate_size=512, max_position_embeddings=1024, tie_word_embeddings=False)
-MODELS = {"small": (SMALL, 256), "paper-162m": (dict(preset="paper-162m"), 32000)}
+MID = dict(SMALL, num_hidden_layers=4, hidden_size=256, intermediate_size=1024, max_position_embeddings=256)
+MODELS = {"small": (SMALL, 256), "mid": (MID, 512), "paper-162m": (dict(preset="paper-162m"), 32000)}
+METHODS = ("kv_cache", "full", "generate")
 
 
 def load(ns, device):
@@ -75,6 +85,25 @@ def query_rows(samples, device, with_suffix):
     if len({len(r) for r in rows}) != 1:
         raise SystemExit("rows of unequal length (hex symbols?): this benchmark needs `tokens` symbols")
     return torch.tensor(rows, dtype=torch.long, device=device)
+
+
+@torch.inference_mode()
+def predict_kv_cache(model, samples, device):
+    """(ii) the previous scoring: contexts once, the KV cache repeated per query, then prefix + suffix."""
+    contexts = torch.tensor([s.context for s in samples], dtype=torch.long, device=device)
+    cache = model(input_ids=contexts, use_cache=True).cache
+    cache.batch_repeat_interleave(len(samples[0].queries))
+    queries = torch.tensor([p + q for s in samples for _, p, q in s.queries], dtype=torch.long, device=device)
+    argmax = model(input_ids=queries, cache=cache, use_cache=True).logits.argmax(-1)
+    n_prefix, n_suffix = len(samples[0].queries[0][1]), len(samples[0].queries[0][2])
+    return argmax[:, n_prefix - 1:n_prefix - 1 + n_suffix].tolist()
+
+
+@torch.inference_mode()
+def predict_packed(model, samples, device):
+    """(i) grokcopy's scoring (for the profile: predictions of one batch)."""
+    task = CopyTask(CopyTaskConfig(), samples, 0, [])
+    return [p for _, p, _ in predict_suffixes(model, task, batch_size=len(samples))]
 
 
 @torch.inference_mode()
@@ -118,21 +147,40 @@ def run_per_batch(predict, model, task, ns, device):
     return preds, em, seconds
 
 
-def agreement(kv, full, gen, refs):
-    """Per-query checks: exact match equal in all three, (i) == (ii) token for token, (iii) follows (i)
-    up to and including (i)'s first wrong token."""
-    em = [[p == r for p, r in zip(preds, refs)] for preds in (kv, full, gen)]
-    greedy_ok = 0
-    for k, g, r in zip(kv, gen, refs):
-        first_wrong = next((j for j, (a, b) in enumerate(zip(k, r)) if a != b), len(r) - 1)
-        greedy_ok += g[:first_wrong + 1] == k[:first_wrong + 1]
-    return {
-        "queries": len(refs),
-        "exact_match_same_all_three": sum(a == b == c for a, b, c in zip(*em)),
-        "kv_full_same_tokens": sum(a == b for a, b in zip(kv, full)),
-        "generate_follows_kv": greedy_ok,
-        "first_token_same_all_three": sum(a[0] == b[0] == c[0] for a, b, c in zip(kv, full, gen)),
-    }
+def agreement(preds, refs):
+    """Per query, against (i): the same exact match; the same argmax at every suffix position for (ii) and
+    (iii); for (iv) the same tokens up to and including (i)'s first wrong one."""
+    packed, checks = preds["packed"], {"queries": len(refs)}
+    for name, other in preds.items():
+        if name == "packed":
+            continue
+        checks[f"{name}_exact_match_same"] = sum((p == r) == (o == r) for p, o, r in zip(packed, other, refs))
+        if name != "generate":
+            checks[f"{name}_same_tokens"] = sum(p == o for p, o in zip(packed, other))
+            continue
+        follows = 0
+        for p, g, r in zip(packed, other, refs):
+            first_wrong = next((j for j, (a, b) in enumerate(zip(p, r)) if a != b), len(r) - 1)
+            follows += g[:first_wrong + 1] == p[:first_wrong + 1]
+        checks["generate_follows_packed"] = follows
+    return checks
+
+
+def profile(model, task, ns, device):
+    """Top operators by self time of one batch of (i) and of (ii): where the copy test's time goes."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    cuda = device.type == "cuda"
+    self_time = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)  # noqa: E731
+    batch, out = task.samples[:ns.batch_size], {}
+    for name, predict in (("packed", predict_packed), ("kv_cache", predict_kv_cache)):
+        with torch_profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+            predict(model, batch, device)
+        ops = sorted(prof.key_averages(), key=self_time, reverse=True)
+        total = sum(map(self_time, ops)) or 1
+        out[name] = {"total_ms": round(total / 1e3, 1), **{e.key: round(self_time(e) / total, 3) for e in ops[:6]}}
+    return out
 
 
 def main(argv=None):
@@ -143,10 +191,13 @@ def main(argv=None):
     parser.add_argument("--model_name_or_path", help="a trained model (context >= 968 tokens) instead")
     parser.add_argument("--batch_size", type=int, default=16, help="samples per call (CopyTrainer's default 16)")
     parser.add_argument("--bf16", action="store_true", help="run the model in bfloat16")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--profile", action="store_true", help="where the time of (i) and (ii) goes")
+    parser.add_argument("--methods", default=",".join(METHODS), help="besides (i), which of " + ", ".join(METHODS))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", help="write the results here")
+    add_common_arguments(parser)
     ns = parser.parse_args(argv)
+    if ns.smoke:
+        ns.samples, ns.batch_size = 2, 2
     torch.set_num_threads(ns.threads)
     transformers.logging.set_verbosity_error()
     device = torch.device("cuda" if cuda else "cpu")
@@ -158,33 +209,31 @@ def main(argv=None):
 
     first = CopyTask(task.config, task.samples[:ns.batch_size], task.num_sequences, task.query_indices)
     score_copy_task(model, first, batch_size=ns.batch_size)  # warm-up
-    scores, kv_s = timed(lambda: score_copy_task(model, task, batch_size=ns.batch_size), device)
-    kv = [p for _, p, _ in predict_suffixes(model, task, batch_size=ns.batch_size)]  # untimed: for the checks
-    full, full_em, full_s = run_per_batch(predict_full, model, task, ns, device)
-    gen, gen_em, gen_s = run_per_batch(predict_generate, model, task, ns, device)
+    scores, packed_s = timed(lambda: score_copy_task(model, task, batch_size=ns.batch_size), device)
+    packed = [p for _, p, _ in predict_suffixes(model, task, batch_size=ns.batch_size)]  # untimed: for the checks
+    preds, em, seconds = {"packed": packed}, {"packed": scores["exact_match"]}, {"packed": packed_s}
+    predictors = {"kv_cache": predict_kv_cache, "full": predict_full, "generate": predict_generate}
+    for name in ns.methods.split(","):
+        preds[name], em[name], seconds[name] = run_per_batch(predictors[name], model, task, ns, device)
 
-    checks = agreement(kv, full, gen, refs)
+    checks = agreement(preds, refs)
     agree = all(v == checks["queries"] for k, v in checks.items() if k != "queries")
-    scale = 500 / ns.samples
     result = {
-        "device": torch.cuda.get_device_name() if cuda else cpu_name(),
-        "threads": torch.get_num_threads(), "torch": torch.__version__, "transformers": transformers.__version__,
-        "model": ns.model_name_or_path or ns.model, "params": sum(p.numel() for p in model.parameters()),
-        "dtype": str(next(model.parameters()).dtype), "samples": ns.samples, "batch_size": ns.batch_size,
-        "queries_per_sample": len(task.query_indices), "tokens_per_sample": task.max_length,
-        "seconds": {"kv": round(kv_s, 3), "full": round(full_s, 3), "generate": round(gen_s, 3)},
-        "projected_500_samples_s": {"kv": round(kv_s * scale, 1), "full": round(full_s * scale, 1),
-                                    "generate": round(gen_s * scale, 1)},
-        "speedup_kv_over_full": round(full_s / kv_s, 2), "speedup_kv_over_generate": round(gen_s / kv_s, 2),
-        "exact_match": {"kv": scores["exact_match"], "full": full_em, "generate": gen_em},
-        "agreement": checks, "all_agree": agree,
+        "machine": machine(), "model": ns.model_name_or_path or ns.model,
+        "params": sum(p.numel() for p in model.parameters()), "dtype": str(next(model.parameters()).dtype),
+        "samples": ns.samples, "batch_size": ns.batch_size, "queries_per_sample": len(task.query_indices),
+        "tokens_per_sample": task.max_length,
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "projected_500_samples_s": {k: round(v * 500 / ns.samples, 1) for k, v in seconds.items()},
+        "s_per_sample": {k: round(v / ns.samples, 4) for k, v in seconds.items()},
+        "speedup_packed_over_kv_cache": round(seconds["kv_cache"] / packed_s, 2) if "kv_cache" in seconds else None,
+        "exact_match": em, "agreement": checks, "all_agree": agree,
     }
-    print(json.dumps(result, indent=1))
-    print(f"\nkv {kv_s:.2f} s, full forward {full_s:.2f} s ({full_s / kv_s:.1f}x slower), generate {gen_s:.2f} s "
-          f"({gen_s / kv_s:.1f}x slower) for {ns.samples} samples; for 500: kv {kv_s * scale:.1f} s, "
-          f"full {full_s * scale:.1f} s, generate {gen_s * scale:.1f} s. Methods agree: {agree}")
-    if ns.json:
-        Path(ns.json).write_text(json.dumps(result, indent=1) + "\n")
+    if ns.profile:
+        result["profile"] = profile(model, task, ns, device)
+    finish(result, ns.json)
+    print("\n" + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()) + f" for {ns.samples} samples; "
+          f"packed over the KV-cache baseline: {result['speedup_packed_over_kv_cache']}x. Methods agree: {agree}")
 
 
 if __name__ == "__main__":

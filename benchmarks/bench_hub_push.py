@@ -3,10 +3,13 @@ its own branch every `--save_steps`, against the same run without pushes, in one
 the project's local Hub-compatible server (tests/hub_server.py) on 127.0.0.1.
 
     .venv/bin/python benchmarks/bench_hub_push.py [--max_steps 200] [--save_steps 20]
+    .venv/bin/python benchmarks/bench_hub_push.py --smoke     # CI: 2 steps, a push per step
+
+JSON: machine, steps, checkpoints_pushed, train_s_without_push, train_s_with_push,
+step_time_waiting_on_pushes, end_of_training_wait_s.
 """
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -22,19 +25,13 @@ configure_client_env(PORT)
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="bench_hf_")
 
 import torch  # noqa: E402
-from machine import cpu_name  # noqa: E402
-
-from grokcopy.experiments.demo import demo_config_path  # noqa: E402
-from grokcopy.training.config import parse_args  # noqa: E402
-from grokcopy.training.pipeline import build_trainer  # noqa: E402
+from common import add_common_arguments, demo_trainer, finish, machine  # noqa: E402
 
 
-def run(out, steps, save_steps, push):
+def run(out, steps, save_steps, push, smoke):
     extra = ["--hub_checkpoint_series", "true", "--hub_model_id", f"bench/run-{uuid.uuid4().hex[:6]}"] if push else []
-    args = parse_args(demo_config_path(), ["--output_dir", out, "--max_steps", str(steps), "--save_steps",
-                                           str(save_steps), "--eval_strategy", "no", "--copy_eval_schedule", "none",
-                                           "--induction_analysis", "false", "--disable_tqdm", "true", *extra])
-    trainer = build_trainer(*args)
+    trainer = demo_trainer(out, ["--max_steps", str(steps), "--save_steps", str(save_steps), "--eval_strategy", "no",
+                                 "--copy_eval_schedule", "none", "--induction_analysis", "false", *extra], smoke)
     start = time.perf_counter()
     trainer.train()  # includes the final wait for pushes still in flight
     total = time.perf_counter() - start
@@ -48,24 +45,25 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--max_steps", type=int, default=200)
     parser.add_argument("--save_steps", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=2)
+    add_common_arguments(parser)
     ns = parser.parse_args()
+    if ns.smoke:
+        ns.max_steps, ns.save_steps = 2, 1
     torch.set_num_threads(ns.threads)
     with tempfile.TemporaryDirectory() as storage, tempfile.TemporaryDirectory() as out:
         server = HubServer(storage, port=PORT)
         server.start()
         try:
-            base, _ = run(f"{out}/base", ns.max_steps, ns.save_steps, push=False)
-            pushed, final_wait = run(f"{out}/push", ns.max_steps, ns.save_steps, push=True)
+            base, _ = run(f"{out}/base", ns.max_steps, ns.save_steps, push=False, smoke=ns.smoke)
+            pushed, final_wait = run(f"{out}/push", ns.max_steps, ns.save_steps, push=True, smoke=ns.smoke)
         finally:
             server.stop()
-    print(json.dumps({
-        "cpu": cpu_name(),
-        "threads": ns.threads, "steps": ns.max_steps, "checkpoints_pushed": ns.max_steps // ns.save_steps,
+    finish({
+        "machine": machine(), "steps": ns.max_steps, "checkpoints_pushed": ns.max_steps // ns.save_steps,
         "train_s_without_push": round(base, 2), "train_s_with_push": round(pushed, 2),
         "step_time_waiting_on_pushes": round(pushed / base - 1, 4),
         "end_of_training_wait_s": round(final_wait, 2),
-    }, indent=2))
+    }, ns.json)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,13 @@ parameters for the continuity distances, copy test, induction analysis. One extr
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_series.py [--revisions 2] [--copy-samples 100]
     # on a GPU node (bf16, the default there):
     .venv/bin/python benchmarks/bench_series.py --device cuda --dtype bfloat16 --revisions 4
+    .venv/bin/python benchmarks/bench_series.py --smoke   # CI: the `tiny` preset, 1 revision, 4 samples
+
+JSON: machine, model, device, dtype, copy_samples, batch_size, peak_rss_mb, vocab_size, revisions,
+seconds_without_download (one per revision), series_wall_seconds, one_revision_by_parts.
 """
 
 import argparse
-import json
 import os
 import random
 import sys
@@ -30,7 +33,7 @@ configure_client_env(PORT)
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="bench_hf_")
 
 import torch  # noqa: E402
-from machine import cpu_name  # noqa: E402
+from common import add_common_arguments, finish, machine  # noqa: E402
 
 from grokcopy.hub.series import analyze_series  # noqa: E402
 from grokcopy.training.data import train_tokenizer  # noqa: E402
@@ -44,17 +47,17 @@ def random_words_tokenizer(vocab_size: int):
     return train_tokenizer(lines, kind="bpe", vocab_size=vocab_size)
 
 
-def push_revisions(root: Path, n: int, vocab_size: int, tokenizer) -> str:
+def push_revisions(root: Path, n: int, vocab_size: int, tokenizer, preset_name: str = "paper-162m") -> str:
     from huggingface_hub import HfApi
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    preset = {k: v for k, v in PRESETS["paper-162m"].items() if k != "model_type"}
+    preset = {k: v for k, v in PRESETS[preset_name].items() if k != "model_type"}
     config = LlamaConfig(vocab_size=vocab_size, bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **preset)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     api = HfApi()
-    repo = api.create_repo(f"bench/paper-162m-{uuid.uuid4().hex[:6]}").repo_id
+    repo = api.create_repo(f"bench/{preset_name}-{uuid.uuid4().hex[:6]}").repo_id
     for step in range(n):
         with torch.no_grad():  # a little training-like movement between revisions
             for p in model.parameters():
@@ -107,15 +110,19 @@ def main():
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--vocab-size", type=int, default=32000)
-    parser.add_argument("--json", help="write the numbers here")
+    add_common_arguments(parser)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    preset = "tiny" if args.smoke else "paper-162m"
+    if args.smoke:
+        args.revisions, args.copy_samples, args.vocab_size = 1, 4, 512
 
     server = HubServer(Path(tempfile.mkdtemp(prefix="bench_hub_")), port=PORT)
     server.start()
     try:
         root = Path(tempfile.mkdtemp(prefix="bench_series_"))
         tokenizer = random_words_tokenizer(args.vocab_size)
-        repo, first = push_revisions(root, args.revisions, len(tokenizer), tokenizer)
+        repo, first = push_revisions(root, args.revisions, len(tokenizer), tokenizer, preset)
         start = time.perf_counter()
         records = analyze_series(repo, out_dir=root / "series", copy_samples=args.copy_samples, device=args.device,
                                  dtype=args.dtype, batch_size=args.batch_size, progress=False)
@@ -126,16 +133,13 @@ def main():
     per_revision = [r["seconds_without_download"] for r in records]
     import resource
 
-    result = {"machine": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "device": args.device, "dtype": args.dtype, "copy_samples": args.copy_samples,
+    result = {"machine": machine(), "model": preset, "device": args.device, "dtype": args.dtype, "copy_samples": args.copy_samples,
               "batch_size": args.batch_size,
               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
               "vocab_size": len(tokenizer), "revisions": len(records),
               "seconds_without_download": per_revision, "series_wall_seconds": round(wall, 1),
               "one_revision_by_parts": parts}
-    print(json.dumps(result, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    finish(result, args.json)
 
 
 if __name__ == "__main__":

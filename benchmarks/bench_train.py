@@ -11,11 +11,20 @@ optimizer steps after `--warmup` untimed steps, three ways:
       40-token context) and the induction analysis on the same schedule (`induction_eval_steps` =
       `copy_eval_steps`: without it the analysis runs only at checkpoint saves, and there are none).
 
+The demo size is the demo's own: its model (trainer_configs/demo.yaml: the demo preset with its MLP
+of 128), its char tokenizer trained on its corpus (the first 4,000 documents hold every symbol), its
+copy settings (copy_symbol_pattern included) and its learning rate, beta2 and micro-batch of 128
+(no gradient accumulation here, in any variant).
+
 Same LR, betas, eps, clip (1.0), constant LR, no weight decay, fused AdamW when available, in all three.
 Timing: wall clock from the end of the last warm-up step to the end of the last step (a callback added
 last stamps on_step_end), so (c)'s copy tests and induction analyses in that window are in its time: the
 cost measured (those at step 0 and on_train_end are outside). Variants interleave (a, b, c, a, b, c, ...
-`--repeats`); medians are reported. Per variant: tokens/s, s/step, peak memory (CUDA: max_memory_allocated;
+`--repeats`); medians are reported, and for the ratios (c)/(b) and (b)/(a) the mean and the median of
+the per-repeat ratios of neighbouring runs, each with a bootstrap 95% interval (10,000 resamples of the
+repeats): many short repeats average the machine's drift out. `copytrainer_minus_watching_over_trainer` takes the
+copy tests' and analyses' own seconds (their history records) out of (c)'s window: what CopyTrainer
+costs per step besides them. Per variant: tokens/s, s/step, peak memory (CUDA: max_memory_allocated;
 CPU: peak RSS of the variant: Linux VmHWM reset via /proc/self/clear_refs, else a psutil sampler, else
 ru_maxrss) and MFU = training tokens/s x (6N + 12*L*H*Q*T) / peak FLOPs, nanoGPT's estimate_mfu (N = all
 parameters as nanoGPT counts with tied weights; here the untied input embedding, a lookup, is counted too:
@@ -24,6 +33,12 @@ parameters as nanoGPT counts with tied weights; here the untied input embedding,
 
     .venv/bin/python benchmarks/bench_train.py                         # CPU: demo and mid, 2 threads
     .venv/bin/python benchmarks/bench_train.py --sizes paper-162m --bf16 --compile   # CUDA
+    .venv/bin/python benchmarks/bench_train.py --smoke                 # CI: 2 steps of the demo, 2 repeats
+
+JSON: machine, results (one per size: size, params, block, batch, vocab, steps, warmup, repeats,
+flops_per_token, copy_settings, variants ({bare, trainer, copytrainer}: tokens_per_s, s_per_step,
+peak_mem_mb, mfu, runs_s, ...), copytrainer_over_trainer, trainer_over_bare, ratios (each: mean, ci95,
+median, median_ci95, per_repeat)).
 """
 
 import argparse
@@ -31,7 +46,7 @@ import contextlib
 import gc
 import importlib.util
 import json
-import os
+import random
 import resource
 import statistics
 import sys
@@ -44,33 +59,48 @@ from pathlib import Path
 import datasets
 import torch
 import transformers
-from machine import cpu_name
+from common import add_common_arguments, finish, machine
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, default_data_collator
 
 from grokcopy.experiments.demo import demo_config_path
 from grokcopy.run_dir import COPY_HISTORY, INDUCTION_HISTORY, read_jsonl
 from grokcopy.training.callbacks import eval_steps_schedule
-from grokcopy.training.config import CopyTrainingArguments, ModelArguments, load_config_file
+from grokcopy.training.config import CopyTrainingArguments, ModelArguments, load_config_file, parse_args
 from grokcopy.training.data import train_tokenizer
+from grokcopy.training.demo_corpus import DemoCorpusConfig, generate_documents
 from grokcopy.training.modeling import build_model
 from grokcopy.training.trainer import CopyTrainer
 
 MID = dict(model_type="llama", num_hidden_layers=4, hidden_size=256, num_attention_heads=4, num_key_value_heads=4,
            intermediate_size=1024, max_position_embeddings=256, tie_word_embeddings=False)
-# model, block, batch, vocab, lr, beta2, default steps (CPU demo: ~20-40 s per variant on 2 cores)
+# model, block, batch, vocab, lr, beta2, default steps (CPU demo: ~20-40 s per variant on 2 cores); the demo's
+# model, block, batch, vocab, lr and beta2 come from trainer_configs/demo.yaml (demo_size); tiny: dry runs.
 SIZES = {
-    "demo": dict(model=dict(preset="demo"), block=40, batch=128, vocab=70, lr=3e-3, beta2=0.98, steps=150),
+    "demo": dict(steps=150),
     "mid": dict(model=MID, block=256, batch=16, vocab=512, lr=1e-3, beta2=0.98, steps=25),
     "paper-162m": dict(model=dict(preset="paper-162m"), block=1024, batch=16, vocab=32000, lr=2e-4, beta2=0.999,
                        steps=50),
+    "tiny": dict(model=dict(preset="tiny"), block=128, batch=4, vocab=256, lr=1e-3, beta2=0.98, steps=5),
 }
 VARIANTS = ("bare", "trainer", "copytrainer")
+SMOKE_SAMPLES = 4  # copy-test samples in a smoke run
 
 
-def copy_settings(size):
+def demo_size() -> dict:
+    """The demo's model, block, micro-batch, optimizer settings and tokenizer, from its config."""
+    model_args, data_args, args = parse_args(demo_config_path(), ["--output_dir", "unused"])
+    corpus = DemoCorpusConfig(**{**json.loads(data_args.demo_corpus_config), "num_documents": 4000})
+    tokenizer = train_tokenizer(generate_documents(corpus), kind="char")
+    return dict(model=model_args, block=data_args.block_size, batch=args.per_device_train_batch_size,
+                tokenizer=tokenizer, lr=args.learning_rate, beta2=args.adam_beta2)
+
+
+def copy_settings(size, smoke):
     if size == "demo":  # the demo's own copy test and induction schedule
-        return {k: v for k, v in load_config_file(demo_config_path()).items() if k.startswith(("copy_", "induction_"))}
-    return {"induction_eval_steps": CopyTrainingArguments.copy_eval_steps}  # defaults, analysis on their schedule
+        copy = {k: v for k, v in load_config_file(demo_config_path()).items() if k.startswith(("copy_", "induction_"))}
+    else:
+        copy = {"induction_eval_steps": CopyTrainingArguments.copy_eval_steps}  # defaults, analysis on their schedule
+    return {**copy, "copy_num_samples": SMOKE_SAMPLES} if smoke else copy
 
 
 def char_tokenizer(vocab):
@@ -214,14 +244,39 @@ def peak_flops(ns, device):
     return 2 * n**3 / best, f"measured: best of 5 {n}x{n} {str(dtype)[6:]} matmuls, {torch.get_num_threads()} threads"
 
 
+def bootstrap(values, seed=0, resamples=10_000):
+    """Mean and median of `values`, each with its percentile-bootstrap 95% interval (the repeats resampled
+    with replacement). The median's is the one to read on a shared machine: a repeat that another
+    process slowed moves the mean, not the median."""
+    rng = random.Random(seed)
+    draws = [rng.choices(values, k=len(values)) for _ in range(resamples)]
+    out = {}
+    for name, stat in (("mean", statistics.fmean), ("median", statistics.median)):
+        dist = sorted(map(stat, draws))
+        out[name] = round(stat(values), 4)
+        out["ci95" if name == "mean" else "median_ci95"] = [round(dist[int(0.025 * resamples)], 4),
+                                                           round(dist[int(0.975 * resamples) - 1], 4)]
+    return {**out, "per_repeat": [round(v, 4) for v in values]}
+
+
+def ratios(runs):
+    """(c)/(b), (b)/(a) and (c minus its copy tests and analyses)/(b) in tokens/s, repeat by repeat."""
+    pairs = list(zip(runs["bare"], runs["trainer"], runs["copytrainer"]))
+    watched = [c["seconds"] - c.get("copy_test_s", 0) - c.get("induction_s", 0) for _, _, c in pairs]
+    return {"copytrainer_over_trainer": bootstrap([b["seconds"] / c["seconds"] for _, b, c in pairs]),
+            "trainer_over_bare": bootstrap([a["seconds"] / b["seconds"] for a, b, _ in pairs]),
+            "copytrainer_minus_watching_over_trainer": bootstrap([b["seconds"] / w
+                                                                 for (_, b, _), w in zip(pairs, watched)])}
+
+
 def bench_size(size, ns, device, peak):
-    cfg = dict(SIZES[size])
+    cfg = {**SIZES[size], **(demo_size() if size == "demo" else {})}
     ns.steps = ns.steps_arg or cfg["steps"]
-    tokenizer = char_tokenizer(cfg["vocab"])
+    tokenizer = cfg.get("tokenizer") or char_tokenizer(cfg["vocab"])
     gen = torch.Generator().manual_seed(ns.seed)
     blocks = torch.randint(5, len(tokenizer), ((ns.warmup + ns.steps) * cfg["batch"], cfg["block"]), generator=gen)
     data = datasets.Dataset.from_dict({"input_ids": blocks.tolist(), "labels": blocks.tolist()})
-    copy = copy_settings(size)
+    copy = copy_settings(size, ns.smoke)
     runs = {v: [] for v in VARIANTS}
     for _ in range(ns.repeats):
         for variant in VARIANTS:
@@ -230,7 +285,8 @@ def bench_size(size, ns, device, peak):
                 torch.cuda.empty_cache()
             with peak_memory(device.type == "cuda") as mem:
                 torch.manual_seed(ns.seed)
-                model = build_model(ModelArguments(**cfg["model"]), tokenizer)
+                model_args = cfg["model"] if isinstance(cfg["model"], ModelArguments) else ModelArguments(**cfg["model"])
+                model = build_model(model_args, tokenizer)
                 c, n_params = model.config, sum(p.numel() for p in model.parameters())
                 if variant == "bare":
                     marks, info = run_bare(model, data, cfg, ns, device)
@@ -258,6 +314,7 @@ def bench_size(size, ns, device, peak):
     v = result["variants"]
     result["copytrainer_over_trainer"] = round(v["copytrainer"]["tokens_per_s"] / v["trainer"]["tokens_per_s"], 4)
     result["trainer_over_bare"] = round(v["trainer"]["tokens_per_s"] / v["bare"]["tokens_per_s"], 4)
+    result["ratios"] = ratios(runs)
     return result
 
 
@@ -269,8 +326,12 @@ def print_size(r):
         notes = {k: x for k, x in v.items() if k not in ("tokens_per_s", "s_per_step", "peak_mem_mb", "mfu")}
         print(f"{name:<12} {v['tokens_per_s']:>11.1f} {v['s_per_step']:>9.4f} {v['peak_mem_mb']:>9.1f} "
               f"{v['mfu']:>8.2%}  {notes}")
-    print(f"tokens/s ratios: copytrainer/trainer = {r['copytrainer_over_trainer']:.3f}, "
+    print(f"tokens/s ratios of the medians: copytrainer/trainer = {r['copytrainer_over_trainer']:.3f}, "
           f"trainer/bare = {r['trainer_over_bare']:.3f}")
+    for name, x in r["ratios"].items():
+        print(f"{name}, {len(x['per_repeat'])} paired repeats: mean {x['mean']:.4f} [{x['ci95'][0]:.4f}, "
+              f"{x['ci95'][1]:.4f}], median {x['median']:.4f} [{x['median_ci95'][0]:.4f}, {x['median_ci95'][1]:.4f}] "
+              "(bootstrap 95% intervals)")
 
 
 def main(argv=None):
@@ -280,13 +341,15 @@ def main(argv=None):
     parser.add_argument("--steps", dest="steps_arg", type=int, default=None, help="timed steps (default per size)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (>= 1)")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast in all three")
     parser.add_argument("--compile", action="store_true", help="torch.compile in all three")
     parser.add_argument("--peak_flops", type=float, default=989e12, help="CUDA peak (default: H100 bf16 dense)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", help="write the results here")
+    add_common_arguments(parser)
     ns = parser.parse_args(argv)
+    if ns.smoke:  # 2 timed steps after 1, 2 repeats (the interval needs two); sizes as given, demo by default
+        ns.steps_arg, ns.warmup, ns.repeats = 2, 1, 2
+        ns.sizes = ns.sizes if "--sizes" in (argv or sys.argv) else "demo"
     if ns.warmup < 1:
         parser.error("--warmup must be >= 1 (the window starts at the end of the last warm-up step)")
     torch.set_num_threads(ns.threads)
@@ -297,17 +360,14 @@ def main(argv=None):
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # as nanoGPT, all variants
     ns.optim = optimizer_name(device)
     peak, peak_how = peak_flops(ns, device)
-    machine = {"device": torch.cuda.get_device_name() if cuda else cpu_name(), "threads": torch.get_num_threads(),
-               "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "torch": torch.__version__,
-               "transformers": transformers.__version__, "optimizer": ns.optim, "bf16": ns.bf16,
-               "compile": ns.compile, "peak_flops": peak, "peak_flops_source": peak_how}
-    print(json.dumps(machine))
+    setup = {**machine(), "optimizer": ns.optim, "bf16": ns.bf16, "compile": ns.compile, "peak_flops": peak,
+             "peak_flops_source": peak_how}
+    print(json.dumps(setup))
     results = []
     for size in ns.sizes.split(","):
         results.append(bench_size(size.strip(), ns, device, peak))
         print_size(results[-1])
-    if ns.json:
-        Path(ns.json).write_text(json.dumps({"machine": machine, "results": results}, indent=1) + "\n")
+    finish({"machine": setup, "results": results}, ns.json)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
-"""Scoring: teacher forcing with a shared context equals greedy decoding, on a model that copies."""
+"""Scoring: teacher forcing with a shared context equals greedy decoding, on a model that copies, and
+the packed pass (every query of a sample in one row on its context's cache) equals one full forward per
+query, token for token."""
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from grokcopy.copytest.scoring import predict_suffixes, score_copy_task
-from grokcopy.copytest.task import CopyTaskConfig, build_copy_task
+from grokcopy.copytest.scoring import pack_queries, predict_suffixes, score_copy_task
+from grokcopy.copytest.task import CopySample, CopyTaskConfig, build_copy_task
 from grokcopy.experiments.demo import demo_config_path
 from grokcopy.training.config import parse_args
+from grokcopy.training.data import train_tokenizer
 
 
 def demo_copy_config(**overrides) -> CopyTaskConfig:
@@ -55,3 +58,50 @@ def test_score_matches_the_metric_by_hand(trained):
     tokens = sum(a == b for _, p, r in pairs for a, b in zip(p, r)) / sum(len(r) for _, _, r in pairs)
     assert result["token_accuracy"] == pytest.approx(tokens)
     assert set(result["per_position"]) == {str(i) for i in task.query_indices}
+
+
+@torch.inference_mode()
+def one_forward_per_query(model, task):
+    """The reference: context + prefix + suffix of each query as its own sequence, argmax at the suffix."""
+    out = []
+    for sample in task.samples:
+        for i, prefix, suffix in sample.queries:
+            logits = model(input_ids=torch.tensor([sample.context + prefix + suffix])).logits[0]
+            start = len(sample.context) + len(prefix) - 1
+            out.append((i, logits[start:start + len(suffix)].argmax(-1).tolist(), suffix))
+    return out
+
+
+SHAPE = dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=64,
+             max_position_embeddings=200)
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2", "gpt_neox"])
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("symbols", ["tokens", "hex"])
+def test_packed_queries_equal_one_forward_per_query(model_type, attention, symbols):
+    """Absolute (GPT-2) and rotary positions, both mask kinds, and hex queries of unequal token lengths
+    (a BPE tokenizer), so rows of one batch are padded to different lengths."""
+    text = ["the quick brown fox jumps over the lazy dog 0123456789 abcdef\n"] * 50
+    tokenizer = train_tokenizer(text, kind="bpe", vocab_size=300)
+    config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), **SHAPE)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation=attention).eval()
+    copy_config = CopyTaskConfig(num_samples=5, num_sequences=8, prefix_length=4, suffix_length=3, query_stride=2,
+                                 symbols=symbols, seed=3)
+    task = build_copy_task(tokenizer, copy_config, max_length=200)
+    if symbols == "hex":
+        assert len({len(p) + len(q) for s in task.samples for _, p, q in s.queries}) > 1  # unequal queries
+    assert predict_suffixes(model, task, batch_size=3) == one_forward_per_query(model, task)
+    assert model.config._attn_implementation == attention  # restored
+
+
+def test_pack_queries_lets_a_query_see_the_context_and_itself_only():
+    sample = CopySample([7, 8, 9], [(1, [1, 2], [3]), (2, [4], [5, 6])])
+    contexts, queries, positions, allowed, wanted = pack_queries([sample], "cpu")
+    assert contexts.tolist() == [[7, 8, 9]] and queries.tolist() == [[1, 2, 3, 4, 5, 6]]
+    assert positions.tolist() == [[3, 4, 5, 3, 4, 5]]  # every query starts where the context ends
+    assert wanted.tolist() == [[False, True, False, True, True, False]]
+    seen = allowed[0, 0]  # keys: the 3 context tokens, then the 6 query tokens
+    assert seen[2].tolist() == [True] * 6 + [False] * 3  # query 1's suffix: the context and query 1
+    assert seen[5].tolist() == [True] * 3 + [False] * 3 + [True] * 3  # query 2: never query 1

@@ -127,7 +127,7 @@ def test_values_that_cannot_train_are_refused_naming_the_field(corpus_file, tmp_
 
 
 def test_a_sweep_validates_its_members_with_the_same_rules(corpus_file, tmp_path):
-    from grokcopy.experiments.sweep import run_sweep
+    from grokcopy.experiments.sweep_runner import run_sweep
 
     base = tiny_config(corpus_file, "unused")
     del base["output_dir"]

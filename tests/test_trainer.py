@@ -34,6 +34,27 @@ def test_evaluate_returns_loss_and_copy_metrics(corpus_file, tmp_path):
     assert 0.0 <= metrics["eval_copy_token_accuracy"] <= 1.0
 
 
+def test_evaluation_at_a_copy_test_step_reuses_its_result(corpus_file, tmp_path):
+    """eval_steps on copy-test steps: the evaluation reports the callback's result of that step, and the
+    test runs once per step (a second run on the same weights would only cost time)."""
+    config = tiny_config(corpus_file, tmp_path / "run", eval_strategy="steps", eval_steps=4, save_strategy="no",
+                         induction_analysis=False)
+    trainer = build_trainer(*parse_args(config))
+    calls = []
+    measure = trainer.copy_evaluate
+    trainer.copy_evaluate = lambda **kw: calls.append(trainer.state.global_step) or measure(**kw)
+    trainer.train()
+    assert calls == [0, 2, 4, 6, 8]  # the schedule's steps, each once
+    records = {r["step"]: r for r in history(tmp_path / "run")}
+    evals = [r for r in trainer.state.log_history if "eval_copy_exact_match" in r]
+    assert [r["step"] for r in evals] == [4, 8]
+    for r in evals:
+        assert r["eval_copy_exact_match"] == records[r["step"]]["exact_match"]
+        assert r["eval_copy_token_accuracy"] == records[r["step"]]["token_accuracy"]
+    trainer.evaluate()  # after training, a call of its own: the weights may have been changed since
+    assert calls[-1] == 8 and len(calls) == 6
+
+
 def test_training_writes_history_logs_and_checkpoints(corpus_file, tmp_path):
     out = tmp_path / "run"
     config = tiny_config(corpus_file, out, report_to="tensorboard", eval_strategy="steps", eval_steps=4)

@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import struct
+import threading
 import tempfile
 from pathlib import Path
 
@@ -59,7 +60,7 @@ def atomic_write(path: str | Path, binary: bool = False):
     """A file handle whose content replaces `path` only once complete (temporary + fsync + rename):
     a reader never sees half a file, and two writers never share a temporary."""
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # per process and thread
     try:
         with open(tmp, "wb" if binary else "w") as fh:
             yield fh

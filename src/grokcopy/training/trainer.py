@@ -220,7 +220,18 @@ class CopyTrainer(Trainer):
         output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
                                          metric_key_prefix)
         if self.copy_task is not None and description == "Evaluation":
-            result = self.copy_evaluate()
+            result = self._copy_result_of_this_step() or self.copy_evaluate()
             output.metrics[f"{metric_key_prefix}_copy_exact_match"] = result["exact_match"]
             output.metrics[f"{metric_key_prefix}_copy_token_accuracy"] = result["token_accuracy"]
         return output
+
+    def _copy_result_of_this_step(self) -> dict | None:
+        """The copy test the CopyEvalCallback ran at this very step of training, if it did: the Trainer
+        evaluates right after on_step_end, on the same weights, so a second test would only cost time
+        (the paper's config evaluates every 2,000 steps, each one a scheduled copy-test step)."""
+        if not self.is_in_train:
+            return None
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, CopyEvalCallback) and callback.last_step == self.state.global_step:
+                return callback.latest
+        return None
