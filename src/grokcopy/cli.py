@@ -19,7 +19,44 @@ import sys
 from pathlib import Path
 
 from grokcopy.copytest.task import SYMBOL_KINDS
-from grokcopy.errors import ConfigError, SeriesError, UnsupportedArchitectureError, main_error, one_line
+from grokcopy.errors import ConfigError, SeriesError, TrainingInterrupted, main_error, one_line
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with one-line errors (`grokcopy: error: ...`, exit 2), not a usage page and a traceback."""
+
+    def error(self, message):
+        main_error(message)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _load_model(ns):
+    """The model to analyse; a local folder is checked first (no config, missing or truncated weights)."""
+    from transformers import AutoModelForCausalLM
+
+    from grokcopy.devices import default_device
+    from grokcopy.run_dir import model_folder_problem
+
+    path = Path(ns.model).expanduser()
+    if path.exists() or ns.model.startswith(("/", "./", "../", "~")):
+        problem = model_folder_problem(path) if path.exists() else "no such folder"
+        if problem:
+            raise ConfigError(f"{ns.model}: {problem}")
+    model = AutoModelForCausalLM.from_pretrained(ns.model, revision=ns.revision)
+    return model.to(default_device())
 
 
 def _train(config, overrides) -> int:
@@ -33,16 +70,14 @@ def _train(config, overrides) -> int:
 
 
 def _copy_test(ns) -> int:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from grokcopy.analysis.architectures import model_context_length
     from grokcopy.copytest.scoring import score_copy_task
     from grokcopy.copytest.task import CopyTaskConfig, build_copy_task
-    from grokcopy.devices import default_device
 
+    model = _load_model(ns)
     tokenizer = AutoTokenizer.from_pretrained(ns.model, revision=ns.revision)
-    model = AutoModelForCausalLM.from_pretrained(ns.model, revision=ns.revision)
-    model.to(default_device())
     config = CopyTaskConfig(num_samples=ns.num_samples, num_sequences=ns.num_sequences, symbols=ns.symbols,
                             seed=ns.seed)
     task = build_copy_task(tokenizer, config, max_length=model_context_length(model))
@@ -57,14 +92,10 @@ def _copy_test(ns) -> int:
 
 
 def _induction(ns) -> int:
-    from transformers import AutoModelForCausalLM
-
     from grokcopy.analysis.induction import analyze_induction
     from grokcopy.analysis.plots import plot_induction_heatmap
-    from grokcopy.devices import default_device
 
-    model = AutoModelForCausalLM.from_pretrained(ns.model, revision=ns.revision)
-    model.to(default_device())
+    model = _load_model(ns)
     icl = None
     if ns.icl_tokens:
         import torch
@@ -163,15 +194,15 @@ def _add_series_parser(subparsers) -> None:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--revisions", help="comma-separated branches / tags to analyse (any naming)")
     which.add_argument("--all", action="store_true", help="every checkpoint branch (the default)")
-    which.add_argument("--every", type=int, metavar="K", help="every K-th checkpoint branch (and the last)")
+    which.add_argument("--every", type=positive_int, metavar="K", help="every K-th checkpoint branch (and the last)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (a rerun resumes there)")
-    parser.add_argument("--copy-samples", type=int, default=100, help="copy-test samples per revision")
+    parser.add_argument("--copy-samples", type=positive_int, default=100, help="copy-test samples per revision")
     parser.add_argument("--symbols", choices=SYMBOL_KINDS, default="tokens", help="copy-test symbols")
     parser.add_argument("--seed", type=int, default=1234, help="copy-test seed")
-    parser.add_argument("--tokens-per-step", type=int, help="tokens per optimizer step where the name and "
+    parser.add_argument("--tokens-per-step", type=positive_int, help="tokens per optimizer step where the name and "
                         "trainer_state.json give none (default: 2097152 for EleutherAI/pythia*)")
-    parser.add_argument("--induction-seq-len", type=int, default=100, help="random tokens repeated twice")
-    parser.add_argument("--batch-size", type=int, default=16, help="copy-test batch size")
+    parser.add_argument("--induction-seq-len", type=positive_int, default=100, help="random tokens repeated twice")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="copy-test batch size")
     parser.add_argument("--device", help="torch device for the analysis (default: cuda if available, else cpu)")
     parser.add_argument("--keep-weights", action="store_true", help="keep downloaded files in DIR/weights")
     parser.add_argument("--base-model", help="base model of a PEFT adapter series (default: each adapter's own "
@@ -181,7 +212,7 @@ def _add_series_parser(subparsers) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="grokcopy", description=__doc__,
+    parser = OneLineParser(prog="grokcopy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="pretrain from a config; --field value overrides any field")
@@ -191,17 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
     copy = sub.add_parser("copy-test", help="run the paper's copy test on a model (folder or Hub id)")
     copy.add_argument("model")
     copy.add_argument("--revision", default="main")
-    copy.add_argument("--num_samples", type=int, default=500)
-    copy.add_argument("--num_sequences", type=int, default=50)
+    copy.add_argument("--num_samples", type=positive_int, default=500)
+    copy.add_argument("--num_sequences", type=positive_int, default=50)
     copy.add_argument("--symbols", choices=SYMBOL_KINDS, default="tokens")
     copy.add_argument("--seed", type=int, default=1234)
-    copy.add_argument("--batch_size", type=int, default=16)
+    copy.add_argument("--batch_size", type=positive_int, default=16)
     copy.add_argument("--json", help="also write the result to this file")
     ind = sub.add_parser("induction", help="induction-head analysis (A, EP, I, prev-token, prefix matching)")
     ind.add_argument("model")
     ind.add_argument("--revision", default="main")
-    ind.add_argument("--seq_len", type=int, default=100, help="s: random tokens repeated twice")
-    ind.add_argument("--batch_size", type=int, default=8)
+    ind.add_argument("--seq_len", type=positive_int, default=100, help="s: random tokens repeated twice")
+    ind.add_argument("--batch_size", type=positive_int, default=8)
     ind.add_argument("--seed", type=int, default=0)
     ind.add_argument("--no_bos", action="store_true", help="no leading BOS token")
     ind.add_argument("--icl_tokens", help="a .pt LongTensor [batch, >=500] of held-out tokens for the ICL score")
@@ -211,8 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("output_dir")
     push.add_argument("--hub_model_id", help="repo (default: the one recorded in OUTPUT_DIR/hub_pushes.json)")
     push.add_argument("--private", action="store_true")
-    push.add_argument("--timeout", type=float, default=60.0, help="HTTP timeout of one request (s)")
-    push.add_argument("--wait", type=float, default=None, help="give up after this many seconds")
+    push.add_argument("--timeout", type=positive_float, default=60.0, help="HTTP timeout of one request (s)")
+    push.add_argument("--wait", type=positive_float, default=None, help="give up after this many seconds")
     _add_series_parser(sub)
     sweep = sub.add_parser("sweep", allow_abbrev=False,
                            help="run a sweep file's members (trainer_configs/sweeps/); --field value applies to all")
@@ -221,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--output_dir", help="the sweep's folder (default: its output_dir); members go below it")
     sweep.add_argument("--print-commands", action="store_true", help="print one train command per member instead")
     sweep.add_argument("--launcher", choices=["torchrun", "accelerate"], help="with --print-commands")
-    sweep.add_argument("--nproc", type=int, help="processes per member (torchrun --nproc_per_node)")
+    sweep.add_argument("--nproc", type=positive_int, help="processes per member (torchrun --nproc_per_node)")
     sweep.add_argument("--accelerate-config", help="accelerate launch --config_file")
     sweep.add_argument("--dry-run", action="store_true", help="validate every member and print the plan only")
     report = sub.add_parser("report", help="compare runs or sweeps: figures, grokking statistics, the paper's claims")
@@ -230,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--loss-tolerance", type=float, default=0.05,
                         help="loss plateau band: share of the total fall (or nats with --absolute)")
     report.add_argument("--absolute", action="store_true", help="--loss-tolerance is in nats, not a share")
-    report.add_argument("--loss-window", type=int, default=5, help="logged losses in the moving average")
+    report.add_argument("--loss-window", type=positive_int, default=5, help="logged losses in the moving average")
     report.add_argument("--jump-window", type=float, help="steps over which the copy jump's rise is measured "
                                                           "(default: the widest gap between copy tests)")
     report.add_argument("--align-tolerance", type=float, default=0.25,
@@ -269,12 +300,15 @@ def main(argv: list[str] | None = None) -> int:
         commands = {"copy-test": _copy_test, "induction": _induction, "push": _push, "push-metric": _push_metric}
         try:
             return commands[ns.command](ns)
-        except OSError as err:  # a missing model, revision or file: say which, in one line
-            main_error(one_line(err))
-        except UnsupportedArchitectureError as err:
-            main_error(str(err))
+        except (OSError, ValueError) as err:  # a missing model, revision or file, an unknown architecture,
+            main_error(one_line(err))          # a copy test this tokenizer cannot make: say which, in one line
     except ConfigError as err:
         main_error(str(err))
+    except KeyboardInterrupt as err:
+        if ns.command == "sweep":
+            main_error("interrupted; run the same sweep command again to go on (complete members are skipped, "
+                       "a member with a checkpoint resumes from it)", code=130)
+        main_error(str(err) if isinstance(err, TrainingInterrupted) else "interrupted", code=130)
     except RuntimeError as err:
         from grokcopy.training.trainer import CheckpointSaveError, TrainingDivergedError
 

@@ -13,21 +13,27 @@ import time
 from pathlib import Path
 
 from grokcopy.analysis.grokking import induction_formation
+from grokcopy.errors import ConfigError
 from grokcopy.experiments.claims import evaluate_claims
 from grokcopy.experiments.conditions import find_runs, group_conditions, load_runs
-from grokcopy.run_dir import write_json_atomic
+from grokcopy.run_dir import writable_problem, write_json_atomic
 
 
 def build_report(paths, out, *, threshold: float = 0.3, align_tolerance: float = 0.25, **settings) -> dict:
     """Load, group, measure, plot and write report.md + report.json into `out`; return the record."""
     from grokcopy.experiments.render import write_figures, write_markdown
 
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out: {out} is a file, not a folder")
+    problem = writable_problem(out)
+    if problem:
+        raise ConfigError(f"--out: {problem}")
     runs = load_runs(find_runs(paths), **settings)
     conditions = group_conditions(runs)
     claims = evaluate_claims({c["label"]: c for c in conditions}, align_tolerance)
     for c in conditions:
         c["formation"] = [induction_formation(r["induction"], threshold) for r in c["runs"] if r["induction"]]
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     figures = write_figures(conditions, out, threshold)
     record = {

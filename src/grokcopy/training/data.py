@@ -60,8 +60,12 @@ def load_raw_datasets(data_args: DataArguments, seed: int = 42) -> DatasetDict |
     if bool(data_args.dataset_name) == bool(data_args.train_files):
         raise ConfigError("dataset_name / train_files: give exactly one source of training text")
     if data_args.dataset_name:
-        train = load_dataset(data_args.dataset_name, data_args.dataset_config_name, split=data_args.dataset_split,
-                             streaming=data_args.streaming, cache_dir=data_args.cache_dir)
+        try:
+            train = load_dataset(data_args.dataset_name, data_args.dataset_config_name,
+                                 split=data_args.dataset_split, streaming=data_args.streaming,
+                                 cache_dir=data_args.cache_dir)
+        except Exception as err:  # offline, unknown, gated, bad config or split: datasets raises many kinds
+            raise ConfigError(f"dataset_name: could not load {data_args.dataset_name!r}: {one_line(err)}") from None
     else:
         train = _load_files(data_args.train_files, "train_files", data_args.cache_dir, data_args.streaming)
     columns = train.column_names or []
@@ -130,14 +134,27 @@ def load_tokenizer(data_args: DataArguments, model_args: ModelArguments, raw_tra
     name = data_args.tokenizer_name_or_path or model_args.model_name_or_path
     if not name:
         raise ConfigError("tokenizer_name_or_path: give a tokenizer, a model_name_or_path, or train_tokenizer true")
+    field_name = "model_name_or_path" if name == model_args.model_name_or_path else "tokenizer_name_or_path"
     revision = model_args.revision if name == model_args.model_name_or_path else "main"
-    tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+    tokenizer = load_pretrained(AutoTokenizer, name, field_name, revision=revision)
     if data_args.append_eos and tokenizer.eos_token_id is None:
         raise ConfigError(f"tokenizer_name_or_path: {name} has no EOS token to end each document with; "
                           "give a tokenizer with an eos_token, or set append_eos false")
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def load_pretrained(auto_class, name: str, field_name: str, **kwargs):
+    """`auto_class.from_pretrained(name)`, its failure one line naming the field (a missing folder, a
+    Hub id that does not exist or cannot be reached, a folder that is not a model)."""
+    path = Path(name).expanduser()
+    if name.startswith(("/", "./", "../", "~")) and not path.is_dir():
+        raise ConfigError(f"{field_name}: no such folder: {name}")
+    try:
+        return auto_class.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{field_name}: cannot load {name}: {one_line(err)}") from None
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
