@@ -70,12 +70,16 @@ def train_probes(root: Path) -> list:
         ("heads-3-of-hidden-128", ["--hidden_size", "128", "--num_attention_heads", "3"],
          ["num_attention_heads: 3 does not divide hidden_size 128"], {}),
         ("max-steps-negative", ["--max_steps", "-3"], ["max_steps: must be > 0"], {}),
+        ("abbreviated-field", ["--learning_rat", "1e-3"], ["unknown field: learning_rat"], {}),
         ("missing-model", ["--model_name_or_path", "/nonexistent", "--train_tokenizer", "false"],
          ["model_name_or_path: no such folder: /nonexistent"], {}),
         ("unreachable-dataset", ["--dataset_name", "nobody/no-such-dataset"],
          ["dataset_name: could not load 'nobody/no-such-dataset'"],
          {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}),
         ("report-to-wandb-not-installed", ["--report_to", "wandb"], ["report_to: wandb"], {}),
+        ("symbol-pattern-matching-nothing", ["--copy_symbol_pattern", "ZZZ+"], ["copy_symbol_pattern: 'ZZZ+'"], {}),
+        ("binary-train-file", ["--train_files", root / "binary.txt"], ["train_files:", "binary.txt is not UTF-8 text"],
+         {}),
         ("output-dir-is-a-file", ["--output_dir", root / "a-file"], ["output_dir:", "a-file is a file"], {}),
         ("output-dir-read-only", ["--output_dir", ro / "run"], ["output_dir:", "is not writable"], {}),
     ]
@@ -123,11 +127,17 @@ RUN = "{root}/finished-run"
     probe("induction", ["{root}/not-a-model"], ["not-a-model: not a model folder"], "not-a-model"),
     probe("copy-test", [RUN, "--num_samples", "0"], ["argument --num_samples: must be >= 1, got 0"], "num-samples-0"),
     probe("copy-test", [RUN, "--batch_size", "0"], ["argument --batch_size: must be >= 1, got 0"], "batch-size-0"),
+    probe("copy-test", [RUN, "--num_sampl", "5"], ["unrecognized arguments: --num_sampl"], "abbreviated-flag"),
     probe("induction", [RUN, "--seq_len", "0"], ["argument --seq_len: must be >= 1, got 0"], "seq-len-0"),
+    probe("induction", [RUN, "--icl_tokens", "{root}/missing.pt"], ["--icl_tokens: file not found"],
+          "icl-tokens-missing"),
+    probe("induction", [RUN, "--icl_tokens", "{root}/tokens.txt"], ["tokens.txt is not a .pt file"],
+          "icl-tokens-not-pt"),
     probe("series", ["not a//repo", "--out", "{root}/series"], ["not a//repo: not a Hub repo id"], "malformed-repo-id"),
     probe("series", ["/a/local/path", "--out", "{root}/series"], ["/a/local/path: a local path, not a Hub repo id"],
           "local-path"),
     probe("report", [RUN, "--out", "{root}/a-file"], ["--out:", "a-file is a file, not a folder"], "out-is-a-file"),
+    probe("push", ["{root}/no-such-run"], ["no-such-run: not a folder"], "missing-run-folder"),
 ])
 def test_commands_refuse_bad_input_in_one_line_leaving_nothing(probe_env, command, args, needles):
     before = tree(probe_env)
@@ -155,6 +165,31 @@ def test_a_sweep_value_that_cannot_train_is_refused_before_any_member_runs(probe
                                          "per_device_train_batch_size": "bs"}}))
     assert_one_line_error(grokcopy("sweep", sweep), "member bs0: per_device_train_batch_size: must be >= 1, got 0")
     assert not (probe_env / "sweep").exists()
+
+
+def test_report_marks_an_unfinished_run_and_names_a_failed_sweep_member(probe_env):
+    sweep = probe_env / "report-sweep"
+    shutil.copytree(probe_env / "finished-run", sweep / "complete", ignore=shutil.ignore_patterns("checkpoint-*"))
+    stopped = sweep / "stopped"
+    shutil.copytree(probe_env / "finished-run", stopped, ignore=shutil.ignore_patterns("checkpoint-*"))
+    run_config = json.loads((stopped / "run_config.json").read_text())
+    run_config["training"]["max_steps"] = 16  # killed at step 8 of 16: no summary.json
+    (stopped / "run_config.json").write_text(json.dumps(run_config))
+    (stopped / "summary.json").unlink()
+    (sweep / "sweep.json").write_text(json.dumps({"members": [
+        {"name": "complete", "status": "complete"}, {"name": "stopped", "status": "running"},
+        {"name": "broken", "status": "failed", "error": "train_files: could not read x.jsonl"}]}))
+    proc = grokcopy("report", sweep, "--out", probe_env / "report")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "note: run stopped is unfinished (stopped at step 8 of 16)" in proc.stdout
+    assert "note: run complete is unfinished" not in proc.stdout
+    assert "note: sweep member broken has no run to report (failed: train_files: could not read x.jsonl)" in proc.stdout
+    record = json.loads((probe_env / "report" / "report.json").read_text())
+    assert {r["name"]: r["unfinished"] for r in record["runs"]} == {"complete": None,
+                                                                    "stopped": "stopped at step 8 of 16"}
+    assert [m["name"] for m in record["missing"]] == ["broken"]
+    markdown = (probe_env / "report" / "report.md").read_text()
+    assert "stopped (**unfinished**: stopped at step 8 of 16)" in markdown and "**broken**" in markdown
 
 
 def test_ctrl_c_says_where_to_resume_from(probe_env):

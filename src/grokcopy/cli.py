@@ -23,7 +23,12 @@ from grokcopy.errors import ConfigError, SeriesError, TrainingInterrupted, main_
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse with one-line errors (`grokcopy: error: ...`, exit 2), not a usage page and a traceback."""
+    """argparse with one-line errors (`grokcopy: error: ...`, exit 2) and no abbreviations: `--learning_rat`
+    must not silently mean `--learning_rate`."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         main_error(message)
@@ -57,6 +62,27 @@ def _load_model(ns):
             raise ConfigError(f"{ns.model}: {problem}")
     model = AutoModelForCausalLM.from_pretrained(ns.model, revision=ns.revision)
     return model.to(default_device())
+
+
+def _icl_tokens(path: str | None):
+    """--icl_tokens: a .pt file of a LongTensor [batch, >= 500] (held-out text for Olsson's ICL score)."""
+    if path is None:
+        return None
+    import torch
+
+    if not Path(path).is_file():
+        raise ConfigError(f"--icl_tokens: file not found: {path}")
+    if not path.endswith(".pt"):
+        raise ConfigError(f"--icl_tokens: {path} is not a .pt file (torch.save of a LongTensor [batch, >= 500])")
+    try:
+        tokens = torch.load(path, weights_only=True)
+    except Exception as err:  # pickle, zip and torch errors alike: the file is not what it should be
+        raise ConfigError(f"--icl_tokens: {path} cannot be read: {one_line(err)}") from None
+    if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2 or tokens.dtype != torch.long or tokens.shape[1] < 500:
+        what = f"a {tokens.dtype} tensor of shape {list(tokens.shape)}" if isinstance(tokens, torch.Tensor) \
+            else type(tokens).__name__
+        raise ConfigError(f"--icl_tokens: {path} holds {what}; expected a LongTensor [batch, >= 500]")
+    return tokens
 
 
 def _train(config, overrides) -> int:
@@ -95,12 +121,8 @@ def _induction(ns) -> int:
     from grokcopy.analysis.induction import analyze_induction
     from grokcopy.analysis.plots import plot_induction_heatmap
 
+    icl = _icl_tokens(ns.icl_tokens)
     model = _load_model(ns)
-    icl = None
-    if ns.icl_tokens:
-        import torch
-
-        icl = torch.load(ns.icl_tokens) if ns.icl_tokens.endswith(".pt") else None
     scores = analyze_induction(model, seq_len=ns.seq_len, batch_size=ns.batch_size, seed=ns.seed,
                                with_bos=not ns.no_bos, icl_input_ids=icl)
     record = {"model": ns.model, "revision": ns.revision, **scores.to_dict()}
@@ -120,6 +142,8 @@ def _push(ns) -> int:
     from grokcopy.hub.push import HubCheckpointCallback
     from grokcopy.run_dir import PUSH_RECORD
 
+    if not Path(ns.output_dir).is_dir():
+        raise ConfigError(f"{ns.output_dir}: not a folder (the output_dir of a run, with its {PUSH_RECORD})")
     record_file = Path(ns.output_dir) / PUSH_RECORD
     if not record_file.is_file() and not ns.hub_model_id:
         raise ConfigError(f"{record_file} not found: not a run with hub_checkpoint_series; give --hub_model_id")
@@ -186,7 +210,7 @@ def _series(ns) -> int:
 def _add_series_parser(subparsers) -> None:
     """`grokcopy series REPO [--revisions A,B | --all | --every K] --out DIR [...]` on an argparse subparsers."""
     parser = subparsers.add_parser(
-        "series", help="copy test + induction heads across a Hub repo's checkpoint branches",
+        "series", allow_abbrev=False, help="copy test + induction heads across a Hub repo's checkpoint branches",
         description="Run the copy test and the induction analysis on every checkpoint branch of a Hub repo "
                     "(Pythia stepN, OLMo stepN-tokensXB, Trainer checkpoint-N); writes series.json, series.csv, "
                     "series_copy.png and series_induction.png to --out and resumes there.")

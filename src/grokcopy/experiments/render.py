@@ -219,7 +219,11 @@ def write_markdown(record: dict, out: Path) -> None:
               "|" + "---|" * (3 + len(RUN_COLUMNS))]
     for run in record["runs"]:
         cells = [_num(run["stats"].get(k), _kind(k)) for _, k in RUN_COLUMNS]
-        lines.append(f"| {run['name']} | {run['condition']} | {run['seed']} | " + " | ".join(cells) + " |")
+        name = run["name"] + (f" (**unfinished**: {run['unfinished']})" if run.get("unfinished") else "")
+        lines.append(f"| {name} | {run['condition']} | {run['seed']} | " + " | ".join(cells) + " |")
+    for member in record.get("missing", []):
+        lines.append(f"\nSweep member **{member['name']}** has no run in this report ({member['status']}"
+                     + (f": {member['error']}" if member["error"] else "") + ").")
     lines += ["", "## Per condition (mean ± sd over seeds)", "",
               "| condition | config | runs | " + " | ".join(h for h, _ in CONDITION_COLUMNS) + " |",
               "|" + "---|" * (3 + len(CONDITION_COLUMNS))]

@@ -15,7 +15,7 @@ from pathlib import Path
 from grokcopy.analysis.grokking import induction_formation
 from grokcopy.errors import ConfigError
 from grokcopy.experiments.claims import evaluate_claims
-from grokcopy.experiments.conditions import find_runs, group_conditions, load_runs
+from grokcopy.experiments.conditions import find_runs, group_conditions, load_runs, missing_members
 from grokcopy.run_dir import writable_problem, write_json_atomic
 
 
@@ -39,11 +39,12 @@ def build_report(paths, out, *, threshold: float = 0.3, align_tolerance: float =
     record = {
         "generated": time.strftime("%Y-%m-%dT%H:%M:%S"), "settings": {"threshold": threshold,
                                                                       "align_tolerance": align_tolerance, **settings},
-        "runs": [{"name": r["name"], "path": r["path"], "seed": r["seed"], "stats": r["stats"],
+        "runs": [{"name": r["name"], "path": r["path"], "seed": r["seed"], "unfinished": r["unfinished"],
+                  "stats": r["stats"],
                   "condition": next(c["label"] for c in conditions if r in c["runs"])} for r in runs],
         "conditions": [{k: c[k] for k in ("label", "description", "config", "n", "stats", "spread",
                                                         "formation")} for c in conditions],
-        "claims": claims, "figures": [p.name for p in figures],
+        "claims": claims, "figures": [p.name for p in figures], "missing": missing_members(paths),
     }
     write_json_atomic(out / "report.json", json.loads(json.dumps(record, default=str)))
     write_markdown(record, out / "report.md")
@@ -57,6 +58,12 @@ def run_report(ns) -> int:
     n_runs, n_conditions = len(record["runs"]), len(record["conditions"])
     print(f"{n_runs} run{'s' * (n_runs != 1)} in {n_conditions} condition{'s' * (n_conditions != 1)} -> "
           f"{Path(ns.out) / 'report.md'}")
+    for run in record["runs"]:
+        if run["unfinished"]:
+            print(f"note: run {run['name']} is unfinished ({run['unfinished']}); its statistics are of a run cut short")
+    for member in record["missing"]:
+        print(f"note: sweep member {member['name']} has no run to report ({member['status']}"
+              + (f": {member['error']}" if member["error"] else "") + ")")
     for claim in record["claims"]:
         print(f"{claim['text']}: {claim['verdict']}")
     return 0

@@ -39,10 +39,31 @@ def _builder_for(files: list[str], field_name: str) -> str:
                               f"use one of {', '.join(sorted(_BUILDERS))}")
         if path.stat().st_size == 0:
             raise ConfigError(f"{field_name}: empty file: {name}")
+        if _BUILDERS[path.suffix] != "parquet":
+            _check_utf8(path, field_name)
         builders.add(_BUILDERS[path.suffix])
     if len(builders) > 1:
         raise ConfigError(f"{field_name}: mixes file types ({', '.join(sorted(builders))}); use one kind")
     return builders.pop()
+
+
+def _check_utf8(path: Path, field_name: str) -> None:
+    """Text, JSON and CSV files must be UTF-8: say so, instead of datasets' "an error occurred while
+    generating the dataset". The first 64 KiB are checked here, the rest by the error it causes."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < len(head) - 3:  # not merely a character cut by the 64 KiB boundary
+            raise ConfigError(f"{field_name}: {path} is not UTF-8 text (byte {head[err.start]:#04x} at offset "
+                              f"{err.start})") from None
+
+
+def _decode_error(err: BaseException) -> UnicodeDecodeError | None:
+    while err is not None and not isinstance(err, UnicodeDecodeError):
+        err = err.__cause__ or err.__context__
+    return err
 
 
 def _load_files(files: list[str], field_name: str, cache_dir: str | None, streaming: bool = False):
@@ -51,7 +72,7 @@ def _load_files(files: list[str], field_name: str, cache_dir: str | None, stream
         return load_dataset(builder, data_files={"train": files}, split="train", cache_dir=cache_dir,
                             streaming=streaming)
     except Exception as err:  # datasets raises many kinds; the user needs the file and the reason
-        reason = one_line(err)
+        reason = "not UTF-8 text" if _decode_error(err) else one_line(err)
         raise ConfigError(f"{field_name}: could not read {', '.join(files)}: {reason}") from err
 
 
