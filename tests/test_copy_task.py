@@ -97,7 +97,8 @@ def test_symbol_pattern_restricts_the_symbols(char_tok):
     newline = separator_ids(char_tok)[0]
     used = {char_tok.convert_ids_to_tokens(t) for s in task.samples for t in s.context if t != newline}
     assert used == set("0123456789abcdefghijklmnopqrstuvwxyz")
-    with pytest.raises(CopyTaskError, match="not a regular expression"):
+    with pytest.raises(CopyTaskError, match="^copy_symbol_pattern: '\\[0-9' is not a regular expression"):
         build_copy_task(char_tok, CopyTaskConfig(num_samples=2, symbol_pattern="[0-9"))
-    with pytest.raises(CopyTaskError, match="vocabulary too small"):
+    with pytest.raises(CopyTaskError, match=r"^copy_symbol_pattern: '\[01\]' matches 2 usable vocabulary entries, "
+                                            "too few for"):  # the field is named, not "vocabulary too small"
         build_copy_task(char_tok, CopyTaskConfig(num_samples=2, symbol_pattern="[01]"))

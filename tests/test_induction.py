@@ -334,3 +334,36 @@ def test_seq_len_fits_the_models_context():
     with pytest.raises(ValueError, match="seq_len: 100 needs 201 tokens, more than the model's context of 40"):
         fit_seq_len(short, 100)
     assert fit_seq_len(tiny_model("llama", max_position_embeddings=512))[0] == 100
+
+
+def test_cli_on_a_short_context_run_uses_the_runs_own_length_and_refuses_a_longer_one(corpus_file, tmp_path):
+    """`grokcopy induction RUN` on a 40-token model: s = 19 (the run's own, 1 + 2 x 19 <= 40), the same
+    numbers as the run's last analysis; `--seq-len 100` (201 tokens) is refused in one line."""
+    import json
+    import subprocess
+
+    from conftest import GROKCOPY, tiny_config
+
+    from grokcopy.run_dir import read_jsonl
+    from grokcopy.training.config import parse_args
+    from grokcopy.training.pipeline import run_training
+
+    run = tmp_path / "run"
+    run_training(*parse_args(tiny_config(corpus_file, run, max_position_embeddings=40, block_size=40,
+                                         induction_seq_len=19, copy_num_sequences=2, copy_query_stride=1,
+                                         copy_prefix_length=4, copy_suffix_length=2)))
+    last = read_jsonl(run / "induction_history.jsonl")[-1]
+    proc = subprocess.run([*GROKCOPY, "induction", str(run), "--json", str(tmp_path / "ind.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "s = 19 (the run's own induction_seq_len)" in proc.stderr
+    scores = json.loads((tmp_path / "ind.json").read_text())
+    assert scores["seq_len"] == 19 and np.allclose(scores["induction"], last["induction"], atol=1e-6)
+    refused = subprocess.run([*GROKCOPY, "induction", str(run), "--seq-len", "100"], capture_output=True, text=True,
+                             timeout=300)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "seq_len: 100 needs 201 tokens, more than the model's context of 40" in refused.stderr.strip().splitlines()[-1]
+    copy = subprocess.run([*GROKCOPY, "copy-test", str(run), "--num-samples", "4"], capture_output=True, text=True,
+                          timeout=300)
+    assert copy.returncode == 0 and "the run's own settings" in copy.stderr
+    assert json.loads(copy.stdout)["num_sequences"] == 2  # the run's copy test shape, not the paper's 50

@@ -157,6 +157,7 @@ def write_run(folder, *, batch, seed, jump, plateau=300, steps=2000, lr=3e-3, dr
                            "max_steps": steps, "save_steps": 200, "report_to": []},
               "world_size": 1, "tokens_per_step": per_step}
     (folder / "run_config.json").write_text(json.dumps(config))
+    (folder / "summary.json").write_text(json.dumps({"steps": steps}))  # written when a run finishes
     return folder
 
 

@@ -34,6 +34,11 @@ class CheckpointSaveError(RuntimeError):
     """Saving a checkpoint failed (e.g. a full disk); the half-written folder was removed."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says where to resume from. A KeyboardInterrupt still, so
+    nothing that catches errors (a sweep going on to its next member) swallows it."""
+
+
 def one_line(err: BaseException | str) -> str:
     """The error's message on one line (library errors often span several), or its type's name."""
     text = " ".join(str(err).split())

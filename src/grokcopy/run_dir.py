@@ -28,8 +28,8 @@ import logging
 import os
 import re
 import struct
-import threading
 import tempfile
+import threading
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -229,6 +229,21 @@ def checkpoint_problem(folder: str | Path) -> str | None:
         json.loads(state.read_text())
     except (OSError, ValueError):
         return "trainer_state.json is truncated or unreadable"
+    return weights_problem(folder)
+
+
+def model_folder_problem(folder: str | Path) -> str | None:
+    """What keeps a local folder from loading as a model (no config, no or truncated weights), or None."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return "not a folder"
+    if not (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file():
+        return "not a model folder (no config.json)"
+    return weights_problem(folder)
+
+
+def weights_problem(folder: Path) -> str | None:
+    """Whether a folder's weights are there and whole (safetensors headers are read, not tensors)."""
     weights = [folder / name for name in WEIGHT_FILES if (folder / name).is_file()]
     weights += sorted(folder.glob("model-*-of-*.safetensors"))
     sharded = [d for d in folder.glob("pytorch_model_fsdp_*") if d.is_dir()]  # FSDP SHARDED_STATE_DICT
@@ -275,8 +290,8 @@ def run_contents(output_dir: str | Path) -> list[str]:
     root = Path(output_dir)
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir()
-                  if p.name in RUN_MARKERS or checkpoint_step(p) is not None or p.name.startswith("incomplete-checkpoint-"))
+    return sorted(p.name for p in root.iterdir() if p.name in RUN_MARKERS or checkpoint_step(p) is not None
+                  or p.name.startswith("incomplete-checkpoint-"))
 
 
 def set_aside_run(output_dir: str | Path) -> Path:

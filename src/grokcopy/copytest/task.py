@@ -86,7 +86,7 @@ def eligible_token_ids(tokenizer, exclude=(), pattern: str | None = None) -> np.
         try:
             regex = re.compile(pattern)
         except re.error as err:
-            raise CopyTaskError(f"copy symbol pattern {pattern!r} is not a regular expression: {err}") from None
+            raise CopyTaskError(f"copy_symbol_pattern: {pattern!r} is not a regular expression: {err}") from None
         ids = [i for i in ids if regex.fullmatch(tokenizer.convert_ids_to_tokens(i) or "")]
     return np.array(ids, dtype=np.int64)
 
@@ -134,6 +134,11 @@ def build_copy_task(tokenizer, config: CopyTaskConfig = CopyTaskConfig(), max_le
     queries = list(range(config.query_stride, n_fit + 1, config.query_stride))
     if config.symbols == "tokens":
         symbols = eligible_token_ids(tokenizer, exclude=sep, pattern=config.symbol_pattern)
+        shortest = min(config.prefix_length, config.suffix_length)
+        if config.symbol_pattern is not None and len(symbols) ** shortest < 2 * n_fit:
+            raise CopyTaskError(f"copy_symbol_pattern: {config.symbol_pattern!r} matches {len(symbols)} usable "
+                                f"vocabulary entries, too few for {n_fit} distinct {shortest}-symbol strings per "
+                                "sample; widen the pattern")
     else:
         symbols = np.array(list(HEX_DIGITS))
         for digit in HEX_DIGITS:

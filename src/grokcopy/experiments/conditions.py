@@ -17,7 +17,7 @@ from grokcopy.analysis.grokking import grokking_stats, shared_loss_target
 from grokcopy.analysis.survival import N_BOOTSTRAP, data_rng, interval, landmark_summary, wilson_interval
 from grokcopy.errors import ConfigError
 from grokcopy.hub.store import is_series, series_histories
-from grokcopy.run_dir import COPY_HISTORY, SWEEP_RECORD, load_histories
+from grokcopy.run_dir import COPY_HISTORY, SUMMARY, SWEEP_RECORD, load_histories, read_json
 
 # run_config fields that do not change what a run learns (or are the seed): never split conditions.
 IGNORED = {"output_dir", "run_name", "logging_dir", "seed", "data_seed", "resume_from_checkpoint", "push_to_hub",
@@ -61,6 +61,29 @@ def find_runs(paths) -> list[Path]:
     return found
 
 
+def missing_members(paths) -> list[dict]:
+    """Members of the sweep folders among `paths` that have no run to report (failed before their first
+    copy test, or not run yet), with their status and error from sweep.json: a report says so."""
+    missing = []
+    for arg in paths:
+        record = read_json(Path(arg) / SWEEP_RECORD)
+        for member in (record or {}).get("members", []) if isinstance(record, dict) else []:
+            if not _is_run(Path(arg) / member["name"]):
+                missing.append({"name": member["name"], "status": member.get("status") or "not run",
+                                "error": member.get("error")})
+    return missing
+
+
+def unfinished(run_dir: Path, run_config: dict, steps: int | None) -> str | None:
+    """Why a run is not a finished one ("10 of 20 steps", "no summary.json"), or None when it is."""
+    planned = (run_config.get("training") or {}).get("max_steps")
+    if isinstance(planned, int) and planned > 0 and (steps or 0) < planned:
+        return f"stopped at step {steps or 0} of {planned}"
+    if not (run_dir / SUMMARY).is_file():
+        return f"stopped at step {steps or 0} (no {SUMMARY})"
+    return None
+
+
 def flat_config(run_config: dict) -> dict:
     """The run's fields that can make a condition (section names dropped; bookkeeping left out)."""
     flat = {k: run_config[k] for k in ("world_size", "tokens_per_step") if k in run_config}
@@ -87,10 +110,13 @@ def load_runs(dirs: list[Path], loss_target: float | None = None, loss_window: i
         loss_target = shared_loss_target([h["losses"] for h in histories], loss_window)
     runs = []
     for d, data in zip(dirs, histories):
+        stats = grokking_stats(data, loss_target=loss_target, loss_window=loss_window, **settings)
         runs.append({"name": d.name if names.count(d.name) == 1 else f"{d.parent.name}/{d.name}", "path": str(d),
+                     "unfinished": unfinished(d, data["run_config"], stats["steps"]),
                      "config": flat_config(data["run_config"]), "seed": (data["run_config"].get("training") or {})
-                     .get("seed"), "data": data, "induction": data["induction_history"],
-                     "stats": grokking_stats(data, loss_target=loss_target, loss_window=loss_window, **settings)})
+                     .get("seed"), "data": data, "induction": data["induction_history"], "stats": stats,
+                     "unfinished": None if is_series(d) or stats["finished"] else unfinished(d, data["run_config"],
+                                                                                            stats["steps"])})
     return runs
 
 

@@ -262,7 +262,11 @@ def write_markdown(record: dict, out: Path) -> None:
     lines += ["", "## Landmarks per run", "",
               "| run | condition | seed | " + " | ".join(RUN_COLUMNS) + " |", "|" + "---|" * (3 + len(RUN_COLUMNS))]
     for run in record["runs"]:
-        lines.append(f"| {run['name']} | {run['condition']} | {run['seed']} | " + " | ".join(_run_row(run)) + " |")
+        name = run["name"] + (f" (**unfinished**: {run['unfinished']})" if run.get("unfinished") else "")
+        lines.append(f"| {name} | {run['condition']} | {run['seed']} | " + " | ".join(_run_row(run)) + " |")
+    for member in record.get("missing", []):
+        lines.append(f"\nSweep member **{member['name']}** has no run in this report ({member['status']}"
+                     + (f": {member['error']}" if member["error"] else "") + ").")
     lines += ["", "## Per condition (Kaplan-Meier median over seeds [95% bootstrap CI] (reached/runs))", "",
               "| condition | config | runs | jumped | jump step | jump tokens | loss target tokens | final EM | grok |",
               "|---|---|---|---|---|---|---|---|---|"]

@@ -12,10 +12,18 @@ import json
 import time
 from pathlib import Path
 
+from grokcopy.errors import ConfigError
 from grokcopy.experiments.claims import BATCH_FIELDS, evaluate_claims
-from grokcopy.experiments.conditions import family, find_runs, group_conditions, load_runs, rate_summary
+from grokcopy.experiments.conditions import (
+    family,
+    find_runs,
+    group_conditions,
+    load_runs,
+    missing_members,
+    rate_summary,
+)
 from grokcopy.experiments.critical_batch import critical_batch
-from grokcopy.run_dir import write_json_atomic
+from grokcopy.run_dir import writable_problem, write_json_atomic
 
 
 def build_report(paths, out, *, threshold: float = 0.3, jump_threshold: float = 0.5,
@@ -28,6 +36,12 @@ def build_report(paths, out, *, threshold: float = 0.3, jump_threshold: float = 
     choose the recipe: their rate of runs that grok is reported apart from the seeds below it."""
     from grokcopy.experiments.render import write_figures, write_markdown
 
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out: {out} is a file, not a folder")
+    problem = writable_problem(out)
+    if problem:
+        raise ConfigError(f"--out: {problem}")
     runs = load_runs(find_runs(paths), loss_target=loss_target, loss_window=loss_window,
                      jump_threshold=jump_threshold, formation_threshold=threshold)
     conditions = group_conditions(runs)
@@ -35,7 +49,6 @@ def build_report(paths, out, *, threshold: float = 0.3, jump_threshold: float = 
     claims = evaluate_claims(by_label)
     batch_family = family(by_label, BATCH_FIELDS, key="tokens_per_step")
     fit = critical_batch(by_label, batch_family) if batch_family else None
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     figures = write_figures(conditions, out, threshold, fit)
     target = runs[0]["stats"]["loss_target"] if runs else None
@@ -44,14 +57,15 @@ def build_report(paths, out, *, threshold: float = 0.3, jump_threshold: float = 
         "settings": {"threshold": threshold, "jump_threshold": jump_threshold, "loss_target": target,
                      "held_out_from": held_out_from,
                      "loss_target_given": loss_target is not None, "loss_window": loss_window},
-        "runs": [{"name": r["name"], "path": r["path"], "seed": r["seed"], "stats": r["stats"],
+        "runs": [{"name": r["name"], "path": r["path"], "seed": r["seed"], "unfinished": r["unfinished"],
+                  "stats": r["stats"],
                   "jump_step": r["stats"]["jump_step"], "censored_at": r["stats"]["jump_censored_at"],
                   "condition": next(c["label"] for c in conditions if r in c["runs"])} for r in runs],
         "conditions": [{"label": c["label"], "description": c["description"], "config": c["config"],
                         **{k: c["stats"][k] for k in ("n_runs", "n_jumped")},
                         "jump_step_median": c["stats"]["jump_step_median"],
                         "jump_step_ci95": c["stats"]["jump_step_ci95"], "stats": c["stats"]} for c in conditions],
-        "claims": claims, "critical_batch": fit, "figures": [p.name for p in figures],
+        "claims": claims, "critical_batch": fit, "figures": [p.name for p in figures], "missing": missing_members(paths),
         "seed_split": None if held_out_from is None else {
             "held_out_from": held_out_from,
             "chosen_on": rate_summary([r["stats"] for r in runs if (r["seed"] or 0) < held_out_from]),
@@ -68,6 +82,12 @@ def run_report(ns) -> int:
     n_runs, n_conditions = len(record["runs"]), len(record["conditions"])
     print(f"{n_runs} run{'s' * (n_runs != 1)} in {n_conditions} condition{'s' * (n_conditions != 1)} -> "
           f"{Path(ns.out) / 'report.md'}")
+    for run in record["runs"]:
+        if run["unfinished"]:
+            print(f"note: run {run['name']} is unfinished ({run['unfinished']}); its statistics are of a run cut short")
+    for member in record["missing"]:
+        print(f"note: sweep member {member['name']} has no run to report ({member['status']}"
+              + (f": {member['error']}" if member["error"] else "") + ")")
     for c in record["conditions"]:
         ci = c["jump_step_ci95"]
         shown = "" if not ci else f" [{ci[0]:,.0f}, {'inf' if ci[1] is None else f'{ci[1]:,.0f}'}]"

@@ -69,6 +69,19 @@ def _unanalysed_record(name: str, commit: str, **fields) -> dict:
             "exact_match": None, "token_accuracy": None, "induction_max": None, **fields}
 
 
+def check_repo_id(repo_id: str) -> None:
+    """A Hub model repo id, or a SeriesError saying why not (a local folder has no checkpoint branches)."""
+    from huggingface_hub.utils import validate_repo_id
+
+    if Path(repo_id).expanduser().exists() or repo_id.startswith(("/", "./", "../", "~")):
+        raise SeriesError(f"{repo_id}: a local path, not a Hub repo id; series reads a Hub repo's checkpoint "
+                          "branches (for a local run: grokcopy report, or copy-test / induction on a checkpoint-N)")
+    try:
+        validate_repo_id(repo_id)
+    except ValueError as err:
+        raise SeriesError(f"{repo_id}: not a Hub repo id: {one_line(err)}") from None
+
+
 def _say(message: str, progress: bool) -> None:
     logger.info(message)
     if progress:
@@ -119,6 +132,7 @@ def analyze_series(
     from huggingface_hub import HfApi
     from tqdm.auto import tqdm
 
+    check_repo_id(repo_id)
     if every is not None and every < 1:
         raise SeriesError(f"every: expected a positive integer, got {every}")
     if copy_samples < 1:

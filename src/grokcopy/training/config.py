@@ -276,10 +276,11 @@ def validate_shape(shape: dict) -> None:
 
 
 class GrokcopyArgumentParser(HfArgumentParser):
-    """HfArgumentParser whose errors are exceptions carrying one line, not a page of usage."""
+    """HfArgumentParser whose errors are exceptions carrying one line, not a page of usage, and that
+    takes no abbreviations (argparse would read `--learning_rat` as `--learning_rate`)."""
 
     def __init__(self):
-        super().__init__(ARGUMENT_CLASSES, prog="grokcopy train")
+        super().__init__(ARGUMENT_CLASSES, prog="grokcopy train", allow_abbrev=False)
 
     def error(self, message):
         raise ConfigError(message)

@@ -39,10 +39,31 @@ def _builder_for(files: list[str], field_name: str) -> str:
                               f"use one of {', '.join(sorted(_BUILDERS))}")
         if path.stat().st_size == 0:
             raise ConfigError(f"{field_name}: empty file: {name}")
+        if _BUILDERS[path.suffix] != "parquet":
+            _check_utf8(path, field_name)
         builders.add(_BUILDERS[path.suffix])
     if len(builders) > 1:
         raise ConfigError(f"{field_name}: mixes file types ({', '.join(sorted(builders))}); use one kind")
     return builders.pop()
+
+
+def _check_utf8(path: Path, field_name: str) -> None:
+    """Text, JSON and CSV files must be UTF-8: say so, instead of datasets' "an error occurred while
+    generating the dataset". The first 64 KiB are checked here, the rest by the error it causes."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < len(head) - 3:  # not merely a character cut by the 64 KiB boundary
+            raise ConfigError(f"{field_name}: {path} is not UTF-8 text (byte {head[err.start]:#04x} at offset "
+                              f"{err.start})") from None
+
+
+def _decode_error(err: BaseException) -> UnicodeDecodeError | None:
+    while err is not None and not isinstance(err, UnicodeDecodeError):
+        err = err.__cause__ or err.__context__
+    return err
 
 
 def _load_files(files: list[str], field_name: str, cache_dir: str | None, streaming: bool = False):
@@ -51,7 +72,7 @@ def _load_files(files: list[str], field_name: str, cache_dir: str | None, stream
         return load_dataset(builder, data_files={"train": files}, split="train", cache_dir=cache_dir,
                             streaming=streaming)
     except Exception as err:  # datasets raises many kinds; the user needs the file and the reason
-        reason = one_line(err)
+        reason = "not UTF-8 text" if _decode_error(err) else one_line(err)
         raise ConfigError(f"{field_name}: could not read {', '.join(files)}: {reason}") from err
 
 
@@ -60,8 +81,12 @@ def load_raw_datasets(data_args: DataArguments, seed: int = 42) -> DatasetDict |
     if bool(data_args.dataset_name) == bool(data_args.train_files):
         raise ConfigError("dataset_name / train_files: give exactly one source of training text")
     if data_args.dataset_name:
-        train = load_dataset(data_args.dataset_name, data_args.dataset_config_name, split=data_args.dataset_split,
-                             streaming=data_args.streaming, cache_dir=data_args.cache_dir)
+        try:
+            train = load_dataset(data_args.dataset_name, data_args.dataset_config_name,
+                                 split=data_args.dataset_split, streaming=data_args.streaming,
+                                 cache_dir=data_args.cache_dir)
+        except Exception as err:  # offline, unknown, gated, bad config or split: datasets raises many kinds
+            raise ConfigError(f"dataset_name: could not load {data_args.dataset_name!r}: {one_line(err)}") from None
     else:
         train = _load_files(data_args.train_files, "train_files", data_args.cache_dir, data_args.streaming)
     columns = train.column_names or []
@@ -130,14 +155,27 @@ def load_tokenizer(data_args: DataArguments, model_args: ModelArguments, raw_tra
     name = data_args.tokenizer_name_or_path or model_args.model_name_or_path
     if not name:
         raise ConfigError("tokenizer_name_or_path: give a tokenizer, a model_name_or_path, or train_tokenizer true")
+    field_name = "model_name_or_path" if name == model_args.model_name_or_path else "tokenizer_name_or_path"
     revision = model_args.revision if name == model_args.model_name_or_path else "main"
-    tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+    tokenizer = load_pretrained(AutoTokenizer, name, field_name, revision=revision)
     if data_args.append_eos and tokenizer.eos_token_id is None:
         raise ConfigError(f"tokenizer_name_or_path: {name} has no EOS token to end each document with; "
                           "give a tokenizer with an eos_token, or set append_eos false")
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def load_pretrained(auto_class, name: str, field_name: str, **kwargs):
+    """`auto_class.from_pretrained(name)`, its failure one line naming the field (a missing folder, a
+    Hub id that does not exist or cannot be reached, a folder that is not a model)."""
+    path = Path(name).expanduser()
+    if name.startswith(("/", "./", "../", "~")) and not path.is_dir():
+        raise ConfigError(f"{field_name}: no such folder: {name}")
+    try:
+        return auto_class.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{field_name}: cannot load {name}: {one_line(err)}") from None
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

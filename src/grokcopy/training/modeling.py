@@ -13,6 +13,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from grokcopy.errors import one_line
 from grokcopy.training.config import PRESETS, ConfigError, ModelArguments, model_config_kwargs  # noqa: F401 (re-exported)
+from grokcopy.training.data import load_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +44,8 @@ def build_model(model_args: ModelArguments, tokenizer):
 def _build_base_model(model_args: ModelArguments, tokenizer) -> PreTrainedModel:
     attn = {"attn_implementation": model_args.attn_implementation} if model_args.attn_implementation else {}
     if model_args.model_name_or_path:
-        model = AutoModelForCausalLM.from_pretrained(
-            model_args.model_name_or_path, revision=model_args.revision, **attn
-        )
+        model = load_pretrained(AutoModelForCausalLM, model_args.model_name_or_path, "model_name_or_path",
+                                revision=model_args.revision, **attn)
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:
             model.resize_token_embeddings(len(tokenizer))
         return model

@@ -18,7 +18,7 @@ from grokcopy.analysis.architectures import model_context_length
 from grokcopy.analysis.grokking import first_step_reaching, formation_table, induction_formation
 from grokcopy.analysis.plots import plot_copy_curve, plot_formation, plot_induction_history
 from grokcopy.copytest.task import CopyTaskConfig, CopyTaskError, build_copy_task
-from grokcopy.errors import one_line
+from grokcopy.errors import TrainingInterrupted, one_line
 from grokcopy.run_dir import (
     COPY_CURVE,
     COPY_HISTORY,
@@ -90,6 +90,20 @@ def prepare_output_dir(training_args: CopyTrainingArguments, resuming: bool) -> 
         logger.warning("output_dir %s held a run: moved to %s (overwrite_output_dir)", out, moved)
 
 
+def check_report_to(training_args: CopyTrainingArguments) -> None:
+    """Each `report_to` integration can start here: its callback is built as Trainer will build it
+    (which is where a missing package shows), before data, model or output folder are touched."""
+    from transformers.integrations import INTEGRATION_TO_CALLBACK
+
+    for name in training_args.report_to or []:
+        if name not in INTEGRATION_TO_CALLBACK:
+            raise ConfigError(f"report_to: unknown integration {name!r} (known: {', '.join(INTEGRATION_TO_CALLBACK)})")
+        try:
+            INTEGRATION_TO_CALLBACK[name]()
+        except (RuntimeError, ImportError) as err:
+            raise ConfigError(f"report_to: {name}: {one_line(err)} (or --report_to none)") from None
+
+
 def build_trainer(model_args: ModelArguments, data_args: DataArguments, training_args: CopyTrainingArguments,
                   callbacks=None) -> CopyTrainer:
     """Data, tokenizer, model and copy test, validated, wired into a CopyTrainer."""
@@ -124,6 +138,16 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
                        block_size=data_args.block_size, callbacks=callbacks,
                        data_description=describe_data(data_args),
                        datasets=[data_args.dataset_name] if data_args.dataset_name else None)
+
+
+def interrupted_message(output_dir, step: int) -> str:
+    """Where an interrupted run can go on from, in one line."""
+    last = last_complete_checkpoint(output_dir)
+    if last is not None:
+        return (f"interrupted at step {step}; continue from {last} with the same command and "
+                "--resume_from_checkpoint last")
+    return (f"interrupted at step {step}, before the first checkpoint: nothing to resume from; start over with "
+            f"--overwrite_output_dir true (the partial run in {output_dir} is moved aside)")
 
 
 def describe_data(data_args: DataArguments) -> str:
@@ -175,13 +199,17 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     # grokcopy's loggers follow the Trainer's log_level / log_level_replica, as transformers' own do
     logging.getLogger("grokcopy").setLevel(training_args.get_process_log_level())
     resume = resolve_resume(training_args)
+    check_report_to(training_args)
     prepare_output_dir(training_args, resuming=resume is not None)
     trainer = build_trainer(model_args, data_args, training_args, callbacks=callbacks)
     if trainer.is_world_process_zero():
         write_run_config(training_args.output_dir, model_args, data_args, training_args, trainer.tokens_per_step)
     if trainer.copy_task.note and trainer.is_world_process_zero():
         print(trainer.copy_task.note)
-    trainer.train(resume_from_checkpoint=resume)
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(interrupted_message(training_args.output_dir, trainer.state.global_step)) from None
     trainer.save_model()
     trainer.save_state()
     output_dir = Path(training_args.output_dir)
