@@ -116,3 +116,41 @@ def test_distributed_configs_load():
                              "--fsdp_config", str(REPO / "trainer_configs" / "fsdp" / "llama-full-shard.json")])
     assert args.fsdp_config["transformer_layer_cls_to_wrap"] == ["LlamaDecoderLayer"]
     assert args.fsdp_config["version"] == 2
+
+
+def test_log_level_reaches_grokcopys_loggers(corpus_file, tmp_path):
+    """`--log_level info` shows grokcopy's info lines (e.g. the Hub's), the default keeps them quiet."""
+    out = tmp_path / "run"
+    config = write_config_file(tmp_path, tiny_config(corpus_file, out, max_steps=2, copy_stop_exact_match=0.0))
+    quiet = run_cli("train", str(config))
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "[grokcopy|INFO]" not in quiet.stderr
+    loud = run_cli("train", str(config), "--output_dir", str(tmp_path / "loud"), "--log_level", "info")
+    assert loud.returncode == 0 and "[grokcopy|INFO] copy exact match" in loud.stderr  # the stop rule's line
+
+
+def write_config_file(folder, config):
+    path = folder / "config.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_version_help_and_train_help_list_every_field_grouped():
+    import subprocess
+    import sys
+
+    import grokcopy
+
+    assert run_cli("--version").stdout.strip() == f"grokcopy {grokcopy.__version__}"
+    # the top-level help builds the parser without importing torch (the speed of `grokcopy --help`)
+    code = "import sys; from grokcopy.cli import build_parser; build_parser().format_help(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    helped = run_cli("train", "--help")
+    assert helped.returncode == 0
+    text = helped.stdout
+    for group in ("copy test:", "induction heads:", "Hub:", "model:", "data:", "training:"):
+        assert f"\n{group}\n" in text, group
+    for name in ("--learning_rate (default: 5e-05)", "--copy_num_samples (default: 500)", "--preset (default: None)",
+                 "--hub_checkpoint_series (default: False)", "--block_size (default: 1024)"):
+        assert name in text, name
+    assert text.index("--copy_num_samples") < text.index("copy test:") + 2000  # in its group, not in training

@@ -33,6 +33,8 @@ def test_demo_delivers_model_curves_and_a_consistent_summary(demo_run):
     assert summary["loss_fell_first_then_copy_jumped"] is shown
     assert summary["first_step_exact_match_over_half"] == jump
     assert ("the loss fell first, then copying jumped" in proc.stdout) is shown
+    # the held-out loss split into copyable tokens and the rest, at every copy test
+    assert all(r["copyable_loss"] > 0 and r["other_loss"] > 0 for r in history)
 
 
 def test_demo_records_induction_heads_per_checkpoint(demo_run):

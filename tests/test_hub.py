@@ -168,3 +168,66 @@ def test_induction_and_copy_test_cli_on_a_hub_revision(api, corpus_file, tmp_pat
     missing = subprocess.run([*GROKCOPY, "induction", repo, "--revision", "step999"], capture_output=True, text=True,
                              timeout=300)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr and "step999" in missing.stderr
+
+
+def test_a_run_puts_its_final_figures_summary_and_card_on_main(api, corpus_file, tmp_path):
+    from grokcopy.training.pipeline import run_training
+
+    out = tmp_path / "run"
+    config = series_config(corpus_file, out)
+    run_training(*parse_args(config))
+    repo = config["hub_model_id"]
+    main_files = set(api.list_repo_files(repo))
+    assert {"copy_curve.png", "summary.json", "copy_history.jsonl", "model.safetensors"} <= main_files
+    summary = json.loads(open(api.hf_hub_download(repo, "summary.json")).read())
+    assert summary == json.loads((out / "summary.json").read_text())
+    card = open(api.hf_hub_download(repo, "README.md")).read()
+    assert "license: apache-2.0" in card and "pipeline_tag: text-generation" in card
+    assert "library_name: transformers" in card and "pretrained from scratch" in card
+
+
+def test_a_refused_push_is_not_retried_and_says_so(api, hub, corpus_file, tmp_path, caplog):
+    out = tmp_path / "run"
+    hub.fail_with(403)  # a token without write access, from the first request on
+    trainer = build_trainer(*parse_args(series_config(corpus_file, out, hub_push_wait=30, hub_push_timeout=5)))
+    with caplog.at_level("ERROR", logger="grokcopy.hub.push"):
+        trainer.train()  # training is never stopped by the Hub
+    assert trainer.state.global_step == 8
+    assert trainer.hub_callback.failures == 1 and trainer.hub_callback.refused  # no retry loop
+    assert not trainer.hub_callback.pending and not trainer.hub_callback.wait(1)
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "refused" in errors[0] and "grokcopy push" in errors[0]
+    hub.heal()
+
+
+def test_card_metadata_names_a_hub_base_model(tmp_path):
+    from types import SimpleNamespace
+
+    from transformers import LlamaConfig
+
+    from grokcopy.hub.model_card import render_card
+
+    (tmp_path / "copy_history.jsonl").write_text(json.dumps({"step": 4, "tokens": 40, "exact_match": 0.5,
+                                                             "token_accuracy": 0.6}) + "\n")
+    args = SimpleNamespace(hub_license="mit", learning_rate=1e-3)
+    card = render_card("user/cont", tmp_path, ["step4"], LlamaConfig(), args, "Some data.", base_model="org/base-1b",
+                       datasets=["org/web-text"])
+    assert "base_model: org/base-1b" in card and "continued from `org/base-1b`" in card
+    assert "license: mit" in card and "- org/web-text" in card
+
+
+def test_log_save_schedule_gives_the_series_step0_and_pythias_early_grid(api, corpus_file, tmp_path):
+    out = tmp_path / "run"
+    trainer = build_trainer(*parse_args(series_config(corpus_file, out, save_schedule="log", save_steps=4)))
+    trainer.train()
+    assert [p.name for p in sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))] == [
+        "checkpoint-0", "checkpoint-1", "checkpoint-2", "checkpoint-4", "checkpoint-8"]
+    for step in (0, 1, 2):
+        folder = out / f"checkpoint-{step}"
+        assert json.loads((folder / "copy_eval.json").read_text())["step"] == step
+        assert json.loads((folder / "induction.json").read_text())["step"] == step
+    repo = trainer.args.hub_model_id
+    assert branches(api, repo) == ["main", "step0", "step1", "step2", "step4", "step8"]
+    untrained = AutoModelForCausalLM.from_pretrained(repo, revision="step0")
+    local = AutoModelForCausalLM.from_pretrained(out / "checkpoint-0")
+    assert all(torch.equal(a, b) for a, b in zip(untrained.state_dict().values(), local.state_dict().values()))

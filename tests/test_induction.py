@@ -321,3 +321,16 @@ def test_cuda_bf16_sdpa_model_matches_cpu_and_is_restored():
     np.testing.assert_allclose(a.attention, b.attention, atol=0.02)
     np.testing.assert_allclose(a.ep, b.ep, atol=0.05)
     assert gpu.config._attn_implementation == "sdpa" and gpu.device.type == "cuda"
+
+
+def test_seq_len_fits_the_models_context():
+    from grokcopy.analysis.induction import fit_seq_len
+
+    short = tiny_model("llama", max_position_embeddings=40)
+    assert fit_seq_len(short)[0] == 19  # 1 + 2 x 19 = 39 <= 40: the demo run's own s
+    assert "fits the model's context of 40" in fit_seq_len(short)[1]
+    assert fit_seq_len(short, with_bos=False)[0] == 20
+    assert fit_seq_len(short, 10)[0] == 10
+    with pytest.raises(ValueError, match="seq_len: 100 needs 201 tokens, more than the model's context of 40"):
+        fit_seq_len(short, 100)
+    assert fit_seq_len(tiny_model("llama", max_position_embeddings=512))[0] == 100

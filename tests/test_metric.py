@@ -35,3 +35,22 @@ def test_relative_path_from_repo_root(monkeypatch):
 def test_mismatched_lengths_fail(metric):
     with pytest.raises(ValueError):
         metric.compute(predictions=[[1, 2]], references=[[1, 2], [3, 4]])
+
+
+def test_the_space_app_loads_its_own_script_not_the_hub_metric(tmp_path, monkeypatch):
+    """In a Space the script is renamed after the Space (push-metric); app.py must load that file, since
+    evaluate.load("copy_accuracy") resolves to evaluate-metric/copy_accuracy on the Hub."""
+    import runpy
+    import shutil
+
+    import evaluate.utils
+
+    space = tmp_path / "space"
+    space.mkdir()
+    shutil.copy(REPO / "metrics" / "copy_accuracy" / "copy_accuracy.py", space / "my_copy_metric.py")
+    shutil.copy(REPO / "metrics" / "copy_accuracy" / "app.py", space / "app.py")
+    shown = []
+    monkeypatch.setattr(evaluate.utils, "launch_gradio_widget", shown.append)
+    runpy.run_path(str(space / "app.py"))
+    [module] = shown
+    assert module.compute(predictions=[[1, 2]], references=[[1, 2]])["exact_match"] == 1.0

@@ -52,6 +52,9 @@ def test_lora_adapter_trains_is_analysed_pushed_and_analysed_as_a_series(corpus_
     files = set(api.list_repo_files("user/lora-series", revision="step8"))
     assert {"adapter_model.safetensors", "adapter_config.json", "induction.json", "copy_eval.json"} <= files
     assert "model.safetensors" not in files
+    card = open(api.hf_hub_download("user/lora-series", "README.md")).read()
+    assert "library_name: peft" in card and f"adapter (PEFT LoRA) trained on top of `{base}`" in card
+    assert "pretrained from scratch" not in card
 
     records = analyze_series("user/lora-series", out_dir=tmp_path / "series", copy_samples=8, progress=False,
                              device="cpu")

@@ -4,11 +4,13 @@ synthetic run folders (histories, trainer state, run config) whose landmarks are
 import json
 import math
 
+import numpy as np
 import pytest
 
 from grokcopy.cli import main
 from grokcopy.experiments.claims import (
-    NOT_SUPPORTED,
+    CONTRADICTED,
+    NOT_RESOLVED,
     NOT_TESTABLE,
     SUPPORTED,
     claim_jump_follows_steps,
@@ -16,87 +18,115 @@ from grokcopy.experiments.claims import (
     claim_loss_follows_tokens,
     claim_regularization_helps,
 )
-from grokcopy.experiments.conditions import family
+from grokcopy.experiments.conditions import family, summarize
 
 
-def cond(config, **stats):
-    return {"config": config, "stats": stats}
+def cond(config, jumps, *, steps=2000, loss_tokens=None, ems=None):
+    """A condition as group_conditions makes it, from per-seed jump steps (None: censored at `steps`)."""
+    tps = config.get("tokens_per_step") or 40 * 128
+    per_seed = []
+    for i, j in enumerate(jumps):
+        lt = None if loss_tokens is None else loss_tokens[i % len(loss_tokens)]
+        per_seed.append({"jump_step": j, "jump_tokens": None if j is None else j * tps,
+                         "jump_censored_at": steps if j is None else None, "tokens_per_step": tps, "steps": steps,
+                         "loss_target_step": None if lt is None else lt / tps, "loss_target_tokens": lt,
+                         "loss_censored_at": None if lt is not None else steps,
+                         "final_exact_match": (ems or [0.9])[i % len(ems or [0.9])], "formation": []})
+    stats, samples = summarize(per_seed)
+    return {"config": config, "stats": stats, "samples": samples}
 
 
-def batch_conditions(jump_steps, plateau_steps=(1000, 1000, 1000), tokens=(32768, 65536, 131072)):
-    return {f"bs={t // 1024}": cond({"tokens_per_step": t, "per_device_train_batch_size": t // 1024,
-                                     "learning_rate": 2e-4},
-                                    copy_jump_step=j, copy_jump_tokens=j * t, loss_plateau_step=p,
-                                    loss_plateau_tokens=p * t)
-            for j, p, t in zip(jump_steps, plateau_steps, tokens)}
+def noisy(centre, n=4, spread=0.05):
+    return [centre * (1 + spread * k) for k in np.linspace(-1, 1, n)]
 
 
-def test_claim_a_jump_aligned_in_steps_is_supported_aligned_in_tokens_is_not():
-    aligned_in_steps = claim_jump_follows_steps(batch_conditions([38000, 38500, 37800]))
-    assert aligned_in_steps["verdict"] == SUPPORTED
-    assert aligned_in_steps["numbers"]["spread_steps"] < 0.05 < aligned_in_steps["numbers"]["spread_tokens"]
-    assert "38,500" in aligned_in_steps["evidence"]
-    aligned_in_tokens = claim_jump_follows_steps(batch_conditions([40000, 20000, 10000]))
-    assert aligned_in_tokens["verdict"] == NOT_SUPPORTED
-    assert aligned_in_tokens["numbers"]["spread_tokens"] == 0
-    # the tolerance is the claim's: a 20% spread in steps is aligned at 0.25, not at 0.1
-    loose = batch_conditions([36000, 40000, 44000])
-    assert claim_jump_follows_steps(loose, 0.25)["verdict"] == SUPPORTED
-    assert claim_jump_follows_steps(loose, 0.1)["verdict"] == NOT_SUPPORTED
-    no_jump = batch_conditions([38000, 38000, 38000])
-    no_jump["bs=32"]["stats"]["copy_jump_step"] = None
-    assert claim_jump_follows_steps(no_jump)["verdict"] == NOT_TESTABLE
+def batch_conditions(jumps_by_batch, loss_tokens_by_batch=None, batches=(64, 256, 1024)):
+    out = {}
+    for i, (b, jumps) in enumerate(zip(batches, jumps_by_batch)):
+        config = {"tokens_per_step": b * 40, "per_device_train_batch_size": b, "learning_rate": 3e-3}
+        out[f"bs={b}"] = cond(config, jumps, loss_tokens=None if loss_tokens_by_batch is None else
+                              loss_tokens_by_batch[i])
+    return out
 
 
-def test_claim_b_loss_plateau_aligned_in_tokens():
-    in_tokens = batch_conditions([38000] * 3, plateau_steps=(4000, 2000, 1000))
-    assert claim_loss_follows_tokens(in_tokens)["verdict"] == SUPPORTED
-    in_steps = batch_conditions([38000] * 3, plateau_steps=(2000, 2000, 2100))
-    assert claim_loss_follows_tokens(in_steps)["verdict"] == NOT_SUPPORTED
+def test_claim_a_steps_aligned_is_supported_tokens_aligned_is_contradicted():
+    aligned = claim_jump_follows_steps(batch_conditions([noisy(800), noisy(810), noisy(790)]))
+    assert aligned["verdict"] == SUPPORTED
+    low, high = aligned["numbers"]["slope_ci95"]
+    assert -0.2 < low <= aligned["numbers"]["slope"] <= high < 0.2
+    tokens = claim_jump_follows_steps(batch_conditions([noisy(1600), noisy(400), noisy(100)]))  # S ~ 1/B
+    assert tokens["verdict"] == CONTRADICTED and tokens["numbers"]["slope"] == pytest.approx(-1, abs=0.05)
+    # noisy seeds: the interval straddles the band's edge
+    wide = claim_jump_follows_steps(batch_conditions([noisy(900, spread=0.9), noisy(700, spread=0.9),
+                                                      noisy(500, spread=0.9)]))
+    assert wide["verdict"] == NOT_RESOLVED
+    few = claim_jump_follows_steps(batch_conditions([noisy(800, n=2)] * 3))
+    assert few["verdict"] == NOT_RESOLVED and "fewer than 3 seeds" in few["evidence"]
 
 
-def lr_conditions(jumps, ems=(0.5, 0.6, 0.7)):
-    return {f"lr={lr:g}": cond({"learning_rate": lr, "tokens_per_step": 524288}, copy_jump_step=j,
-                               final_exact_match=em)
-            for lr, j, em in zip((1e-4, 2e-4, 4e-4), jumps, ems)}
+def test_claim_a_censored_seeds_are_kept_and_can_refute():
+    # bs=64 trained 1,200 steps and jumped in 1 of 4 seeds; bs=256 jumped at ~250 in all: not aligned in steps
+    conditions = batch_conditions([[600, None, None, None], noisy(250), noisy(240)])
+    conditions["bs=64"] = cond(conditions["bs=64"]["config"], [600, None, None, None], steps=1200)
+    result = claim_jump_follows_steps(conditions)
+    assert result["verdict"] == CONTRADICTED and result["numbers"]["outran"] == ["bs=64"]
+    assert "bs=64: not reached [" in result["evidence"] and "(1/4)" in result["evidence"]
+
+
+def test_claim_b_loss_in_tokens():
+    same_tokens = [noisy(4e6)] * 3
+    assert claim_loss_follows_tokens(batch_conditions([noisy(800)] * 3, same_tokens))["verdict"] == SUPPORTED
+    same_steps = [noisy(4e6 * b / 64) for b in (64, 256, 1024)]  # the loss target at the same step
+    assert claim_loss_follows_tokens(batch_conditions([noisy(800)] * 3, same_steps))["verdict"] == CONTRADICTED
+
+
+def lr_conditions(jumps_by_lr, steps=2000):
+    return {f"lr={lr:g}": cond({"learning_rate": lr, "tokens_per_step": 5120}, jumps, steps=steps)
+            for lr, jumps in zip((1.5e-3, 3e-3, 6e-3), jumps_by_lr)}
 
 
 def test_claim_c_larger_learning_rate_groks_earlier():
-    assert claim_larger_lr_earlier(lr_conditions([40000, 30000, 20000]))["verdict"] == SUPPORTED
-    assert claim_larger_lr_earlier(lr_conditions([None, 30000, 20000]))["verdict"] == SUPPORTED  # never: latest
-    assert claim_larger_lr_earlier(lr_conditions([20000, 30000, 25000]))["verdict"] == NOT_SUPPORTED
-    assert claim_larger_lr_earlier(lr_conditions([40000, 30000, None]))["verdict"] == NOT_SUPPORTED
-    assert claim_larger_lr_earlier(lr_conditions([None, None, None]))["verdict"] == NOT_TESTABLE
-    assert claim_larger_lr_earlier(batch_conditions([1, 2, 3]))["verdict"] == NOT_TESTABLE
+    assert claim_larger_lr_earlier(lr_conditions([noisy(1400), noisy(900), noisy(600)]))["verdict"] == SUPPORTED
+    assert claim_larger_lr_earlier(lr_conditions([noisy(600), noisy(900), noisy(1400)]))["verdict"] == CONTRADICTED
+    # the largest learning rate never jumps within 2,000 steps, past the smaller ones' jumps: contradicted
+    hot = claim_larger_lr_earlier(lr_conditions([noisy(600), noisy(900), [None] * 4]))
+    assert hot["verdict"] == CONTRADICTED and hot["numbers"]["outran"] == ["lr=0.006"]
+    flat = claim_larger_lr_earlier(lr_conditions([noisy(900, spread=0.6)] * 3))
+    assert flat["verdict"] == NOT_RESOLVED
+    assert claim_larger_lr_earlier(batch_conditions([noisy(1)] * 3))["verdict"] == NOT_TESTABLE
 
 
-def reg_conditions(dropout=(10000, 0.56), decay=(12000, 0.51), base=(15000, 0.21)):
+def reg_conditions(dropout, decay, base=(noisy(1000), [0.5] * 4)):
     rows = {"baseline": ({"attention_dropout": 0.0, "weight_decay": 0.0}, base),
             "attention_dropout=0.1": ({"attention_dropout": 0.1, "weight_decay": 0.0}, dropout),
             "weight_decay=0.1": ({"attention_dropout": 0.0, "weight_decay": 0.1}, decay)}
-    return {label: cond({**config, "learning_rate": 2e-4}, copy_jump_step=j, final_exact_match=em)
-            for label, (config, (j, em)) in rows.items()}
+    return {label: cond({**config, "learning_rate": 3e-3}, jumps, ems=ems)
+            for label, (config, (jumps, ems)) in rows.items()}
 
 
-def test_claim_d_regularization_earlier_or_higher():
-    assert claim_regularization_helps(reg_conditions())["verdict"] == SUPPORTED
-    assert claim_regularization_helps(reg_conditions(dropout=(20000, 0.6)))["verdict"] == SUPPORTED  # higher only
-    assert claim_regularization_helps(reg_conditions(decay=(9000, 0.1)))["verdict"] == SUPPORTED  # earlier only
-    worse = claim_regularization_helps(reg_conditions(decay=(20000, 0.1)))
-    assert worse["verdict"] == NOT_SUPPORTED
-    assert worse["numbers"]["conditions"]["weight_decay=0.1"] == {"earlier": False, "higher": False}
-    no_baseline = reg_conditions()
+def test_claim_d_regularization_earlier_or_higher_with_intervals():
+    earlier = (noisy(500), [0.5] * 4)
+    higher = (noisy(1000), [0.8, 0.82, 0.84, 0.86])
+    same = (noisy(1000, spread=0.3), [0.45, 0.5, 0.55, 0.5])
+    worse = (noisy(1800), [0.2, 0.22, 0.24, 0.2])
+    assert claim_regularization_helps(reg_conditions(earlier, higher))["verdict"] == SUPPORTED
+    # "earlier OR higher" against noise is no longer a coin flip: no difference is not resolved
+    assert claim_regularization_helps(reg_conditions(earlier, same))["verdict"] == NOT_RESOLVED
+    result = claim_regularization_helps(reg_conditions(earlier, worse))
+    assert result["verdict"] == CONTRADICTED
+    assert result["numbers"]["conditions"]["weight_decay=0.1"]["later_or_lower"] is True
+    no_baseline = reg_conditions(earlier, higher)
     del no_baseline["baseline"]
     assert claim_regularization_helps(no_baseline)["verdict"] == NOT_TESTABLE
 
 
 def test_family_picks_conditions_that_differ_only_in_the_claims_fields():
-    mixed = {**batch_conditions([38000] * 3), **lr_conditions([40000, 30000, 20000])}
-    for c in mixed.values():  # configs as group_conditions makes them: the same fields everywhere
-        c["config"].update(per_device_train_batch_size=c["config"]["tokens_per_step"] // 1024)
-    for label in ("lr=0.0001", "lr=0.0002", "lr=0.0004"):
-        mixed[label]["config"].update(tokens_per_step=65536, per_device_train_batch_size=64)
-    del mixed["bs=64"]  # the same config as lr=0.0002: one condition
+    def config(tokens, lr):  # configs as group_conditions makes them: the same fields everywhere
+        return {"config": {"tokens_per_step": tokens, "per_device_train_batch_size": tokens // 1024,
+                           "learning_rate": lr}}
+
+    mixed = {"bs=32": config(32768, 2e-4), "bs=128": config(131072, 2e-4), "lr=0.0001": config(65536, 1e-4),
+             "lr=0.0002": config(65536, 2e-4), "lr=0.0004": config(65536, 4e-4)}  # bs=64 is lr=0.0002
     assert sorted(family(mixed, ("learning_rate",), key="learning_rate")) == ["lr=0.0001", "lr=0.0002", "lr=0.0004"]
     assert sorted(family(mixed, ("tokens_per_step", "per_device_train_batch_size"), key="tokens_per_step")) == [
         "bs=128", "bs=32", "lr=0.0002"]
@@ -130,42 +160,68 @@ def write_run(folder, *, batch, seed, jump, plateau=300, steps=2000, lr=3e-3, dr
     return folder
 
 
-def test_report_end_to_end_two_batch_sizes_two_seeds(tmp_path, capsys):
+def test_report_end_to_end_two_batch_sizes_four_seeds(tmp_path, capsys):
     sweep = tmp_path / "sweep"
+    seeds = (0, 1, 2, 3)
     for batch in (64, 256):
-        for seed in (0, 1):
+        for seed in seeds:
             write_run(sweep / f"bs{batch}-seed{seed}", batch=batch, seed=seed, jump=800,
                       plateau=300 if batch == 256 else 1200)  # jump in steps, loss in tokens
     (sweep / "sweep.json").write_text(json.dumps({"members": [{"name": f"bs{b}-seed{s}"} for b in (64, 256)
-                                                              for s in (0, 1)] + [{"name": "never-ran"}]}))
+                                                              for s in seeds] + [{"name": "never-ran"}]}))
     out = tmp_path / "report"
     assert main(["report", str(sweep), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "4 runs in 2 conditions" in printed
+    assert "8 runs in 2 conditions" in printed and "bs=64: 4/4 jumped; median jump step" in printed
     for name in ("curves.png", "induction_formation.png", "report.md", "report.json"):
         assert (out / name).stat().st_size > (10_000 if name.endswith(".png") else 100), name
     assert not (out / "learning_rate.png").exists() and not (out / "regularization.png").exists()
     record = json.loads((out / "report.json").read_text())
-    labels = sorted(c["label"] for c in record["conditions"])
-    assert labels == ["bs=256", "bs=64"]
+    assert sorted(c["label"] for c in record["conditions"]) == ["bs=256", "bs=64"]
     claims = {c["claim"]: c for c in record["claims"]}
     assert claims["a"]["verdict"] == SUPPORTED and claims["b"]["verdict"] == SUPPORTED
     assert claims["c"]["verdict"] == NOT_TESTABLE and claims["d"]["verdict"] == NOT_TESTABLE
     bs64 = next(c for c in record["conditions"] if c["label"] == "bs=64")
-    assert bs64["n"] == 2 and bs64["stats"]["copy_jump_step"] == pytest.approx(803.5, abs=100)
-    assert bs64["spread"]["copy_jump_step"]["count"] == 2
+    assert bs64["n_runs"] == 4 and bs64["n_jumped"] == 4
+    assert bs64["jump_step_median"] == pytest.approx(800 + 7, abs=15)  # seeds shift the jump by 0, 7, 14, 21
+    low, high = bs64["jump_step_ci95"]
+    assert low <= bs64["jump_step_median"] <= high and high - low < 60
+    assert all(r["jump_step"] is not None and r["censored_at"] is None for r in record["runs"])
+    assert record["settings"]["loss_target"] > 2.0
     report = (out / "report.md").read_text()
     assert "| run | condition | seed |" in report and "| bs64-seed1 | bs=64 | 1 |" in report
-    assert "| condition | config | runs |" in report and "| bs=256 | bs=256 | 2 |" in report
+    assert "| condition | config | runs | jumped |" in report and "| bs=256 | bs=256 | 4 | 4 |" in report
     assert f"**{SUPPORTED}**" in report and f"**{NOT_TESTABLE}**" in report and "![curves.png](curves.png)" in report
     assert "## Induction-head formation" in report
+
+
+def test_report_keeps_censored_and_unfinished_runs(tmp_path):
+    runs = [write_run(tmp_path / f"seed{s}", batch=128, seed=s, jump=600) for s in range(3)]
+    runs.append(write_run(tmp_path / "seed3", batch=128, seed=3, jump=5000))  # never jumps within 2,000 steps
+    stopped = write_run(tmp_path / "seed4", batch=128, seed=4, jump=5000, steps=1000)
+    config = json.loads((stopped / "run_config.json").read_text())
+    config["training"]["max_steps"] = 2000  # configured for 2,000 steps, stopped at 1,000
+    (stopped / "run_config.json").write_text(json.dumps(config))
+    out = tmp_path / "report"
+    assert main(["report", *map(str, runs + [stopped]), "--out", str(out)]) == 0
+    record = json.loads((out / "report.json").read_text())
+    by_name = {r["name"]: r for r in record["runs"]}
+    assert by_name["seed3"]["jump_step"] is None and by_name["seed3"]["censored_at"] == 2000
+    assert by_name["seed4"]["censored_at"] == 1000 and by_name["seed4"]["stats"]["finished"] is False
+    [condition] = record["conditions"]
+    assert (condition["n_runs"], condition["n_jumped"]) == (5, 3)
+    assert condition["jump_step_median"] is not None  # 3 of 5 jumped: the KM median exists
+    assert condition["stats"]["n_unfinished"] == 1
+    report = (out / "report.md").read_text()
+    assert "> 2,000 (censored)" in report and "**no**" in report
 
 
 def test_report_learning_rate_and_regularization_panels(tmp_path):
     runs = []
     for lr, jump in ((1.5e-3, 1400), (6e-3, 600)):
-        runs.append(write_run(tmp_path / f"lr{lr:g}", batch=128, seed=0, jump=jump, lr=lr))
-    runs.append(write_run(tmp_path / "dropout", batch=128, seed=0, jump=500, lr=6e-3, dropout=0.1))
+        runs += [write_run(tmp_path / f"lr{lr:g}-{s}", batch=128, seed=s, jump=jump, lr=lr) for s in range(3)]
+    runs += [write_run(tmp_path / f"dropout-{s}", batch=128, seed=s, jump=300, lr=6e-3, dropout=0.1)
+             for s in range(3)]
     out = tmp_path / "report"
     assert main(["report", *map(str, runs), "--out", str(out)]) == 0
     assert (out / "learning_rate.png").is_file() and (out / "regularization.png").is_file()
@@ -175,18 +231,18 @@ def test_report_learning_rate_and_regularization_panels(tmp_path):
     claims = {c["claim"]: c for c in record["claims"]}
     assert claims["c"]["verdict"] == SUPPORTED and claims["d"]["verdict"] == SUPPORTED
     assert claims["d"]["numbers"]["baseline"] == "baseline"
-    assert "| baseline | attention_dropout=0, lr=0.006 | 1 |" in (out / "report.md").read_text()
+    assert "| baseline | attention_dropout=0, lr=0.006 | 3 | 3 |" in (out / "report.md").read_text()
 
 
 def test_report_on_one_run_has_figures_table_and_nothing_testable(tmp_path):
     run = write_run(tmp_path / "demo", batch=128, seed=0, jump=600)
     out = tmp_path / "report"
-    assert main(["report", str(run), "--out", str(out), "--jump-window", "200", "--absolute",
-                 "--loss-tolerance", "0.1"]) == 0
+    assert main(["report", str(run), "--out", str(out), "--jump-threshold", "0.8", "--loss-target", "2.5"]) == 0
     record = json.loads((out / "report.json").read_text())
     assert [c["label"] for c in record["conditions"]] == ["demo"]
     assert all(c["verdict"] == NOT_TESTABLE for c in record["claims"])
-    assert record["settings"]["jump_window"] == 200 and record["settings"]["relative"] is False
+    assert record["settings"]["jump_threshold"] == 0.8 and record["settings"]["loss_target"] == 2.5
+    assert record["runs"][0]["jump_step"] > 600  # 0.8 of the 0.95 plateau: after the sigmoid's centre
     assert (out / "curves.png").is_file() and "| demo | demo | 0 |" in (out / "report.md").read_text()
 
 
@@ -197,21 +253,6 @@ def test_report_errors_are_one_line(tmp_path, capsys):
         assert exit_info.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("grokcopy: error:") and needle in err[0]
-
-
-def test_a_condition_that_never_jumps_within_more_steps_refutes_step_alignment():
-    from grokcopy.experiments.claims import NOT_SUPPORTED, claim_jump_follows_steps
-
-    def condition(bs, jump, steps):
-        return {"config": {"tokens_per_step": bs * 40, "per_device_train_batch_size": bs, "learning_rate": 3e-3},
-                "stats": {"copy_jump_step": jump, "copy_jump_tokens": None if jump is None else jump * bs * 40,
-                          "steps": steps}}
-
-    conditions = {"bs=64": condition(64, None, 1200), "bs=128": condition(128, 550, 1200),
-                  "bs=256": condition(256, 250, 1200)}
-    result = claim_jump_follows_steps(conditions)
-    assert result["verdict"] == NOT_SUPPORTED
-    assert "bs=64: no jump by step 1,200" in result["evidence"] and result["numbers"]["without_jump"] == ["bs=64"]
 
 
 def test_report_on_a_real_training_run(corpus_file, tmp_path):
@@ -226,7 +267,61 @@ def test_report_on_a_real_training_run(corpus_file, tmp_path):
     assert main(["report", str(run), "--out", str(tmp_path / "report")]) == 0
     record = json.loads((tmp_path / "report" / "report.json").read_text())
     assert len(record["runs"]) == 1 and len(record["conditions"]) == 1
-    assert record["conditions"][0]["stats"]["steps"] == 8
+    assert record["conditions"][0]["stats"]["steps"] == 8 and record["runs"][0]["stats"]["finished"] is True
     assert all(c["verdict"] == NOT_TESTABLE for c in record["claims"])
     assert (tmp_path / "report" / "curves.png").stat().st_size > 10_000
     assert "| layer |" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_critical_batch_fit_recovers_mccandlish_curve_and_reads_the_regimes(tmp_path):
+    from grokcopy.experiments.critical_batch import critical_batch, fit_critical_batch
+
+    s_min, b_crit = 300.0, 20_000.0
+    batches = [1280 * 4**k for k in range(5)]  # 32 ... 8192 documents of 40 tokens
+    exact = [s_min * (1 + b_crit / b) for b in batches]
+    assert fit_critical_batch(batches, exact) == pytest.approx((s_min, b_crit), rel=0.01)
+    conditions = {f"bs={b // 40}": cond({"tokens_per_step": b, "per_device_train_batch_size": b // 40,
+                                          "learning_rate": 3e-3}, noisy(s, spread=0.03), steps=100_000)
+                  for b, s in zip(batches, exact)}
+    fit = critical_batch(conditions, list(conditions))
+    assert fit["resolved"] and fit["b_crit"] == pytest.approx(b_crit, rel=0.1)
+    low, high = fit["b_crit_ci95"]
+    assert low < b_crit < high and fit["e_min"] == pytest.approx(fit["s_min"] * fit["b_crit"])
+    regimes = [s["regime"] for s in fit["local_slopes"]]
+    assert regimes[0] == "tokens govern" and regimes[-1] == "steps govern"  # 1,280 << B_crit << 327,680
+    # a condition whose median is undefined leaves the fit unresolved, never silently dropped
+    conditions["bs=32"] = cond(conditions["bs=32"]["config"], [None] * 4, steps=5000)
+    assert critical_batch(conditions, list(conditions))["resolved"] is False
+
+
+def test_demo_criteria_rate_and_the_held_out_seeds(tmp_path):
+    from grokcopy.analysis.survival import wilson_interval
+
+    assert wilson_interval(7, 8) == pytest.approx([0.529, 0.978], abs=0.002)
+    assert wilson_interval(0, 8)[0] == 0 and wilson_interval(8, 8)[1] == 1 and wilson_interval(0, 0) is None
+    runs = [write_run(tmp_path / f"seed{s}", batch=128, seed=s, jump=600 if s % 4 else 5000) for s in range(8)]
+    out = tmp_path / "report"
+    assert main(["report", *map(str, runs), "--out", str(out), "--held-out-from", "4"]) == 0
+    record = json.loads((out / "report.json").read_text())
+    by_seed = {r["seed"]: r["stats"] for r in record["runs"]}
+    assert [by_seed[s]["groks"] for s in range(8)] == [s % 4 != 0 for s in range(8)]
+    assert by_seed[1]["loss_first"] and by_seed[1]["max_induction"] == 0.9
+    split = record["seed_split"]
+    assert (split["chosen_on"]["n_groks"], split["chosen_on"]["n_rated"]) == (3, 4)
+    assert (split["held_out"]["n_groks"], split["held_out"]["n_rated"]) == (3, 4)
+    assert record["conditions"][0]["stats"]["n_groks"] == 6
+    assert "| >= 4 (held out, never used to choose) | 3/4 [" in (out / "report.md").read_text()
+
+
+def test_demo_corpus_seeds_are_one_condition(tmp_path):
+    """A demo corpus is generated from its config and the seed: its cache file name differs per seed but is
+    not a condition."""
+    runs = []
+    for seed in range(3):
+        run = write_run(tmp_path / f"seed{seed}", batch=128, seed=seed, jump=600)
+        config = json.loads((run / "run_config.json").read_text())
+        config["data"]["train_files"] = [f"/cache/demo_corpus_{seed:012x}.jsonl"]
+        (run / "run_config.json").write_text(json.dumps(config))
+        runs.append(run)
+    assert main(["report", *map(str, runs), "--out", str(tmp_path / "out")]) == 0
+    assert len(json.loads((tmp_path / "out" / "report.json").read_text())["conditions"]) == 1

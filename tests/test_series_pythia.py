@@ -294,8 +294,8 @@ def test_report_compares_series_like_runs_and_draws_the_formation_chart(api, pyt
     assert {"curves.png", "induction_formation.png"} <= set(record["figures"])
     assert all((report / name).stat().st_size > 0 for name in record["figures"])
     by_label = {c["label"]: c for c in record["conditions"]}
-    formation = by_label[f"series={pythia[0]}"]["formation"][0]
-    assert [row["layer"] for row in formation] == [0, 1]
+    formation = by_label[f"series={pythia[0]}"]["stats"]["formation"]  # per layer, over the condition's runs
+    assert [row["layer"] for row in formation] == [0, 1] and all(row["n_runs"] == 1 for row in formation)
     assert by_label[f"series={bigger}"]["stats"]["steps"] == FINAL
     with pytest.raises(SystemExit) as exit_info:
         grokcopy_main(["report", str(tmp_path / "b0"), "--out", str(report)])

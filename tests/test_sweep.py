@@ -18,12 +18,17 @@ SWEEPS = REPO / "trainer_configs" / "sweeps"
 SWEEP_FILES = sorted(p.name for p in SWEEPS.glob("*.yaml"))
 
 
-def test_the_six_sweeps_are_there():
-    assert SWEEP_FILES == ["cpu-batch-size.yaml", "cpu-learning-rate.yaml", "cpu-regularization.yaml",
-                           "paper-batch-size.yaml", "paper-learning-rate.yaml", "paper-regularization.yaml"]
+def test_the_sweeps_are_there():
+    assert SWEEP_FILES == ["cpu-batch-size.yaml", "cpu-critical-batch.yaml", "cpu-depth.yaml", "cpu-learning-rate.yaml",
+                           "cpu-lr-batch.yaml", "cpu-regularization.yaml", "paper-batch-size.yaml",
+                           "paper-learning-rate.yaml", "paper-regularization.yaml"]
 
 
-@pytest.mark.parametrize("name", SWEEP_FILES)
+TWINS = [n for n in SWEEP_FILES if n.split("-", 1)[1] in ("batch-size.yaml", "learning-rate.yaml",
+                                                            "regularization.yaml")]
+
+
+@pytest.mark.parametrize("name", TWINS)
 def test_every_sweep_file_parses_and_every_member_validates(name):
     sweep = load_sweep(SWEEPS / name)
     base = load_config_file(sweep.base)
@@ -50,6 +55,30 @@ def test_every_sweep_file_parses_and_every_member_validates(name):
         kinds = {n.rsplit("-seed", 1)[0]: (a[0].attention_dropout, a[2].weight_decay) for n, a in args.items()}
         assert kinds == {"baseline": (None, 0.0), "dropout": (0.1, 0.0), "weight-decay": (None, 0.1)}
         assert batches == {base["per_device_train_batch_size"]} and rates == {base["learning_rate"]}
+
+
+def test_critical_batch_sweeps_share_a_token_budget_and_the_stop_rule():
+    """Issue #15's sweeps: B = 32 ... 2048 documents x 6 seeds and LR x B x 4 seeds, each member stopping at
+    exact match 0.8 or at the same 12M-token budget; the 4-layer twin for shallow-to-deep."""
+    for name, n_members, seeds in (("cpu-critical-batch.yaml", 42, 6), ("cpu-lr-batch.yaml", 48, 4),
+                                   ("cpu-depth.yaml", 4, 4)):
+        sweep = load_sweep(SWEEPS / name)
+        parsed = validate(sweep, sweep.members, [])
+        assert len(sweep.members) == n_members and str(sweep.output_dir) == f"runs/sweeps/{name[:-5]}"
+        training = [parsed[m.name][2] for m in sweep.members]
+        assert len({t.seed for t in training}) == seeds
+        if name == "cpu-depth.yaml":
+            assert {parsed[m.name][0].num_hidden_layers for m in sweep.members} == {4}
+            continue
+        assert {t.copy_stop_exact_match for t in training} == {0.8}
+        docs = {t.per_device_train_batch_size * t.gradient_accumulation_steps for t in training}
+        assert docs == ({32, 64, 128, 256, 512, 1024, 2048} if "critical" in name else {64, 512, 2048})
+        for t in training:  # the same token budget for every batch, within one step
+            per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps * 40
+            assert 12_000_000 - per_step < t.max_steps * per_step <= 12_000_000
+            assert t.copy_eval_steps <= max(10, t.max_steps // 60)  # dense enough not to quantise the jump
+        if "lr-batch" in name:
+            assert {t.learning_rate for t in training} == {0.00075, 0.0015, 0.003, 0.006}
 
 
 SMOKE = ["--max_steps", "2", "--save_strategy", "no", "--eval_strategy", "no", "--induction_analysis", "false",
@@ -162,3 +191,23 @@ def test_missing_sweep_file_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["sweep", str(tmp_path / "none.yaml")])
     assert capsys.readouterr().err.strip() == f"grokcopy: error: sweep file not found: {tmp_path / 'none.yaml'}"
+
+
+def test_parallel_members_run_at_once_with_one_thread_each_and_are_archived(tiny_sweep, tmp_path, capsys):
+    archive = tmp_path / "archive"
+    assert main(["sweep", str(tiny_sweep), "--parallel", "2", "--archive", str(archive)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 members, 2 at once, 1 thread each" in printed and printed.count(": done in") == 2
+    runs = tiny_sweep.parent / "runs"
+    record = json.loads((runs / "sweep.json").read_text())
+    assert [(m["name"], m["status"], m["steps"]) for m in record["members"]] == [
+        ("lr0.003", "complete", 4), ("lr0.001", "complete", 4)]
+    for name in ("lr0.003", "lr0.001"):
+        assert (runs / name / "train.log").is_file() and (runs / name / "model.safetensors").is_file()
+        kept = {p.name for p in (archive / name).iterdir()}
+        assert kept == {"run_config.json", "copy_history.jsonl", "summary.json", "trainer_state.json"}  # no weights
+        assert read_jsonl(archive / name / "copy_history.jsonl") == read_jsonl(runs / name / "copy_history.jsonl")
+    # the archive is a report's input: no training needed to regenerate it
+    assert main(["report", str(archive), "--out", str(tmp_path / "report")]) == 0
+    with pytest.raises(SystemExit):
+        main(["sweep", str(tiny_sweep), "--parallel", "0"])

@@ -29,7 +29,8 @@ def _train(config, overrides) -> int:
 
     model_args, data_args, training_args = parse_args(config, overrides)
     summary = run_training(model_args, data_args, training_args)
-    print(json.dumps(summary, indent=2))
+    if training_args.process_index == 0:  # one summary, not one per process
+        print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -88,7 +89,7 @@ def _induction(ns) -> int:
 
 def _push(ns) -> int:
     from grokcopy.hub.push import HubCheckpointCallback
-    from grokcopy.run_dir import PUSH_RECORD
+    from grokcopy.run_dir import PUSH_RECORD, SUMMARY
 
     record_file = Path(ns.output_dir) / PUSH_RECORD
     if not record_file.is_file() and not ns.hub_model_id:
@@ -96,6 +97,8 @@ def _push(ns) -> int:
     repo = ns.hub_model_id or json.loads(record_file.read_text())["repo_id"]
     callback = HubCheckpointCallback(repo, private=ns.private or None, timeout=ns.timeout)
     done = callback.push_pending(ns.output_dir, timeout=ns.wait)
+    if done and (Path(ns.output_dir) / SUMMARY).is_file():  # a finished run: its final files onto main too
+        done = callback.push_final(ns.output_dir, timeout=ns.wait)
     print(f"{repo}: pushed {sorted(callback.pushed)}" + ("" if done else f"; still pending {sorted(callback.pending)}"))
     return 0 if done else 1
 
@@ -206,9 +209,15 @@ def _add_series_parser(subparsers) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grokcopy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    from grokcopy import __version__
+
+    parser.add_argument("--version", action="version", version=f"grokcopy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="pretrain from a config; --field value overrides any field")
+    train = sub.add_parser("train", help="pretrain from a config; --field value overrides any field", add_help=False,
+                           description="Pretrain with a YAML/JSON config; any field below can be overridden as "
+                                       "--field value (or --field-value).")
     train.add_argument("config", help="YAML or JSON file of TrainingArguments + grokcopy fields")
+    train.add_argument("-h", "--help", action=FieldsHelp, help="list every field, grouped, with its help and default")
     demo = sub.add_parser("demo", help="the CPU demo: watch a tiny LLaMA grok to copy (~10 min on 2 cores)")
     demo.add_argument("--output_dir", default="runs/demo")
     copy = sub.add_parser("copy-test", help="run the paper's copy test on a model (folder or Hub id)")
@@ -247,17 +256,20 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--nproc", type=int, help="processes per member (torchrun --nproc_per_node)")
     sweep.add_argument("--accelerate-config", help="accelerate launch --config_file")
     sweep.add_argument("--dry-run", action="store_true", help="validate every member and print the plan only")
+    sweep.add_argument("--parallel", type=int, default=1, metavar="K",
+                       help="train K members at once, each in its own process with cores/K threads")
+    sweep.add_argument("--archive", metavar="DIR", help="copy each finished member's histories (no weights) to "
+                       "DIR/<member>, e.g. docs/reproduction/<sweep>")
     report = sub.add_parser("report", help="compare runs or sweeps: figures, grokking statistics, the paper's claims")
     report.add_argument("runs", nargs="+", help="run folders or sweep folders (their members are used)")
     report.add_argument("--out", required=True, help="folder for report.md, report.json and the figures")
-    report.add_argument("--loss-tolerance", type=float, default=0.05,
-                        help="loss plateau band: share of the total fall (or nats with --absolute)")
-    report.add_argument("--absolute", action="store_true", help="--loss-tolerance is in nats, not a share")
+    report.add_argument("--jump-threshold", type=float, default=0.5,
+                        help="copy exact match that defines the jump (first interpolated step reaching it)")
+    report.add_argument("--loss-target", type=float, help="training loss (nats) every run's steps and tokens are "
+                        "measured to (default: the highest of the runs' lowest smoothed losses + 5%% of the fall)")
     report.add_argument("--loss-window", type=int, default=5, help="logged losses in the moving average")
-    report.add_argument("--jump-window", type=float, help="steps over which the copy jump's rise is measured "
-                                                          "(default: the widest gap between copy tests)")
-    report.add_argument("--align-tolerance", type=float, default=0.25,
-                        help="claim (a): relative spread of jump steps below which they align")
+    report.add_argument("--held-out-from", type=int, metavar="SEED", help="seeds >= SEED were never used to choose the "
+                        "recipe: report their rate of runs that grok apart from the others")
     report.add_argument("--threshold", type=float, default=0.3, help="induction score I of a formed head")
     metric = sub.add_parser("push-metric", help="upload metrics/copy_accuracy as a Hub Space")
     metric.add_argument("space_id", help="NAMESPACE/copy_accuracy")
@@ -265,7 +277,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class FieldsHelp(argparse.Action):
+    """`grokcopy train --help`: every field a config accepts, grouped, with its help text and default."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from grokcopy.training.config import field_groups
+
+        print(parser.format_usage().rstrip() + " [--field value ...]\n")
+        print(parser.description + "\n")
+        for title, rows in field_groups().items():
+            print(f"{title}:")
+            for name, default, text in rows:
+                print(f"  --{name} (default: {default})" + (f"\n      {text}" if text else ""))
+            print()
+        parser.exit()
+
+
+def _configure_logging() -> None:
+    """The `grokcopy` loggers print like transformers' (to stderr, level from log_level in a run)."""
+    import logging
+
+    root = logging.getLogger("grokcopy")
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[grokcopy|%(levelname)s] %(message)s"))
+        root.addHandler(handler)
+        root.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
+    _configure_logging()
     parser = build_parser()
     ns, rest = parser.parse_known_args(argv)
     try:
@@ -276,11 +320,11 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_demo(ns.output_dir, rest)
         if ns.command == "sweep":
-            from grokcopy.experiments.sweep import run_sweep
+            from grokcopy.experiments.sweep_runner import run_sweep
 
             return run_sweep(ns.sweep, rest, only=ns.only, output_dir=ns.output_dir, print_commands=ns.print_commands,
                              dry_run=ns.dry_run, launcher=ns.launcher, nproc=ns.nproc,
-                             accelerate_config=ns.accelerate_config)
+                             accelerate_config=ns.accelerate_config, parallel=ns.parallel, archive=ns.archive)
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         if ns.command == "report":

@@ -16,6 +16,8 @@ when read. Checkpoints are trusted only when whole: the Trainer writes `checkpoi
 (`trainer_state.json` last), so a run killed while saving leaves a folder that looks like a
 checkpoint but cannot be resumed from; `checkpoint_problem` says what is wrong with one (cheaply:
 it reads safetensors headers, not tensors), and a broken one is renamed `incomplete-checkpoint-N`.
+A folder holds one run: a fresh run refuses a folder with `run_contents` unless it resumes, or moves
+the old run aside whole (`set_aside_run`, to OUTPUT_DIR.previous-N) when asked to overwrite.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import logging
 import os
 import re
 import struct
+import tempfile
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -93,16 +96,24 @@ def append_jsonl(path: str | Path, record: dict) -> None:
 
 def read_jsonl(path: str | Path) -> list[dict]:
     """Records of a history file; a torn last line (killed mid-write) is skipped."""
+    return read_jsonl_checked(path)[0]
+
+
+def read_jsonl_checked(path: str | Path) -> tuple[list[dict], bool]:
+    """(records, whole): `whole` is False when a line is unreadable or the file does not end in a
+    newline, i.e. a writer was killed mid-line; the next append would be glued onto that fragment."""
     path = Path(path)
     if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
+        return [], True
+    text = path.read_text()
+    records, whole = [], not text or text.endswith("\n")
+    for line in text.splitlines():
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
             logger.warning("%s: skipping an unreadable line", path)
-    return records
+            whole = False
+    return records, whole
 
 
 def read_json(path: str | Path):
@@ -149,6 +160,36 @@ def load_histories(run_dir: str | Path) -> dict:
     return {"losses": logged_losses(run_dir), "copy_history": copy,
             "induction_history": read_jsonl(run_dir / INDUCTION_HISTORY), "run_config": run_config,
             "tokens_per_step": run_config.get("tokens_per_step") or history_tokens_per_step(copy)}
+
+
+HISTORY_FILES = (RUN_CONFIG, COPY_HISTORY, INDUCTION_HISTORY, SUMMARY)
+
+
+def run_analysis_settings(folder: str | Path) -> dict:
+    """The copy-test and induction settings a run used (its run_config.json, in this folder or the run
+    folder above a checkpoint), so that analysing a run's model measures what the run measured. {} for
+    a folder that is no grokcopy run."""
+    folder = Path(folder)
+    for candidate in (folder, folder.parent):
+        config = read_json(candidate / RUN_CONFIG)
+        if isinstance(config, dict):
+            training = config.get("training") or {}
+            return {k: v for k, v in training.items() if k.startswith(("copy_", "induction_")) and v is not None}
+    return {}
+
+
+def archive_histories(run_dir: str | Path, dest: str | Path) -> Path:
+    """Copy what `grokcopy report` reads of a run (its histories, run_config.json, summary.json and the
+    Trainer's log_history; never weights) to `dest`, e.g. docs/reproduction/<experiment>/<run>."""
+    run_dir, dest = Path(run_dir), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in HISTORY_FILES:
+        if (run_dir / name).is_file():
+            write_text_atomic(dest / name, (run_dir / name).read_text())
+    state = read_json(run_dir / TRAINER_STATE)
+    if isinstance(state, dict):  # the logged losses, without the per-step state of the callbacks
+        write_json_atomic(dest / TRAINER_STATE, {k: state.get(k) for k in ("global_step", "max_steps", "log_history")})
+    return dest
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -218,6 +259,50 @@ def checkpoints(output_dir: str | Path) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted((p for p in root.iterdir() if p.is_dir() and checkpoint_step(p) is not None), key=checkpoint_step)
+
+
+# ----------------------------------------------------------------------------- one run per folder
+
+RUN_MARKERS = (RUN_CONFIG, COPY_HISTORY, INDUCTION_HISTORY, TRAINER_STATE, SUMMARY, PUSH_RECORD)
+
+
+def run_contents(output_dir: str | Path) -> list[str]:
+    """What in `output_dir` belongs to a run (its files, its checkpoint folders); [] when none does.
+
+    A fresh run into such a folder would mix two runs: `--resume_from_checkpoint last` or
+    `grokcopy push` would later pick up the other run's checkpoints."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir()
+                  if p.name in RUN_MARKERS or checkpoint_step(p) is not None or p.name.startswith("incomplete-checkpoint-"))
+
+
+def set_aside_run(output_dir: str | Path) -> Path:
+    """Move a whole old run out of the way, to the sibling OUTPUT_DIR.previous-N (nothing is deleted)."""
+    root = Path(output_dir)
+    n = 1
+    while (target := root.with_name(f"{root.name}.previous-{n}")).exists():
+        n += 1
+    os.replace(root, target)
+    return target
+
+
+def writable_problem(folder: str | Path) -> str | None:
+    """Why `folder` (or, when it does not exist yet, the folder it would be created in) cannot be
+    written to, or None. Tried for real (a temporary file), since permissions do not show a
+    read-only file system or a full disk."""
+    folder = Path(folder).absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".grokcopy-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        return f"{existing} is not writable ({err.strerror or type(err).__name__})"
+    return None
 
 
 def set_aside(folder: Path) -> Path:

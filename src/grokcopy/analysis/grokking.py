@@ -1,10 +1,18 @@
-"""When did it happen? Step-level landmarks of a run's loss and copy curves.
+"""When did it happen? Landmarks of a run's loss, copy and induction curves, with fixed definitions.
 
-`loss_fall_step`: the first step by which the (moving-average) training loss has made a given
-share of its total fall, from the first logged value to the mean of the last few.
-`first_step_reaching`: the first step at which a curve reaches a threshold.
-`loss_plateau_step`, `copy_jump_step`, `copy_half_step` and `grokking_stats`: the landmarks that
-`grokcopy report` compares across runs to test the paper's claims (definitions in their docstrings).
+The landmarks `grokcopy report` compares across runs are absolute, so that they mean the same in
+every run whatever its length or evaluation spacing:
+
+- `jump_step`: the first (linearly interpolated) step at which copy exact match reaches a fixed
+  threshold (0.5: half the copy queries exactly right);
+- `loss_target_step`: the first logged step at which the smoothed training loss reaches one
+  absolute target shared by all compared runs (steps and tokens to it then compare across runs);
+- `formation_step` per layer: the first analysed step at which the layer's best head has I >= 0.3.
+
+A run that never reaches a threshold is right-censored at its last measured step
+(`*_censored_at`): kept and shown, never dropped, and counted as such by the statistics over
+seeds (grokcopy.analysis.survival). `loss_fall_step` (share of a run's own fall) stays for the
+demo's one-run verdict only.
 """
 
 from __future__ import annotations
@@ -75,124 +83,114 @@ def formation_table(rows: list[dict], threshold: float) -> str:
     return "\n".join(lines)
 
 
-# --- Grokking statistics of one run (issue #5) -------------------------------------------------
-#
-# The paper's claims compare *when* two things happen: the loss settles, and copying jumps. These
-# landmarks are defined so that they can be compared across runs with different logging and
-# evaluation spacing (steps are interpolated where the curve is sampled sparsely).
+# --- Landmarks of one run, right-censored (issue #14) -------------------------------------------
 
 
-def loss_plateau_step(points: list[tuple[int, float]], tolerance: float = 0.05, relative: bool = True,
-                      window: int = 5) -> int | None:
-    """First logged step from which the smoothed training loss stays within a band of its final value.
-
-    Smoothing: trailing moving average over `window` logged losses (`smooth`). The final value is the
-    mean of the last `window` logged losses (= the last smoothed value). The band is
-    `tolerance x (first logged loss - final)` when `relative` (default: within 5% of the total fall),
-    else `tolerance` nats. "Stays" means every later smoothed value is inside the band, so a loss
-    that rises again later moves the plateau after the rise. None with fewer than two points, or,
-    when relative, if the loss did not fall.
-    """
-    if len(points) < 2:
-        return None
-    steps = [s for s, _ in points]
-    values = smooth([v for _, v in points], window)
-    final = values[-1]
-    band = tolerance * (points[0][1] - final) if relative else tolerance
-    if band <= 0:
-        return None
-    outside = [i for i, v in enumerate(values) if abs(v - final) > band]
-    return steps[outside[-1] + 1] if outside else steps[0]
-
-
-def _interp(steps: list[float], values: list[float], x: float) -> float:
-    import numpy as np
-
-    return float(np.interp(x, steps, values))
-
-
-def copy_jump_step(points: list[tuple[int, float]], window: float | None = None,
-                   min_rise: float = 0.01) -> float | None:
-    """Step of the steepest rise of exact match: the centre of the `window`-step span over which the
-    (linearly interpolated) curve rises the most.
-
-    This is the steepest slope of the curve smoothed by a centred moving average of `window` steps,
-    so single noisy evaluations at densely sampled early steps cannot win. `window` defaults to the
-    widest gap between two evaluations (the coarsest resolution the history has everywhere). When the
-    best span is a flat range of equal rises (a symmetric jump), its middle is returned. None when no
-    span rises by more than `min_rise` (no jump), or with fewer than two evaluations.
-    """
-    if len(points) < 2:
-        return None
-    steps = [float(s) for s, _ in points]
-    values = [float(v) for _, v in points]
-    half = (window if window else max(b - a for a, b in zip(steps, steps[1:]))) / 2
-    low, high = steps[0] + half, steps[-1] - half
-    if low > high:  # the window is longer than the history: one span, the whole of it
-        low = high = (steps[0] + steps[-1]) / 2
-        half = (steps[-1] - steps[0]) / 2
-    # The rise is piecewise linear in the centre: its maximum is at a centre where an edge meets a step.
-    centres = sorted({c for s in steps for c in (s - half, s + half) if low <= c <= high} | {low, high})
-    rises = [_interp(steps, values, c + half) - _interp(steps, values, c - half) for c in centres]
-    best = max(rises)
-    if best <= min_rise:
-        return None
-    first = rises.index(best)
-    last = first
-    while last + 1 < len(rises) and rises[last + 1] >= best - 1e-9:
-        last += 1
-    return (centres[first] + centres[last]) / 2
-
-
-def copy_half_step(points: list[tuple[int, float]], fraction: float = 0.5, min_final: float = 0.01) -> float | None:
-    """First step where exact match reaches `fraction` of its final (last) value, linearly
-    interpolated between evaluations. None when the final value is below `min_final` (half of
-    nothing is reached at step 0)."""
-    if not points or points[-1][1] < min_final:
-        return None
-    target = fraction * points[-1][1]
+def crossing_step(points: list[tuple[float, float]], threshold: float) -> float | None:
+    """First step at which a curve reaches `threshold`, linearly interpolated between its two
+    measurements around the crossing (a curve measured every 50 steps is not quantised to 50)."""
     for i, (step, value) in enumerate(points):
-        if value >= target:
+        if value >= threshold:
             if i == 0:
                 return float(step)
             prev_step, prev_value = points[i - 1]
-            return prev_step + (target - prev_value) / (value - prev_value) * (step - prev_step)
+            return prev_step + (threshold - prev_value) / (value - prev_value) * (step - prev_step)
     return None
 
 
-def grokking_stats(source, *, loss_tolerance: float = 0.05, relative: bool = True, loss_window: int = 5,
-                   jump_window: float | None = None, min_rise: float = 0.01, half_fraction: float = 0.5) -> dict:
-    """Every landmark of one run, from a run folder or a dict with `losses` [(step, loss)],
-    `copy_history` (records with step, exact_match, ...) and optionally `tokens_per_step`.
+def jump_step(copy_history: list[dict], threshold: float = 0.5) -> tuple[float | None, int | None]:
+    """(step at which copy exact match first reaches `threshold`, None) or (None, censored_at): the
+    last step measured, when it never did."""
+    points = sorted((r["step"], r["exact_match"]) for r in copy_history)
+    if not points:
+        return None, None
+    step = crossing_step(points, threshold)
+    return (step, None) if step is not None else (None, points[-1][0])
 
-    Landmarks in steps and in tokens (step x tokens_per_step, from run_config.json or the copy
-    history): `loss_plateau_step`, `copy_jump_step`, `copy_half_step`; `lag_steps` / `lag_tokens` =
-    copy jump - loss plateau (positive: copying jumped after the loss settled, the paper's picture).
+
+def loss_target_step(losses: list[tuple[int, float]], target: float | None,
+                     window: int = 5) -> tuple[int | None, int | None]:
+    """(first logged step whose trailing `window`-point mean loss is <= `target`, None), or
+    (None, censored_at) when the run never got there (or there is no target / no loss)."""
+    if target is None or not losses:
+        return None, (losses[-1][0] if losses else None)
+    values = smooth([v for _, v in losses], window)
+    step = next((s for (s, _), v in zip(losses, values) if v <= target), None)
+    return (step, None) if step is not None else (None, losses[-1][0])
+
+
+def shared_loss_target(runs_losses: list[list[tuple[int, float]]], window: int = 5, margin: float = 0.05) -> float | None:
+    """One absolute loss target for runs compared together: the highest of their lowest smoothed
+    losses, plus `margin` x the median fall from the first logged loss to it. Every run reaches it,
+    and none has to be near its own floor, so steps (and tokens) to it compare across runs."""
+    floors, starts = [], []
+    for losses in runs_losses:
+        if losses:
+            floors.append(min(smooth([v for _, v in losses], window)))
+            starts.append(losses[0][1])
+    if not floors:
+        return None
+    worst = max(floors)
+    falls = sorted(max(0.0, s - worst) for s in starts)
+    return worst + margin * falls[len(falls) // 2]
+
+
+def formation_steps(induction_history: list[dict], threshold: float = 0.3) -> list[dict]:
+    """Per layer: `formation_step` (first analysed step whose best head has I >= threshold) or
+    `censored_at` (the last analysed step), with the head and the best I seen."""
+    rows = induction_formation(induction_history, threshold)
+    last = max((r["step"] for r in induction_history), default=None)
+    return [{"layer": r["layer"], "formation_step": r["first_step"], "formation_tokens": r["tokens"],
+             "censored_at": None if r["first_step"] is not None else last, "head": r["head"],
+             "max_induction": r["max_induction"]} for r in rows]
+
+
+def grokking_stats(source, *, jump_threshold: float = 0.5, loss_target: float | None = None,
+                   formation_threshold: float = 0.3, loss_window: int = 5) -> dict:
+    """Every landmark of one run, from a run folder or a dict with `losses` [(step, loss)],
+    `copy_history`, optionally `induction_history` and `tokens_per_step`.
+
+    `jump_step` / `jump_tokens` / `jump_censored_at`; `loss_target_step` / `loss_target_tokens` /
+    `loss_censored_at` (for `loss_target`, shared by the runs compared; None: no loss landmark);
+    `lag_steps` = jump - loss target step (positive: copying jumped after the loss got there, the
+    paper's picture); `formation` per layer; `finished` is False for a run that stopped before
+    its configured max_steps (and not by its copy_stop_exact_match rule) (shown as such, its landmarks censored where it stopped).
     """
     data = source if isinstance(source, dict) else load_histories(source)
     losses = sorted(data.get("losses") or [])
     copy = sorted(data.get("copy_history") or [], key=lambda r: r["step"])
-    per_step = data.get("tokens_per_step")
-    per_step = per_step or history_tokens_per_step(copy)
-    em = [(r["step"], r["exact_match"]) for r in copy]
-    plateau = loss_plateau_step(losses, loss_tolerance, relative, loss_window)
-    jump = copy_jump_step(em, jump_window, min_rise)
-    half = copy_half_step(em, half_fraction, min_rise)
+    per_step = data.get("tokens_per_step") or history_tokens_per_step(copy)
+    jump, jump_censored = jump_step(copy, jump_threshold)
+    target, target_censored = loss_target_step(losses, loss_target, loss_window)
 
     def tokens(step):
         return None if step is None or not per_step else step * per_step
 
+    formation = formation_steps(data.get("induction_history") or [], formation_threshold)
+    fall80 = loss_fall_step(losses, 0.8, loss_window)
+    loss_first = jump is not None and fall80 is not None and jump > fall80
+    best_head = max((r["max_induction"] for r in formation), default=None)
+    final_em = copy[-1]["exact_match"] if copy else None
     tail = [v for _, v in losses[-loss_window:]]
-    lag = None if plateau is None or jump is None else jump - plateau
+    steps = max([s for s, _ in losses] + [r["step"] for r in copy], default=None)
+    training = (data.get("run_config") or {}).get("training") or {}
+    max_steps, stop_at = training.get("max_steps"), training.get("copy_stop_exact_match")
+    stopped = stop_at is not None and bool(copy) and copy[-1]["exact_match"] >= float(stop_at)  # the stop rule
     return {
-        "steps": max([s for s, _ in losses] + [s for s, _ in em], default=None),
-        "tokens_per_step": per_step,
+        "steps": steps, "tokens_per_step": per_step,
+        "finished": True if stopped else None if not max_steps or max_steps < 0 or steps is None else steps >= max_steps,
         "final_loss": sum(tail) / len(tail) if tail else None,
-        "final_exact_match": em[-1][1] if em else None,
-        "max_exact_match": max((v for _, v in em), default=None),
+        "final_exact_match": final_em,
+        "max_exact_match": max((r["exact_match"] for r in copy), default=None),
         "final_token_accuracy": copy[-1].get("token_accuracy") if copy else None,
-        "loss_plateau_step": plateau, "loss_plateau_tokens": tokens(plateau),
-        "copy_jump_step": jump, "copy_jump_tokens": tokens(jump),
-        "copy_half_step": half, "copy_half_tokens": tokens(half),
-        "lag_steps": lag, "lag_tokens": tokens(lag),
+        "jump_step": jump, "jump_tokens": tokens(jump), "jump_censored_at": jump_censored,
+        "loss_target": loss_target, "loss_target_step": target, "loss_target_tokens": tokens(target),
+        "loss_censored_at": target_censored,
+        "lag_steps": None if jump is None or target is None else jump - target,
+        "formation": formation,
+        # the demo's criteria (issue #14): the loss made 80% of its fall before the jump, copying ends >= 0.9,
+        # and a canonical induction head (some head's I >= the formation threshold) formed
+        "loss_80pct_fall_step": fall80, "loss_first": loss_first, "max_induction": best_head,
+        "groks": bool(loss_first and final_em is not None and final_em >= 0.9 and best_head is not None
+                      and best_head >= formation_threshold),
     }

@@ -197,6 +197,26 @@ def icl_score(model: nn.Module, input_ids: Any, *, batch_size: int = 8, per_row:
     return (loss[:, 1] - loss[:, 0]).tolist() if per_row else float(loss.mean(dim=0)[1] - loss.mean(dim=0)[0])
 
 
+def fit_seq_len(model: nn.Module, requested: int | None = None, *, with_bos: bool = True,
+                default: int = 100) -> tuple[int, str]:
+    """The repeated-sequence length s that fits the model's context ((1 if BOS) + 2 s tokens), and a
+    note saying how it was chosen. `requested` None: the paper's 100, shortened to fit. A requested s
+    that does not fit raises ValueError in one line: positions past the context were never trained,
+    and scores read there say nothing about the model (a 40-token model scored on 201 tokens)."""
+    context = model_context_length(unwrap_model(model))
+    longest = None if context is None else (context - int(with_bos)) // 2
+    if requested is not None:
+        if longest is not None and requested > longest:
+            raise ValueError(f"seq_len: {requested} needs {int(with_bos) + 2 * requested} tokens, more than the "
+                             f"model's context of {context}; use at most {longest}")
+        return requested, f"s = {requested} (as asked)"
+    if longest is None or longest >= default:
+        return default, f"s = {default} (the paper's)"
+    if longest < 2:
+        raise ValueError(f"seq_len: the model's context of {context} tokens is too short for the analysis")
+    return longest, f"s = {longest}: the longest repeat that fits the model's context of {context} tokens"
+
+
 # ----------------------------------------------------------------------------- entry point
 
 

@@ -26,6 +26,11 @@ def plot_copy_curve(history: list[dict], out: str | Path, losses: list[tuple[int
     loss_points = losses or [(r["step"], r["loss"]) for r in history if r.get("loss") is not None]
     if loss_points:
         ax_loss.plot(*zip(*loss_points), color="tab:blue", label="training loss")
+    for key, style, label in (("copyable_loss", "-.", "held-out loss, copyable tokens"),
+                              ("other_loss", ":", "held-out loss, other tokens")):
+        split = [(r["step"], r[key]) for r in history if r.get(key) is not None]
+        if split:
+            ax_loss.plot(*zip(*split), color="tab:blue", ls=style, marker=".", ms=3, label=label)
     ax_loss.set_xlabel("optimizer step")
     ax_loss.set_ylabel("training loss (nats/token)", color="tab:blue")
     ax_acc = ax_loss.twinx()

@@ -1,138 +1,188 @@
-"""The paper's claims as pure functions of conditions' statistics (`claim_*`), so what counts as
-"supported" is written down once, tested on synthetic numbers, and reported with the numbers behind it.
+"""The paper's claims as rules fixed before any run, applied to statistics over seeds with intervals.
 
-Each takes {label: {"config": {...}, "stats": {...}}} (see grokcopy.experiments.conditions).
+Each claim takes {label: condition} (see grokcopy.experiments.conditions: `config`, `stats` with
+Kaplan-Meier medians and 95% bootstrap intervals over seeds, `samples` of the bootstrap) and returns
+one of three verdicts, with the numbers behind it:
+
+- **supported**: the interval lies inside the claim's region;
+- **contradicted**: the interval lies outside it (or a condition trained past another's jump, in
+  most of its seeds, without jumping);
+- **not resolved**: the interval straddles the region's edge, medians are undefined (too many
+  censored seeds), or a condition has fewer than MIN_SEEDS seeds.
+
+The rules: (a) across batch sizes the copy jump aligns in optimizer steps: the slope of ln(median
+jump step) against ln(tokens per step) lies within +-ALIGNED (0 = steps govern, -1 = tokens govern);
+(b) across batch sizes the loss reaches the shared target after the same number of tokens: the slope
+of ln(median tokens to the loss target) against ln(tokens per step) lies within +-ALIGNED; (c) a
+larger learning rate groks earlier: the slope of ln(median jump step) against ln(learning rate) is
+negative; (d) attention dropout / weight decay grok earlier or higher: each regularised condition's
+median jump step is earlier than the baseline's, or its mean final exact match higher.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
+from grokcopy.analysis.survival import bootstrap_slope, interval
 from grokcopy.experiments.conditions import family
 
 BATCH_FIELDS = ("tokens_per_step", "per_device_train_batch_size", "gradient_accumulation_steps", "world_size")
-SUPPORTED, NOT_SUPPORTED, NOT_TESTABLE = "supported", "not supported", "not testable with these runs"
-
-
-def relative_spread(values) -> float:
-    """(max - min) / mean: how far apart the conditions are, as a share of their mean."""
-    low, high = min(values), max(values)
-    mean = sum(values) / len(values)
-    return (high - low) / mean if mean > 0 else (0.0 if high == low else float("inf"))
+SUPPORTED, CONTRADICTED, NOT_RESOLVED = "supported", "contradicted", "not resolved"
+NOT_TESTABLE = "not testable with these runs"
+MIN_SEEDS = 3
+ALIGNED = 0.2  # |d ln S / d ln B| below this: aligned (McCandlish's steps-governed regime is slope ~0)
 
 
 def _claim(name, text, verdict, evidence, numbers=None):
     return {"claim": name, "text": text, "verdict": verdict, "evidence": evidence, "numbers": numbers or {}}
 
 
-def _list(conditions, labels, key, fmt="{:,.0f}"):
-    return "; ".join(f"{l}: " + ("none" if conditions[l]["stats"].get(key) is None else
-                                 fmt.format(conditions[l]["stats"][key])) for l in labels)
+def _fmt(value, kind="steps") -> str:
+    if value is None:
+        return "inf"
+    if kind == "tokens":
+        for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+            if abs(value) >= size:
+                return f"{value / size:.3g}{unit}"
+    return f"{value:,.0f}"
 
 
-def _batch_claim(conditions, name, text, landmark, tolerance):
+def describe(condition: dict, key: str = "jump_step") -> str:
+    """`median [low, high] (k/n)`: a censored landmark of a condition, as the report prints it."""
+    s, kind = condition["stats"], "tokens" if key.endswith("tokens") else "steps"
+    ci = s.get(f"{key}_ci95")
+    shown = "-" if ci is None else f"[{_fmt(ci[0], kind)}, {_fmt(ci[1], kind)}]"
+    reached = s["n_jumped"] if key.startswith("jump") else s["n_runs"]
+    median = s.get(f"{key}_median")
+    return f"{'not reached' if median is None else _fmt(median, kind)} {shown} ({reached}/{s['n_runs']})"
+
+
+def _too_few(conditions, labels) -> list[str]:
+    return [label for label in labels if conditions[label]["stats"]["n_runs"] < MIN_SEEDS]
+
+
+def _outran(conditions, labels, later_first) -> list[str]:
+    """Conditions whose median jump is undefined although they trained past the upper bound of the
+    interval of a condition expected to jump no earlier (`later_first(a, b)`: a should not jump after b)."""
+    out = []
+    for label in labels:
+        s = conditions[label]["stats"]
+        if s.get("jump_step_median") is not None:
+            continue
+        for other in labels:
+            ci = conditions[other]["stats"].get("jump_step_ci95")
+            if other != label and later_first(label, other) and ci and ci[1] is not None and s["steps"] > ci[1]:
+                out.append(label)
+                break
+    return out
+
+
+def _slope_claim(conditions, name, text, labels, x_key, landmark, region, outran=()) -> dict:
+    """Shared rule for (a)-(c): bootstrap the slope of ln(median landmark) against ln(config[x_key])."""
+    labels = sorted(labels, key=lambda l: conditions[l]["config"][x_key])
+    shown = "; ".join(f"{l}: {describe(conditions[l], landmark)}" for l in labels)
+    fit = bootstrap_slope([conditions[l]["config"][x_key] for l in labels],
+                          [conditions[l]["stats"].get(f"{landmark}_median") for l in labels],
+                          [conditions[l]["samples"][landmark] for l in labels])
+    numbers = {"conditions": labels, "slope": fit["slope"], "slope_ci95": fit["ci95"], "region": list(region),
+               "undefined_share": fit["undefined_share"], "outran": list(outran)}
+    evidence = f"{landmark.replace('_', ' ')} median [95% CI] (reached/runs): {shown}"
+    if outran:
+        return _claim(name, text, CONTRADICTED, f"{evidence}; {', '.join(outran)} trained past another condition's "
+                      "jump without jumping in most seeds", numbers)
+    few = _too_few(conditions, labels)
+    if few:
+        return _claim(name, text, NOT_RESOLVED, f"{evidence}; fewer than {MIN_SEEDS} seeds in {', '.join(few)}", numbers)
+    if not fit["resolved"]:
+        return _claim(name, text, NOT_RESOLVED, f"{evidence}; too many censored seeds to fit a slope", numbers)
+    low, high = fit["ci95"]
+    evidence += f"; slope {fit['slope']:.2f} [{low:.2f}, {high:.2f}], region ({region[0]:g}, {region[1]:g})"
+    if region[0] < low and high < region[1]:
+        return _claim(name, text, SUPPORTED, evidence, numbers)
+    if high <= region[0] or low >= region[1]:
+        return _claim(name, text, CONTRADICTED, evidence, numbers)
+    return _claim(name, text, NOT_RESOLVED, evidence, numbers)
+
+
+def claim_jump_follows_steps(conditions: dict) -> dict:
+    """(a) Across batch sizes the copy jump aligns in optimizer steps, not in tokens."""
+    text = "(a) across batch sizes the copy jump aligns in optimizer steps, not in tokens"
     labels = family(conditions, BATCH_FIELDS, key="tokens_per_step")
     if not labels:
-        return _claim(name, text, NOT_TESTABLE, "needs conditions that differ only in batch size (tokens per step)")
-    labels.sort(key=lambda l: conditions[l]["config"]["tokens_per_step"])
-    missing = [l for l in labels if conditions[l]["stats"].get(f"{landmark}_step") is None]
-    found = [conditions[l]["stats"][f"{landmark}_step"] for l in labels if l not in missing]
-    # A condition that trained past another's landmark without reaching it is evidence too: the
-    # landmark does not come after the same number of steps.
-    outran = [l for l in missing if found and (conditions[l]["stats"].get("steps") or 0) > min(found)]
-    if missing and landmark == "copy_jump" and outran:
-        evidence = "; ".join(
-            f"{l}: " + (f"no jump by step {conditions[l]['stats']['steps']:,.0f} "
-                        f"({conditions[l]['stats']['steps'] * conditions[l]['config']['tokens_per_step']:,.3g} tokens)"
-                        if l in missing else f"jump at step {conditions[l]['stats']['copy_jump_step']:,.0f} "
-                        f"({conditions[l]['stats']['copy_jump_tokens']:,.3g} tokens)") for l in labels)
-        return _claim(name, text, NOT_SUPPORTED, evidence, {"conditions": labels, "without_jump": missing})
-    if missing:
-        return _claim(name, text, NOT_TESTABLE, f"no {landmark.replace('_', ' ')} in: {', '.join(missing)}")
-    steps = [conditions[l]["stats"][f"{landmark}_step"] for l in labels]
-    tokens = [conditions[l]["stats"][f"{landmark}_tokens"] for l in labels]
-    numbers = {"conditions": labels, "steps": steps, "tokens": tokens,
-               "spread_steps": relative_spread(steps), "spread_tokens": relative_spread(tokens)}
-    evidence = (f"{landmark.replace('_', ' ')} in steps: {_list(conditions, labels, landmark + '_step')} "
-                f"(relative spread {numbers['spread_steps']:.2f}); in tokens: "
-                f"{_list(conditions, labels, landmark + '_tokens', '{:,.3g}')} "
-                f"(relative spread {numbers['spread_tokens']:.2f})")
-    return numbers, evidence, labels
-
-
-def claim_jump_follows_steps(conditions: dict, tolerance: float = 0.25) -> dict:
-    """(a) Across batch sizes the copy jump aligns in steps, not in tokens: the relative spread of the
-    jump steps is at most `tolerance` and smaller than the relative spread of the jump tokens."""
-    text = "(a) across batch sizes the copy jump aligns in optimizer steps, not in tokens"
-    result = _batch_claim(conditions, "a", text, "copy_jump", tolerance)
-    if isinstance(result, dict):
-        return result
-    numbers, evidence, _ = result
-    ok = numbers["spread_steps"] <= tolerance and numbers["spread_steps"] < numbers["spread_tokens"]
-    return _claim("a", text, SUPPORTED if ok else NOT_SUPPORTED, f"{evidence}; tolerance {tolerance}",
-                  {**numbers, "tolerance": tolerance})
+        return _claim("a", text, NOT_TESTABLE, "needs conditions that differ only in batch size (tokens per step)")
+    outran = _outran(conditions, labels, lambda a, b: True)  # steps-aligned: no condition may jump later
+    return _slope_claim(conditions, "a", text, labels, "tokens_per_step", "jump_step", (-ALIGNED, ALIGNED), outran)
 
 
 def claim_loss_follows_tokens(conditions: dict) -> dict:
-    """(b) Across batch sizes the loss plateau aligns in tokens: its relative spread in tokens is
-    smaller than in steps."""
-    text = "(b) across batch sizes the training loss converges after the same number of tokens"
-    result = _batch_claim(conditions, "b", text, "loss_plateau", None)
-    if isinstance(result, dict):
-        return result
-    numbers, evidence, _ = result
-    ok = numbers["spread_tokens"] < numbers["spread_steps"]
-    return _claim("b", text, SUPPORTED if ok else NOT_SUPPORTED, evidence, numbers)
+    """(b) Across batch sizes the training loss reaches the shared target after the same number of tokens."""
+    text = "(b) across batch sizes the training loss reaches the same loss after the same number of tokens"
+    labels = family(conditions, BATCH_FIELDS, key="tokens_per_step")
+    if not labels:
+        return _claim("b", text, NOT_TESTABLE, "needs conditions that differ only in batch size (tokens per step)")
+    return _slope_claim(conditions, "b", text, labels, "tokens_per_step", "loss_target_tokens", (-ALIGNED, ALIGNED))
 
 
 def claim_larger_lr_earlier(conditions: dict) -> dict:
-    """(c) A larger learning rate groks earlier: the jump step strictly decreases as the learning
-    rate grows (a condition without a jump counts as later than any jump)."""
+    """(c) A larger learning rate groks earlier: d ln(jump step) / d ln(learning rate) < 0."""
     text = "(c) a larger learning rate groks earlier"
     labels = family(conditions, ("learning_rate",), key="learning_rate")
     if not labels:
         return _claim("c", text, NOT_TESTABLE, "needs conditions that differ only in learning_rate")
-    labels.sort(key=lambda l: conditions[l]["config"]["learning_rate"])
-    jumps = [conditions[l]["stats"].get("copy_jump_step") for l in labels]
-    if all(j is None for j in jumps):
-        return _claim("c", text, NOT_TESTABLE, "no condition has a copy jump")
-    order = [float("inf") if j is None else j for j in jumps]
-    ok = all(a > b for a, b in zip(order, order[1:]))
-    evidence = (f"jump step by increasing learning rate: {_list(conditions, labels, 'copy_jump_step')}; final "
-                f"exact match: {_list(conditions, labels, 'final_exact_match', '{:.3f}')}")
-    return _claim("c", text, SUPPORTED if ok else NOT_SUPPORTED, evidence, {"conditions": labels, "jump_steps": jumps})
+    lr = {label: conditions[label]["config"]["learning_rate"] for label in labels}
+    outran = _outran(conditions, labels, lambda a, b: lr[a] > lr[b])  # a larger LR outran by a smaller one
+    return _slope_claim(conditions, "c", text, labels, "learning_rate", "jump_step", (-np.inf, 0.0), outran)
 
 
 def _is_zero(value) -> bool:
     return value is None or float(value) == 0.0
 
 
+def _difference(a: np.ndarray, b: np.ndarray) -> list | None:
+    """Interval of a - b over paired bootstrap samples; an undefined median (NaN) is +infinity."""
+    a, b = np.where(np.isnan(a), np.inf, a), np.where(np.isnan(b), np.inf, b)
+    with np.errstate(invalid="ignore"):
+        diff = a - b
+    both_inf = np.isnan(diff)  # inf - inf: neither jumped in that resample, no evidence either way
+    diff = np.where(both_inf, 0.0, diff)
+    low, high = np.quantile(diff, [0.025, 0.975])
+    return [float(low), float(high)]
+
+
 def claim_regularization_helps(conditions: dict) -> dict:
-    """(d) Attention dropout / weight decay grok earlier or higher: every regularised condition has
-    an earlier jump step or a higher final exact match than the baseline (0 dropout, 0 weight decay,
-    otherwise equal)."""
+    """(d) Attention dropout / weight decay grok earlier or reach a higher copy accuracy than the baseline."""
     text = "(d) attention dropout and weight decay grok earlier or reach a higher copy accuracy than the baseline"
     labels = family(conditions, ("attention_dropout", "weight_decay"))
-    base = [l for l in labels if all(_is_zero(conditions[l]["config"].get(f))
-                                     for f in ("attention_dropout", "weight_decay"))]
+    base = [l for l in labels if all(_is_zero(conditions[l]["config"].get(f)) for f in ("attention_dropout", "weight_decay"))]
     if not base or len(labels) < 2:
         return _claim("d", text, NOT_TESTABLE, "needs a baseline (no dropout, no weight decay) and a regularised "
                                                "condition that differ in nothing else")
-    b = conditions[base[0]]["stats"]
-    inf = float("inf")
-    rows, ok = {}, True
+    b = conditions[base[0]]
+    rows, verdicts = {}, []
     for label in (l for l in labels if l != base[0]):
-        s = conditions[label]["stats"]
-        earlier = (s.get("copy_jump_step") if s.get("copy_jump_step") is not None else inf) < (
-            b.get("copy_jump_step") if b.get("copy_jump_step") is not None else inf)
-        higher = (s.get("final_exact_match") or 0) > (b.get("final_exact_match") or 0)
-        rows[label] = {"earlier": earlier, "higher": higher}
-        ok = ok and (earlier or higher)
-    evidence = (f"against {base[0]}; jump step: {_list(conditions, labels, 'copy_jump_step')}; final exact "
-                f"match: {_list(conditions, labels, 'final_exact_match', '{:.3f}')}; "
-                + "; ".join(f"{l}: {'earlier' if r['earlier'] else 'not earlier'}, "
-                            f"{'higher' if r['higher'] else 'not higher'}" for l, r in rows.items()))
-    return _claim("d", text, SUPPORTED if ok else NOT_SUPPORTED, evidence, {"baseline": base[0], "conditions": rows})
+        c = conditions[label]
+        jump = _difference(c["samples"]["jump_step"], b["samples"]["jump_step"])
+        em = interval(c["samples"]["final_exact_match"] - b["samples"]["final_exact_match"]) \
+            if "final_exact_match" in c["samples"] and "final_exact_match" in b["samples"] else None
+        better = jump[1] < 0 or (em is not None and em[0] > 0)
+        worse = jump[0] > 0 or (em is not None and em[1] is not None and em[1] < 0)
+        rows[label] = {"jump_step_difference_ci95": jump, "final_exact_match_difference_ci95": em,
+                       "earlier_or_higher": better, "later_or_lower": worse}
+        verdicts.append(SUPPORTED if better else CONTRADICTED if worse else NOT_RESOLVED)
+    evidence = (f"against {base[0]}; jump step median [95% CI] (jumped/runs): "
+                + "; ".join(f"{l}: {describe(conditions[l])}" for l in labels) + "; "
+                + "; ".join(f"{l} - {base[0]}: jump {_fmt(r['jump_step_difference_ci95'][0])}.."
+                            f"{_fmt(r['jump_step_difference_ci95'][1])} steps" for l, r in rows.items()))
+    numbers = {"baseline": base[0], "conditions": rows}
+    few = _too_few(conditions, labels)
+    if few:
+        return _claim("d", text, NOT_RESOLVED, f"{evidence}; fewer than {MIN_SEEDS} seeds in {', '.join(few)}",
+                      numbers)
+    verdict = (SUPPORTED if all(v == SUPPORTED for v in verdicts) else
+               CONTRADICTED if CONTRADICTED in verdicts else NOT_RESOLVED)
+    return _claim("d", text, verdict, evidence, numbers)
 
 
-def evaluate_claims(conditions: dict, align_tolerance: float = 0.25) -> list[dict]:
-    return [claim_jump_follows_steps(conditions, align_tolerance), claim_loss_follows_tokens(conditions),
+def evaluate_claims(conditions: dict) -> list[dict]:
+    return [claim_jump_follows_steps(conditions), claim_loss_follows_tokens(conditions),
             claim_larger_lr_earlier(conditions), claim_regularization_helps(conditions)]

@@ -11,7 +11,10 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from grokcopy.analysis.grokking import grokking_stats
+import numpy as np
+
+from grokcopy.analysis.grokking import grokking_stats, shared_loss_target
+from grokcopy.analysis.survival import N_BOOTSTRAP, data_rng, interval, landmark_summary, wilson_interval
 from grokcopy.errors import ConfigError
 from grokcopy.hub.store import is_series, series_histories
 from grokcopy.run_dir import COPY_HISTORY, SWEEP_RECORD, load_histories
@@ -21,13 +24,15 @@ IGNORED = {"output_dir", "run_name", "logging_dir", "seed", "data_seed", "resume
            "report_to", "disable_tqdm", "per_device_eval_batch_size", "copy_eval_batch_size", "induction_batch_size",
            "induction_analysis", "induction_eval_steps", "local_rank", "cache_dir", "preprocessing_num_workers",
            "max_eval_samples", "project", "skip_memory_metrics", "ddp_timeout", "do_train", "do_eval",
-           "torch_empty_cache_steps", "log_on_each_node", "copy_eval_steps", "copy_eval_schedule"}
+           "torch_empty_cache_steps", "log_on_each_node", "copy_eval_steps", "copy_eval_schedule",
+           "copyable_loss_blocks"}
 IGNORED_PREFIXES = ("hub_", "logging_", "save_", "eval_", "dataloader_", "log_level", "trackio_")
 SHORT = {"per_device_train_batch_size": "bs", "learning_rate": "lr", "gradient_accumulation_steps": "accum"}
 CLAIM_FIELDS = ("tokens_per_step", "per_device_train_batch_size", "gradient_accumulation_steps", "world_size",
                 "learning_rate", "attention_dropout", "weight_decay")
-STAT_KEYS = ("steps", "final_loss", "final_exact_match", "loss_plateau_step", "loss_plateau_tokens", "copy_jump_step",
-             "copy_jump_tokens", "copy_half_step", "copy_half_tokens", "lag_steps", "lag_tokens")
+# Censored landmarks of a run: (value key, censoring key). Summarised over seeds by Kaplan-Meier.
+LANDMARKS = {"jump_step": "jump_censored_at", "jump_tokens": "jump_censored_at",
+             "loss_target_step": "loss_censored_at", "loss_target_tokens": "loss_censored_at"}
 # --- Runs and conditions ----------------------------------------------------------------------
 
 def _is_run(path: Path) -> bool:
@@ -65,21 +70,27 @@ def flat_config(run_config: dict) -> dict:
                 flat[key] = value
     if "attention_dropout" in flat and flat["attention_dropout"] is None:
         flat["attention_dropout"] = 0.0  # the models' own default
-    if flat.get("train_files"):  # the same files under another machine's cache folder are the same data
+    if flat.get("demo_corpus"):  # generated from demo_corpus_config and the seed: its file name is no condition
+        flat.pop("train_files", None)
+    elif flat.get("train_files"):  # the same files under another machine's cache folder are the same data
         flat["train_files"] = [Path(f).name for f in flat["train_files"]]
     return flat
 
 
-def load_runs(dirs: list[Path], **settings) -> list[dict]:
-    """Each run's histories, flattened config, seed, grokking statistics and induction history."""
+def load_runs(dirs: list[Path], loss_target: float | None = None, loss_window: int = 5, **settings) -> list[dict]:
+    """Each run's histories, flattened config, seed and landmarks. The loss target is one for all
+    runs of the report (`shared_loss_target` of their losses unless given), so that steps and tokens
+    to it compare across runs."""
     names = [d.name for d in dirs]
+    histories = [series_histories(d) if is_series(d) else load_histories(d) for d in dirs]
+    if loss_target is None:
+        loss_target = shared_loss_target([h["losses"] for h in histories], loss_window)
     runs = []
-    for d in dirs:
-        data = series_histories(d) if is_series(d) else load_histories(d)
+    for d, data in zip(dirs, histories):
         runs.append({"name": d.name if names.count(d.name) == 1 else f"{d.parent.name}/{d.name}", "path": str(d),
                      "config": flat_config(data["run_config"]), "seed": (data["run_config"].get("training") or {})
-                     .get("seed"), "stats": grokking_stats(data, **settings), "data": data,
-                     "induction": data["induction_history"]})
+                     .get("seed"), "data": data, "induction": data["induction_history"],
+                     "stats": grokking_stats(data, loss_target=loss_target, loss_window=loss_window, **settings)})
     return runs
 
 
@@ -120,22 +131,61 @@ def group_conditions(runs: list[dict]) -> list[dict]:
         c["description"] = ", ".join(f"{SHORT.get(k, k)}={_fmt_value(c['config'].get(k))}" for k in shown)
         c["label"] = ", ".join(c.pop("parts", [])) or ("baseline" if len(conditions) > 1 else
                                                         runs[0]["name"] if len(runs) == 1 else "all runs")
-        c["stats"], c["spread"] = aggregate([r["stats"] for r in c["runs"]])
+        c["stats"], c["samples"] = summarize([r["stats"] for r in c["runs"]])
         c["n"] = len(c["runs"])
     return conditions
 
 
-def aggregate(stats: list[dict]) -> tuple[dict, dict]:
-    """Mean and (min, max, sd, count) of each statistic over seeds, ignoring missing (None) values."""
-    import statistics
+def summarize(stats: list[dict]) -> tuple[dict, dict]:
+    """A condition over its seeds: for each censored landmark its Kaplan-Meier median and 95% bootstrap
+    interval (`jump_step_median`, `jump_step_ci95`, ...), `n_runs`, `n_jumped`; the mean final exact
+    match with its interval; per layer the formation median. Also the bootstrap samples behind the
+    intervals (for claims across conditions; not written to report.json)."""
+    summary: dict = {"n_runs": len(stats), "n_jumped": sum(s.get("jump_step") is not None for s in stats),
+                     "n_unfinished": sum(s.get("finished") is False for s in stats),
+                     "tokens_per_step": stats[0].get("tokens_per_step") if stats else None,
+                     "steps": max((s.get("steps") or 0 for s in stats), default=None)}
+    samples = {}
+    for key, censor in LANDMARKS.items():
+        usable = [s for s in stats if s.get(key) is not None or s.get(censor) is not None]
+        times = [s[key] if s.get(key) is not None else s[censor] for s in usable]
+        observed = [s.get(key) is not None for s in usable]
+        if key.endswith("tokens"):  # censored in tokens too: the censoring step x tokens per step
+            times = [t if o else t * (s.get("tokens_per_step") or 0) for t, o, s in zip(times, observed, usable)]
+        result = landmark_summary(times, observed)
+        summary[f"{key}_median"], summary[f"{key}_ci95"] = result["median"], result["ci95"]
+        samples[key] = result["samples"]
+    finals = np.array([s["final_exact_match"] for s in stats if s.get("final_exact_match") is not None])
+    if finals.size:
+        picks = data_rng(finals).integers(0, finals.size, size=(N_BOOTSTRAP, finals.size))
+        samples["final_exact_match"] = finals[picks].mean(axis=1)
+        summary["final_exact_match_mean"] = float(finals.mean())
+        summary["final_exact_match_ci95"] = interval(samples["final_exact_match"])
+    summary["formation"] = formation_summary(stats)
+    summary.update(rate_summary(stats))
+    return summary, samples
 
-    mean, spread = {}, {}
-    for key in STAT_KEYS + ("tokens_per_step",):
-        values = [s[key] for s in stats if s.get(key) is not None]
-        mean[key] = statistics.fmean(values) if values else None
-        spread[key] = {"min": min(values, default=None), "max": max(values, default=None), "count": len(values),
-                       "sd": statistics.stdev(values) if len(values) > 1 else 0.0 if values else None}
-    return mean, spread
+
+def rate_summary(stats: list[dict]) -> dict:
+    """How many runs meet the demo's criteria (`groks`: loss first, final exact match >= 0.9, a formed
+    induction head), as a rate with its 95% Wilson interval."""
+    n, k = len(stats), sum(bool(s.get("groks")) for s in stats)
+    return {"n_groks": k, "n_rated": n, "groks_rate": k / n if n else None, "groks_ci95": wilson_interval(k, n)}
+
+
+def formation_summary(stats: list[dict]) -> list[dict]:
+    """Per layer over seeds: how many formed, the KM median formation step and its interval."""
+    layers = max((len(s.get("formation") or []) for s in stats), default=0)
+    rows = []
+    for layer in range(layers):
+        rows_ = [s["formation"][layer] for s in stats if layer < len(s.get("formation") or [])]
+        usable = [r for r in rows_ if r["formation_step"] is not None or r["censored_at"] is not None]
+        result = landmark_summary([r["formation_step"] if r["formation_step"] is not None else r["censored_at"]
+                                   for r in usable], [r["formation_step"] is not None for r in usable])
+        rows.append({"layer": layer, "n_runs": len(rows_), "n_formed": result["n_reached"],
+                     "median": result["median"], "ci95": result["ci95"],
+                     "max_induction": max(r["max_induction"] for r in rows_)})
+    return rows
 
 
 # --- The paper's claims: pure functions of {label: {"config": {...}, "stats": {...}}} ------------

@@ -1,6 +1,7 @@
-"""How `grokcopy report` looks: the paper's figures (mean over seeds, min-max band) and report.md.
+"""How `grokcopy report` looks: every seed drawn, the median bold, censored runs marked; report.md.
 
-Kept apart from report.py, which decides what the numbers are; this module only draws and writes them.
+Kept apart from the statistics (conditions.py) and the claims (claims.py): this module only draws
+and writes what they decided.
 """
 
 from __future__ import annotations
@@ -11,27 +12,16 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 from grokcopy.analysis.grokking import smooth  # noqa: E402
 from grokcopy.analysis.plots import save_figure  # noqa: E402
+from grokcopy.experiments.claims import describe  # noqa: E402
 from grokcopy.experiments.conditions import family  # noqa: E402
 from grokcopy.run_dir import write_text_atomic  # noqa: E402
 
 
-def _band(curves: list[list[tuple[float, float]]]):
-    """Mean, min and max of several curves on the union of their x values where all are defined."""
-    import numpy as np
-
-    curves = [c for c in curves if c]
-    low, high = max(c[0][0] for c in curves), min(c[-1][0] for c in curves)
-    xs = sorted({x for c in curves for x, _ in c if low <= x <= high})
-    if not xs:  # the runs do not overlap
-        return [], None, None, None
-    ys = np.array([np.interp(xs, [p[0] for p in c], [p[1] for p in c]) for c in curves])
-    return xs, ys.mean(0), ys.min(0), ys.max(0)
-
-
-def _curves(run: dict, what: str, x: str, loss_window: int = 5) -> list[tuple[float, float]]:
+def _curve(run: dict, what: str, x: str, loss_window: int = 5) -> list[tuple[float, float]]:
     data = run["data"]
     per_step = run["stats"].get("tokens_per_step") or 0
     if what == "loss":
@@ -42,17 +32,30 @@ def _curves(run: dict, what: str, x: str, loss_window: int = 5) -> list[tuple[fl
     return [(s * per_step if x == "tokens" else s, v) for s, v in points]
 
 
+def _median_curve(curves: list[list[tuple[float, float]]]):
+    """Pointwise median of several curves on the union of their x where all are measured."""
+    low, high = max(c[0][0] for c in curves), min(c[-1][0] for c in curves)
+    xs = sorted({x for c in curves for x, _ in c if low <= x <= high})
+    if not xs:
+        return [], []
+    ys = np.array([np.interp(xs, [p[0] for p in c], [p[1] for p in c]) for c in curves])
+    return xs, np.median(ys, axis=0)
+
+
 def _draw(ax, conditions, what, x, colors):
+    """Every seed thin, the condition's median bold; a run censored before the jump ends in an x."""
     for i, c in enumerate(conditions):
-        curves = [k for k in (_curves(r, what, x) for r in c["runs"]) if k]
+        curves = [(r, k) for r in c["runs"] if (k := _curve(r, what, x))]
         if not curves:
             continue
-        xs, mean, low, high = _band(curves)
-        if not xs:
-            continue
-        ax.plot(xs, mean, color=colors[i], lw=1.4, label=f"{c['label']} (n={len(curves)})")
-        if len(curves) > 1:
-            ax.fill_between(xs, low, high, color=colors[i], alpha=0.2, lw=0)
+        for run, curve in curves:
+            ax.plot(*zip(*curve), color=colors[i], lw=0.6, alpha=0.35)
+            if what == "em" and run["stats"].get("jump_step") is None:
+                ax.plot(*curve[-1], marker="x", color=colors[i], ms=6)
+        xs, median = _median_curve([k for _, k in curves])
+        if xs:
+            ax.plot(xs, median, color=colors[i], lw=2.0, label=f"{c['label']} ({c['stats']['n_jumped']}/"
+                                                                f"{c['stats']['n_runs']} jumped)")
     ax.set_xlabel("optimizer step" if x == "steps" else "tokens seen")
     ax.set_ylabel("copy exact match" if what == "em" else "training loss (moving average)")
     if what == "em":
@@ -69,9 +72,51 @@ def _varies(conditions, field) -> bool:
     return len({str(c["config"].get(field)) for c in conditions}) > 1
 
 
-def write_figures(conditions: list[dict], out: Path, threshold: float) -> list[Path]:
+def _median_with_ci(ax, x, stats, key, color, label):
+    median, ci = stats.get(f"{key}_median"), stats.get(f"{key}_ci95")
+    if median is None:
+        if ci:  # censored: the interval's lower bound is all that is known
+            ax.plot([x], [ci[0]], marker="^", color=color, ms=8, label=label and f"{label} (not reached)")
+        return
+    high = ci[1] if ci and ci[1] is not None else median
+    ax.errorbar([x], [median], yerr=[[median - (ci[0] if ci else median)], [high - median]], fmt="o",
+                color=color, capsize=4, label=label)
+
+
+def _critical_batch_figure(conditions: list[dict], fit: dict, out: Path) -> Path:
+    """Steps to the jump against tokens per step, log-log: every seed (triangle: censored, at its last
+    step), the medians with their intervals, the fit and its two asymptotes, B_crit."""
+    by_label = {c["label"]: c for c in conditions}
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
+    for label, batch in zip(fit["conditions"], fit["tokens_per_step"]):
+        c = by_label[label]
+        for run in c["runs"]:
+            s = run["stats"]
+            if s.get("jump_step") is not None:
+                ax.plot(batch, s["jump_step"], "o", color="tab:blue", alpha=0.4, ms=4)
+            elif s.get("jump_censored_at"):
+                ax.plot(batch, s["jump_censored_at"], "^", color="tab:red", alpha=0.6, ms=6)
+        _median_with_ci(ax, batch, c["stats"], "jump_step", "black", None)
+    if fit.get("resolved"):
+        b = np.geomspace(min(fit["tokens_per_step"]) / 2, max(fit["tokens_per_step"]) * 2, 200)
+        ax.plot(b, fit["s_min"] * (1 + fit["b_crit"] / b), color="black", lw=1.5, label="S_min (1 + B_crit / B)")
+        ax.plot(b, np.full_like(b, fit["s_min"]), ls=":", color="grey", label="S_min: steps govern")
+        ax.plot(b, fit["s_min"] * fit["b_crit"] / b, ls="--", color="grey", label="E_min / B: tokens govern")
+        ax.axvspan(*fit["b_crit_ci95"], color="tab:orange", alpha=0.15)
+        ax.axvline(fit["b_crit"], color="tab:orange", label=f"B_crit = {fit['b_crit']:,.0f} tokens")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("tokens per optimizer step (B)")
+    ax.set_ylabel("optimizer steps to the copy jump (S*)")
+    ax.set_title("copy jump vs batch: dots seeds, triangles censored, black medians (95% CI)", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    return save_figure(fig, out)
+
+
+def write_figures(conditions: list[dict], out: Path, threshold: float, fit: dict | None = None) -> list[Path]:
     """curves.png (Figs. 2-4), learning_rate.png (Fig. 5), regularization.png (Fig. 7) and
-    induction_formation.png (Fig. 6, as first-formation steps), the last three when they apply."""
+    induction_formation.png (Fig. 6, as formation steps), the last three when they apply."""
     colors = _colors(len(conditions))
     written = []
     fig, axes = plt.subplots(2, 2, figsize=(12, 8), dpi=110)
@@ -79,30 +124,26 @@ def write_figures(conditions: list[dict], out: Path, threshold: float) -> list[P
         for col, x in enumerate(("steps", "tokens")):
             _draw(axes[row][col], conditions, what, x, colors)
     axes[0][0].legend(fontsize=8, loc="best")
-    fig.suptitle("copy accuracy and training loss against steps (left) and tokens (right); band: min-max over seeds")
+    fig.suptitle("copy accuracy and training loss against steps (left) and tokens (right); thin: each seed, "
+                 "bold: median, x: a run that never jumped", fontsize=10)
     written.append(save_figure(fig, out / "curves.png"))
     by_label = {c["label"]: c for c in conditions}
     if _varies(conditions, "learning_rate"):
-        chosen = family(by_label, ("learning_rate",), key="learning_rate") or list(by_label)
-        subset = [by_label[label] for label in chosen]
+        subset = [by_label[label] for label in family(by_label, ("learning_rate",), key="learning_rate") or by_label]
         fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110)
         _draw(left, subset, "em", "steps", [colors[conditions.index(c)] for c in subset])
         left.legend(fontsize=8)
         for c in subset:
-            s, spread = c["stats"], c["spread"]["copy_jump_step"]
-            if s["copy_jump_step"] is not None:
-                right.errorbar([c["config"]["learning_rate"]], [s["copy_jump_step"]], fmt="o",
-                               yerr=[[s["copy_jump_step"] - spread["min"]], [spread["max"] - s["copy_jump_step"]]],
-                               color=colors[conditions.index(c)], capsize=4, label=c["label"])
+            _median_with_ci(right, c["config"]["learning_rate"], c["stats"], "jump_step",
+                            colors[conditions.index(c)], c["label"])
         right.set_xscale("log")
         right.set_xlabel("learning rate")
-        right.set_ylabel("copy jump step (mean, min-max)")
+        right.set_ylabel("jump step (KM median, 95% CI)")
         right.grid(alpha=0.3)
         fig.suptitle("learning rate (the paper's Fig. 5)")
         written.append(save_figure(fig, out / "learning_rate.png"))
     if _varies(conditions, "attention_dropout") or _varies(conditions, "weight_decay"):
-        chosen = family(by_label, ("attention_dropout", "weight_decay")) or list(by_label)
-        subset = [by_label[label] for label in chosen]
+        subset = [by_label[label] for label in family(by_label, ("attention_dropout", "weight_decay")) or by_label]
         fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110)
         sub_colors = [colors[conditions.index(c)] for c in subset]
         _draw(left, subset, "em", "tokens", sub_colors)
@@ -110,45 +151,34 @@ def write_figures(conditions: list[dict], out: Path, threshold: float) -> list[P
         left.legend(fontsize=8)
         fig.suptitle("attention dropout and weight decay (the paper's Fig. 7)")
         written.append(save_figure(fig, out / "regularization.png"))
-    if any(c["formation"] for c in conditions):
+    if any(c["stats"]["formation"] for c in conditions):
         written.append(_formation_figure(conditions, out / "induction_formation.png", threshold, colors))
+    if fit is not None:
+        written.append(_critical_batch_figure(conditions, fit, out / "critical_batch.png"))
     return written
 
 
-def formation_summary(condition: dict) -> list[dict]:
-    """Per layer over the condition's seeds: mean first step among seeds where it formed, and how many did."""
-    runs = condition["formation"]
-    if not runs:
-        return []
-    rows = []
-    for layer in range(max(len(r) for r in runs)):
-        firsts = [r[layer]["first_step"] for r in runs if layer < len(r) and r[layer]["first_step"] is not None]
-        rows.append({"layer": layer, "first_step": sum(firsts) / len(firsts) if firsts else None,
-                     "formed": len(firsts), "runs": len(runs),
-                     "max_induction": max(r[layer]["max_induction"] for r in runs if layer < len(r))})
-    return rows
-
-
 def _formation_figure(conditions, out, threshold, colors):
-    summaries = [formation_summary(c) for c in conditions]
-    layers = max(len(s) for s in summaries)
-    last = max((r["step"] for c in conditions for run in c["runs"] for r in run["induction"]), default=0)
+    layers = max(len(c["stats"]["formation"]) for c in conditions)
+    last = max((c["stats"]["steps"] or 0 for c in conditions), default=0)
     height = 0.8 / len(conditions)
     fig, ax = plt.subplots(figsize=(8, 1.5 + 0.5 * layers * len(conditions) ** 0.5), dpi=110)
-    for i, (c, rows) in enumerate(zip(conditions, summaries)):
-        for r in rows:
+    for i, c in enumerate(conditions):
+        for r in c["stats"]["formation"]:
             y = r["layer"] + (i - (len(conditions) - 1) / 2) * height
-            if r["first_step"] is None:
+            if r["median"] is None:
                 ax.barh(y, last, height=height, color="lightgrey", hatch="//", edgecolor=colors[i])
-                ax.text(last, y, "  not formed", va="center", fontsize=7)
-            else:
-                ax.barh(y, r["first_step"], height=height, color=colors[i])
-                ax.text(r["first_step"], y, f"  {r['first_step']:,.0f} ({r['formed']}/{r['runs']})", va="center",
-                        fontsize=7)
+                ax.text(last, y, f"  not formed ({r['n_formed']}/{r['n_runs']})", va="center", fontsize=7)
+                continue
+            ci = r["ci95"] or [r["median"], r["median"]]
+            high = ci[1] if ci[1] is not None else last
+            ax.barh(y, r["median"], height=height, color=colors[i],
+                    xerr=[[r["median"] - ci[0]], [high - r["median"]]], capsize=3)
+            ax.text(high, y, f"  {r['median']:,.0f} ({r['n_formed']}/{r['n_runs']})", va="center", fontsize=7)
     ax.set_yticks(range(layers))
     ax.invert_yaxis()
     ax.set_ylabel("layer (shallow at top)")
-    ax.set_xlabel(f"first step with best head's I >= {threshold} (mean over seeds that formed)")
+    ax.set_xlabel(f"formation step: first step with a head's I >= {threshold} (KM median over seeds, 95% CI)")
     ax.set_title("induction-head formation per condition (the paper's Fig. 6)", fontsize=10)
     from matplotlib.patches import Patch
 
@@ -172,84 +202,113 @@ def _num(value, kind="steps") -> str:
     return f"{value:,.0f}"
 
 
-KINDS = {"final_loss": "em", "final_exact_match": "em"}
+def _rate_text(s: dict) -> str:
+    if not s.get("groks_ci95"):
+        return "-"
+    low, high = s["groks_ci95"]
+    return f"{s['n_groks']}/{s['n_rated']} [{low:.2f}, {high:.2f}]"
 
 
-def _kind(key):
-    return "tokens" if key.endswith("tokens") else KINDS.get(key, "steps")
+def _interval_text(ci) -> str:
+    return "" if not ci else f" [{_num(ci[0])}, {'inf' if ci[1] is None else _num(ci[1])}]"
 
 
-RUN_COLUMNS = [("steps", "steps"), ("tokens/step", "tokens_per_step"), ("final loss", "final_loss"),
-               ("final EM", "final_exact_match"), ("loss plateau step", "loss_plateau_step"),
-               ("plateau tokens", "loss_plateau_tokens"), ("copy jump step", "copy_jump_step"),
-               ("jump tokens", "copy_jump_tokens"), ("EM half step", "copy_half_step"), ("lag steps", "lag_steps"),
-               ("lag tokens", "lag_tokens")]
-CONDITION_COLUMNS = [c for c in RUN_COLUMNS if c[1] not in ("steps", "tokens_per_step")]
+def _censored(stats: dict, key: str, censor: str) -> str:
+    if stats.get(key) is not None:
+        return _num(stats[key], "tokens" if key.endswith("tokens") else "steps")
+    return f"> {_num(stats[censor])} (censored)" if stats.get(censor) is not None else "-"
+
 
 DEFINITIONS = """\
-- **loss plateau step**: the first logged step from which the training loss (moving average of {loss_window} logged
-  losses, from trainer_state.json) stays within {band} of its final value (the mean of the last {loss_window}).
-- **copy jump step**: where copy exact match rises fastest: the centre of the window of W steps over which exact
-  match, linearly interpolated between copy tests, rises the most (the steepest slope of its W-step moving
-  average); W = {jump_window}. None if no window rises by more than 0.01.
-- **EM half step**: the first step (interpolated) at which exact match reaches half its final value.
-- **lag**: copy jump step - loss plateau step (positive: copying jumped after the loss had settled).
-- Tokens = steps x tokens per optimizer step (global batch x block size, from run_config.json).
-- A condition is the set of runs whose configs differ only in the seed (and bookkeeping); its numbers are means over
-  seeds ± the standard deviation, with (k/n) when only k of its n runs have the landmark.
-- Claims: (a) the relative spread (max - min) / mean of the jump steps across batch sizes is at most {align} and
-  smaller than that of the jump tokens; (b) the loss plateau's relative spread is smaller in tokens than in steps;
-  (c) the jump step decreases strictly as the learning rate grows (no jump = later than any); (d) every condition
-  with dropout or weight decay has an earlier jump or a higher final exact match than the baseline (neither).
+- **jump step**: the first step (linearly interpolated between copy tests) at which copy exact match reaches
+  {jump:g}. A run that never does is right-censored at its last copy test ("> N (censored)"): kept, never dropped.
+- **loss target step**: the first logged step at which the training loss (trailing mean of {loss_window} logged
+  losses) reaches {target}, one target for every run of this report (so steps and tokens to it compare across runs).
+- **formation step** (per layer): the first analysed step at which the layer's best head has I = A x EP >= {threshold}.
+- **lag**: jump step - loss target step (positive: copying jumped after the loss got to the target).
+- Per condition (runs whose configs differ only in the seed): the Kaplan-Meier median over seeds (censored runs
+  count as "later than their last step"; undefined when fewer than half can be said to have reached it) and a 95%
+  percentile interval from 2,000 bootstrap resamples of the seeds (upper bound "inf" when over 2.5% of resamples
+  have no median); (k/n): runs that reached it.
+- Verdicts (rules fixed before the runs; grokcopy.experiments.claims): **supported** when the claim's interval lies
+  inside its region, **contradicted** when outside (or when a condition trained past another's jump without jumping
+  in most seeds), **not resolved** when it straddles the edge, medians are undefined, or a condition has fewer than
+  3 seeds. (a) slope of ln(median jump step) vs ln(tokens per step) within +-0.2; (b) slope of ln(median tokens to
+  the loss target) vs ln(tokens per step) within +-0.2; (c) slope of ln(median jump step) vs ln(learning rate) < 0;
+  (d) each regularised condition's median jump step earlier than the baseline's or its mean final exact match higher.
 """
+
+RUN_COLUMNS = ["steps", "finished", "final loss", "final EM", "jump step", "jump tokens", "loss target step",
+               "lag steps"]
+
+
+def _run_row(run: dict) -> list[str]:
+    s = run["stats"]
+    return [_num(s.get("steps")), {True: "yes", False: "**no**", None: "-"}[s.get("finished")],
+            _num(s.get("final_loss"), "em"), _num(s.get("final_exact_match"), "em"),
+            _censored(s, "jump_step", "jump_censored_at"),
+            _num(s.get("jump_tokens"), "tokens"), _censored(s, "loss_target_step", "loss_censored_at"),
+            _num(s.get("lag_steps"))]
 
 
 def write_markdown(record: dict, out: Path) -> None:
     settings = record["settings"]
-    band = (f"{settings.get('loss_tolerance', 0.05):g} x the total fall" if settings.get("relative", True)
-            else f"{settings.get('loss_tolerance', 0.05):g} nats")
-    window = settings.get("jump_window")
     n_runs, n_conditions = len(record["runs"]), len(record["conditions"])
+    target = settings.get("loss_target")
     lines = ["# grokcopy report", "",
              f"{n_runs} run{'s' * (n_runs != 1)} in {n_conditions} condition{'s' * (n_conditions != 1)}; generated "
              f"{record['generated']} by `grokcopy report`.", "", "## Figures", ""]
     lines += [f"![{name}]({name})" for name in record["figures"]]
-    lines += ["", "## Grokking statistics per run", "",
-              "| run | condition | seed | " + " | ".join(h for h, _ in RUN_COLUMNS) + " |",
-              "|" + "---|" * (3 + len(RUN_COLUMNS))]
+    lines += ["", "## Landmarks per run", "",
+              "| run | condition | seed | " + " | ".join(RUN_COLUMNS) + " |", "|" + "---|" * (3 + len(RUN_COLUMNS))]
     for run in record["runs"]:
-        cells = [_num(run["stats"].get(k), _kind(k)) for _, k in RUN_COLUMNS]
-        lines.append(f"| {run['name']} | {run['condition']} | {run['seed']} | " + " | ".join(cells) + " |")
-    lines += ["", "## Per condition (mean ± sd over seeds)", "",
-              "| condition | config | runs | " + " | ".join(h for h, _ in CONDITION_COLUMNS) + " |",
-              "|" + "---|" * (3 + len(CONDITION_COLUMNS))]
+        lines.append(f"| {run['name']} | {run['condition']} | {run['seed']} | " + " | ".join(_run_row(run)) + " |")
+    lines += ["", "## Per condition (Kaplan-Meier median over seeds [95% bootstrap CI] (reached/runs))", "",
+              "| condition | config | runs | jumped | jump step | jump tokens | loss target tokens | final EM | grok |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for c in record["conditions"]:
-        cells = []
-        for _, key in CONDITION_COLUMNS:
-            mean, spread = c["stats"].get(key), c["spread"][key]
-            cell = _num(mean, _kind(key))
-            if mean is not None and c["n"] > 1:
-                cell += f" ± {_num(spread['sd'], _kind(key))}"
-                cell += f" ({spread['count']}/{c['n']})" if spread["count"] < c["n"] else ""
-            cells.append(cell)
-        lines.append(f"| {c['label']} | {c['description'] or '-'} | {c['n']} | " + " | ".join(cells) + " |")
-    formation = [(c["label"], formation_summary(c)) for c in record["conditions"] if c["formation"]]
+        s = c["stats"]
+        em = s.get("final_exact_match_ci95")
+        em_text = "-" if s.get("final_exact_match_mean") is None else (
+            f"{s['final_exact_match_mean']:.3f}" + (f" [{em[0]:.3f}, {em[1]:.3f}]" if em and em[1] is not None else ""))
+        lines.append(f"| {c['label']} | {c['description'] or '-'} | {s['n_runs']} | {s['n_jumped']} | "
+                     f"{describe(c)} | {describe(c, 'jump_tokens')} | {describe(c, 'loss_target_tokens')} | "
+                     f"{em_text} | {_rate_text(s)} |")
+    formation = [(c["label"], c["stats"]["formation"]) for c in record["conditions"] if c["stats"]["formation"]]
     if formation:
-        lines += ["", f"## Induction-head formation (first step with a head's I >= {settings['threshold']})", "",
-                  "| layer | " + " | ".join(label for label, _ in formation) + " |",
+        lines += ["", f"## Induction-head formation (KM median step at which a head's I >= {settings['threshold']})",
+                  "", "| layer | " + " | ".join(label for label, _ in formation) + " |",
                   "|" + "---|" * (1 + len(formation))]
         for layer in range(max(len(rows) for _, rows in formation)):
             cells = []
             for _, rows in formation:
                 r = rows[layer] if layer < len(rows) else None
-                cells.append("-" if r is None else "never" if r["first_step"] is None else
-                             f"{r['first_step']:,.0f} ({r['formed']}/{r['runs']})")
+                cells.append("-" if r is None else f"{'never' if r['median'] is None else _num(r['median'])}"
+                             f"{_interval_text(r['ci95'])} ({r['n_formed']}/{r['n_runs']})")
             lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+    split = record.get("seed_split")
+    if split:
+        lines += ["", f"## Chosen on seeds < {split['held_out_from']}, confirmed on seeds >= {split['held_out_from']}", "",
+                  "| seeds | grok (loss first, final exact match >= 0.9, an induction head) |", "|---|---|",
+                  f"| < {split['held_out_from']} (chosen on) | {_rate_text(split['chosen_on'])} |",
+                  f"| >= {split['held_out_from']} (held out, never used to choose) | {_rate_text(split['held_out'])} |"]
+    fit = record.get("critical_batch")
+    if fit:
+        lines += ["", "## Critical batch (McCandlish et al. 2018: S = S_min (1 + B_crit / B))", ""]
+        if not fit.get("resolved"):
+            lines.append("Not resolved: a condition's median jump step is undefined (too many censored seeds).")
+        else:
+            lines.append(f"B_crit = {_num(fit['b_crit'], 'tokens')} tokens per step {_interval_text(fit['b_crit_ci95'])}, "
+                         f"S_min = {_num(fit['s_min'])} steps {_interval_text(fit['s_min_ci95'])}, E_min = "
+                         f"{_num(fit['e_min'], 'tokens')} tokens.")
+            lines += ["", "| tokens per step | local slope d ln S / d ln B [95% CI] | regime |", "|---|---|---|"]
+            lines += [f"| {s['tokens_per_step']:,} | {s['slope']:.2f} [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}] | "
+                      f"{s['regime']} |" for s in fit["local_slopes"]]
     lines += ["", "## The paper's claims", ""]
     for claim in record["claims"]:
         lines.append(f"- **{claim['text']}**: **{claim['verdict']}**. {claim['evidence']}.")
     lines += ["", "## Definitions", "",
-              DEFINITIONS.format(loss_window=settings.get("loss_window", 5), band=band,
-                                 jump_window=f"{window:g}" if window else "the widest gap between two copy tests",
-                                 align=settings.get("align_tolerance", 0.25))]
+              DEFINITIONS.format(jump=settings.get("jump_threshold", 0.5), loss_window=settings.get("loss_window", 5),
+                                 target="-" if target is None else f"{target:.3f} nats",
+                                 threshold=settings.get("threshold", 0.3))]
     write_text_atomic(out, "\n".join(lines) + "\n")

@@ -12,32 +12,50 @@ import json
 import time
 from pathlib import Path
 
-from grokcopy.analysis.grokking import induction_formation
-from grokcopy.experiments.claims import evaluate_claims
-from grokcopy.experiments.conditions import find_runs, group_conditions, load_runs
+from grokcopy.experiments.claims import BATCH_FIELDS, evaluate_claims
+from grokcopy.experiments.conditions import family, find_runs, group_conditions, load_runs, rate_summary
+from grokcopy.experiments.critical_batch import critical_batch
 from grokcopy.run_dir import write_json_atomic
 
 
-def build_report(paths, out, *, threshold: float = 0.3, align_tolerance: float = 0.25, **settings) -> dict:
-    """Load, group, measure, plot and write report.md + report.json into `out`; return the record."""
+def build_report(paths, out, *, threshold: float = 0.3, jump_threshold: float = 0.5,
+                 loss_target: float | None = None, loss_window: int = 5, held_out_from: int | None = None) -> dict:
+    """Load, group, measure, plot and write report.md + report.json into `out`; return the record.
+
+    `threshold`: I of a formed induction head; `jump_threshold`: the exact match that defines the copy
+    jump; `loss_target`: the loss every run's steps/tokens are measured to (default: shared by the runs,
+    see grokcopy.analysis.grokking.shared_loss_target); `held_out_from`: seeds >= it were never used to
+    choose the recipe: their rate of runs that grok is reported apart from the seeds below it."""
     from grokcopy.experiments.render import write_figures, write_markdown
 
-    runs = load_runs(find_runs(paths), **settings)
+    runs = load_runs(find_runs(paths), loss_target=loss_target, loss_window=loss_window,
+                     jump_threshold=jump_threshold, formation_threshold=threshold)
     conditions = group_conditions(runs)
-    claims = evaluate_claims({c["label"]: c for c in conditions}, align_tolerance)
-    for c in conditions:
-        c["formation"] = [induction_formation(r["induction"], threshold) for r in c["runs"] if r["induction"]]
+    by_label = {c["label"]: c for c in conditions}
+    claims = evaluate_claims(by_label)
+    batch_family = family(by_label, BATCH_FIELDS, key="tokens_per_step")
+    fit = critical_batch(by_label, batch_family) if batch_family else None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    figures = write_figures(conditions, out, threshold)
+    figures = write_figures(conditions, out, threshold, fit)
+    target = runs[0]["stats"]["loss_target"] if runs else None
     record = {
-        "generated": time.strftime("%Y-%m-%dT%H:%M:%S"), "settings": {"threshold": threshold,
-                                                                      "align_tolerance": align_tolerance, **settings},
+        "generated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "settings": {"threshold": threshold, "jump_threshold": jump_threshold, "loss_target": target,
+                     "held_out_from": held_out_from,
+                     "loss_target_given": loss_target is not None, "loss_window": loss_window},
         "runs": [{"name": r["name"], "path": r["path"], "seed": r["seed"], "stats": r["stats"],
+                  "jump_step": r["stats"]["jump_step"], "censored_at": r["stats"]["jump_censored_at"],
                   "condition": next(c["label"] for c in conditions if r in c["runs"])} for r in runs],
-        "conditions": [{k: c[k] for k in ("label", "description", "config", "n", "stats", "spread",
-                                                        "formation")} for c in conditions],
-        "claims": claims, "figures": [p.name for p in figures],
+        "conditions": [{"label": c["label"], "description": c["description"], "config": c["config"],
+                        **{k: c["stats"][k] for k in ("n_runs", "n_jumped")},
+                        "jump_step_median": c["stats"]["jump_step_median"],
+                        "jump_step_ci95": c["stats"]["jump_step_ci95"], "stats": c["stats"]} for c in conditions],
+        "claims": claims, "critical_batch": fit, "figures": [p.name for p in figures],
+        "seed_split": None if held_out_from is None else {
+            "held_out_from": held_out_from,
+            "chosen_on": rate_summary([r["stats"] for r in runs if (r["seed"] or 0) < held_out_from]),
+            "held_out": rate_summary([r["stats"] for r in runs if (r["seed"] or 0) >= held_out_from])},
     }
     write_json_atomic(out / "report.json", json.loads(json.dumps(record, default=str)))
     write_markdown(record, out / "report.md")
@@ -45,12 +63,30 @@ def build_report(paths, out, *, threshold: float = 0.3, align_tolerance: float =
 
 
 def run_report(ns) -> int:
-    record = build_report(ns.runs, ns.out, threshold=ns.threshold, align_tolerance=ns.align_tolerance,
-                          loss_tolerance=ns.loss_tolerance, relative=not ns.absolute, loss_window=ns.loss_window,
-                          jump_window=ns.jump_window)
+    record = build_report(ns.runs, ns.out, threshold=ns.threshold, jump_threshold=ns.jump_threshold,
+                          loss_target=ns.loss_target, loss_window=ns.loss_window, held_out_from=ns.held_out_from)
     n_runs, n_conditions = len(record["runs"]), len(record["conditions"])
     print(f"{n_runs} run{'s' * (n_runs != 1)} in {n_conditions} condition{'s' * (n_conditions != 1)} -> "
           f"{Path(ns.out) / 'report.md'}")
+    for c in record["conditions"]:
+        ci = c["jump_step_ci95"]
+        shown = "" if not ci else f" [{ci[0]:,.0f}, {'inf' if ci[1] is None else f'{ci[1]:,.0f}'}]"
+        median = c["jump_step_median"]
+        print(f"  {c['label']}: {c['n_jumped']}/{c['n_runs']} jumped; median jump step "
+              f"{'not reached' if median is None else f'{median:,.0f}'}{shown}; {c['stats']['n_groks']}/"
+              f"{c['n_runs']} grok (loss first, exact match >= 0.9, an induction head)")
+    split = record.get("seed_split")
+    if split:
+        for part in ("chosen_on", "held_out"):
+            s = split[part]
+            ci = s["groks_ci95"]
+            print(f"  seeds {'<' if part == 'chosen_on' else '>='} {split['held_out_from']} ({part.replace('_', ' ')}): "
+                  f"{s['n_groks']} grok" + (f", rate {s['groks_rate']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
+    fit = record.get("critical_batch")
+    if fit and fit.get("resolved"):
+        low, high = fit["b_crit_ci95"]
+        print(f"critical batch B_crit = {fit['b_crit']:,.0f} tokens per step [{low:,.0f}, {high:,.0f}]; " +
+              "; ".join(f"{s['tokens_per_step']:,}: slope {s['slope']:.2f} ({s['regime']})" for s in fit["local_slopes"]))
     for claim in record["claims"]:
         print(f"{claim['text']}: {claim['verdict']}")
     return 0

@@ -2,9 +2,9 @@
 
 A sweep file names a base config and the fields its members vary, so that every run of a
 comparison differs only where it should (same init via the same seed, same everything else).
-Members run one after another in this process, each into `output_dir/<member>`; a finished member
-is skipped and a half-finished one resumes, so an interrupted sweep is continued by running the same
-command again. Every member's config is validated before anything runs: a typo in member 7 must not
+Members run one after another in this process (or `--parallel K` at once, each in its own process,
+grokcopy.experiments.sweep_runner), each into `output_dir/<member>`; a finished member is skipped and
+a half-finished one resumes, so an interrupted sweep is continued by running the same command again. Every member's config is validated before anything runs: a typo in member 7 must not
 surface hours after member 1 started. `--print-commands` prints one launch command per member for
 a cluster (torchrun / accelerate) instead.
 
@@ -27,9 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grokcopy.devices import has_accelerator, release_memory
-from grokcopy.errors import one_line
-from grokcopy.run_dir import SUMMARY, SWEEP_RECORD, TRAINER_STATE, read_json, write_json_atomic
+from grokcopy.run_dir import SUMMARY, SWEEP_RECORD, TRAINER_STATE, read_json, run_contents, write_json_atomic
 from grokcopy.training.config import ConfigError, GrokcopyArgumentParser, config_to_argv, load_config_file, parse_args
 
 SWEEP_KEYS = ("base", "output_dir", "fixed", "grid", "names", "members", "seeds")
@@ -205,8 +203,21 @@ def plan(member: Member, max_steps: int) -> None:
     last = last_complete_checkpoint(member.output_dir)
     if last is not None:
         member.status, member.detail = "partial", f"resume from {last.name}"
+    elif run_contents(member.output_dir):  # an attempt that died before its first checkpoint
+        member.status, member.detail = "new", f"starts over; the earlier attempt goes to {member.name}.previous-N"
     else:
         member.status, member.detail = "new", ""
+
+
+def member_args(member: Member, overrides: list[str]) -> list[str]:
+    """The overrides, plus how to treat the member's folder: resume a partial run; move aside an
+    attempt that has nothing to resume from (a fresh run would refuse its folder otherwise)."""
+    args, given = list(overrides), override_fields(overrides)
+    if member.status == "partial" and "resume_from_checkpoint" not in given:
+        args += ["--resume_from_checkpoint", "last"]
+    elif member.status == "new" and run_contents(member.output_dir) and "overwrite_output_dir" not in given:
+        args += ["--overwrite_output_dir", "true"]
+    return args
 
 
 def command(sweep: Sweep, member: Member, overrides: list[str], launcher: str | None = None, nproc: int | None = None,
@@ -219,17 +230,15 @@ def command(sweep: Sweep, member: Member, overrides: list[str], launcher: str | 
         head += (["--num_processes", str(nproc)] if nproc else []) + ["-m", "grokcopy.cli", "train"]
     else:
         head = ["grokcopy", "train"]
-    args = config_to_argv({"output_dir": str(member.output_dir), **member.overrides}) + list(overrides)
-    if member.status == "partial" and "resume_from_checkpoint" not in override_fields(overrides):
-        args += ["--resume_from_checkpoint", "last"]
+    args = config_to_argv({"output_dir": str(member.output_dir), **member.overrides}) + member_args(member, overrides)
     return " ".join(shlex.quote(a) for a in [*head, str(sweep.base), *args])
 
 
-def _is_main() -> bool:
+def is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _disk_status(member: Member) -> str:
+def disk_status(member: Member) -> str:
     return "complete" if member.status == "complete" else member.status.replace("new", "pending")
 
 
@@ -238,12 +247,12 @@ def write_record(sweep: Sweep, records: dict, own: set[str] = frozenset()) -> No
 
     Members this process does not run (`--only` elsewhere) are read again from disk, so sweeps split
     across machines with `--only` do not overwrite each other's progress with stale states."""
-    if not _is_main():
+    if not is_main():
         return
     for member in sweep.members:
         if member.name not in own:
             plan(member, records[member.name]["max_steps"])
-            records[member.name].update(status=_disk_status(member), steps=finished_steps(member.output_dir))
+            records[member.name].update(status=disk_status(member), steps=finished_steps(member.output_dir))
 
     sweep.output_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(sweep.output_dir / SWEEP_RECORD, {
@@ -252,84 +261,6 @@ def write_record(sweep: Sweep, records: dict, own: set[str] = frozenset()) -> No
         "members": [records[m.name] for m in sweep.members]})
 
 
-def _say(text: str) -> None:
-    if _is_main():
+def say(text: str) -> None:
+    if is_main():
         print(text, flush=True)
-
-
-def run_sweep(path, overrides: list[str], only: str | None = None, output_dir: str | None = None,
-              print_commands: bool = False, dry_run: bool = False, launcher: str | None = None,
-              nproc: int | None = None, accelerate_config: str | None = None) -> int:
-    """Validate every selected member, then print commands (--print-commands), print the plan
-    (--dry-run), or train the members that are not complete, one after another. 1 if any failed."""
-    if (launcher or nproc or accelerate_config) and not print_commands:
-        raise ConfigError("--launcher, --nproc and --accelerate-config go with --print-commands (to run a sweep "
-                          "on several GPUs in this process, launch `grokcopy sweep` itself under torchrun)")
-    sweep = load_sweep(path, output_dir)
-    members = select(sweep, only)
-    neutral = (print_commands or dry_run) and not has_accelerator()
-    parsed = validate(sweep, sweep.members, overrides, hardware_neutral=neutral)  # all, even with --only
-    for member in sweep.members:
-        plan(member, parsed[member.name][2].max_steps)
-    if print_commands:
-        for member in members:
-            if member.status == "complete":
-                print(f"# {member.name}: complete ({member.detail})")
-            else:
-                print(command(sweep, member, overrides, launcher, nproc, accelerate_config))
-        return 0
-    records = {m.name: {"name": m.name, "overrides": m.overrides, "output_dir": str(m.output_dir),
-                        "status": _disk_status(m), "max_steps": parsed[m.name][2].max_steps,
-                        "steps": finished_steps(m.output_dir)} for m in sweep.members}
-    todo = [m for m in members if m.status != "complete"]
-    own = {m.name for m in todo}
-    for i, member in enumerate(members, 1):
-        what = {"complete": "complete, skipped", "partial": "partial, will resume", "new": "will run"}[member.status]
-        if dry_run or member.status == "complete":
-            _say(f"[{i}/{len(members)}] {member.name}: {what}" + (f" ({member.detail})" if member.detail else ""))
-    if dry_run:
-        return 0
-    write_record(sweep, records, own)
-    failed = 0
-    for i, member in enumerate(members, 1):
-        if member.status == "complete":
-            continue
-        failed += not _run_member(sweep, member, overrides, records, own, f"[{i}/{len(members)}]")
-    done = sum(records[m.name]["status"] == "complete" for m in members)
-    _say(f"sweep {sweep.path.name}: {done}/{len(members)} complete, {len(todo) - failed} trained now, "
-         f"{failed} failed; {sweep.output_dir / SWEEP_RECORD}")
-    return 1 if failed else 0
-
-
-def _run_member(sweep: Sweep, member: Member, overrides: list[str], records: dict, own: set[str],
-                counter: str) -> bool:
-    """Train one member into its folder (resuming a partial one); record the outcome in sweep.json."""
-    from grokcopy.training.pipeline import run_training
-
-    args = list(overrides)
-    if member.status == "partial" and "resume_from_checkpoint" not in override_fields(overrides):
-        args += ["--resume_from_checkpoint", "last"]
-    record = records[member.name]
-    _say(f"{counter} {member.name}: {'resuming' if member.status == 'partial' else 'training'} "
-         f"-> {member.output_dir}" + (f" ({member.detail})" if member.detail else ""))
-    record["status"] = "running"
-    write_record(sweep, records, own)
-    start = time.time()
-    try:
-        summary = run_training(*parse_args(sweep.config(member), args))
-    except (ConfigError, RuntimeError, OSError, ValueError) as err:
-        record.update(status="failed", error=one_line(err))
-        _say(f"{counter} {member.name}: FAILED: {record['error']}")
-        write_record(sweep, records, own)
-        return False
-    finally:
-        release_memory()
-    minutes = (time.time() - start) / 60
-    record.update(status="complete", steps=summary.get("steps") or finished_steps(member.output_dir),
-                  final_exact_match=summary.get("final_exact_match"), minutes=round(minutes, 2))
-    record.pop("error", None)
-    em = summary.get("final_exact_match")
-    _say(f"{counter} {member.name}: done in {minutes:.1f} min, {record['steps']} steps"
-         + (f", copy exact match {em:.3f}" if em is not None else ""))
-    write_record(sweep, records, own)
-    return True

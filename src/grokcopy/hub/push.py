@@ -36,6 +36,7 @@ from grokcopy.run_dir import (
 
 logger = logging.getLogger(__name__)
 
+FINAL = -1  # the queue's marker for the run's final files (pushed to main once training has ended)
 # Optimizer / scheduler / RNG states stay local: they double the upload and nobody analyses them.
 LOCAL_ONLY = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state", "training_args.bin", ".tmp")
 
@@ -75,6 +76,7 @@ class HubCheckpointCallback(TrainerCallback):
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self._repo_ready = False
+        self.refused: str | None = None  # why the Hub refused (401/403/404): no more retries
 
     # ---- Trainer events (main process only) ----
     def on_train_begin(self, args, state, control, **kwargs):
@@ -126,42 +128,64 @@ class HubCheckpointCallback(TrainerCallback):
                     return
                 continue
             delay = 1.0
-            while True:
+            while self.refused is None:
                 try:
-                    self._push(step)
+                    self._push_final() if step == FINAL else self._push(step)
                     break
-                except Exception as err:  # noqa: BLE001 - any failure is retried, none reaches training
+                except Exception as err:  # noqa: BLE001 - any failure is retried or reported, none reaches training
                     self.failures += 1
-                    logger.warning("hub: pushing step %d to %s failed (%s: %s); retrying in %.0f s", step,
+                    what = "the final files" if step == FINAL else f"step {step}"
+                    if is_refusal(err):  # a bad token or no permission: retrying cannot help
+                        self.refused = f"{type(err).__name__}: {one_line(err)[:200]}"
+                        logger.error("hub: the Hub refused pushing %s to %s (%s); nothing more is sent: fix the "
+                                     "token or permissions, then `grokcopy push %s`", what, self.repo_id, self.refused,
+                                     self.output_dir)
+                        break
+                    logger.warning("hub: pushing %s to %s failed (%s: %s); retrying in %.0f s", what,
                                    self.repo_id, type(err).__name__, one_line(err)[:200], delay)
                     time.sleep(delay)
                     delay = min(delay * 2, self.max_backoff)
             with self._lock:
+                if self.refused is not None:  # nothing more will land: drop the queue
+                    self.pending.clear()
+                    return
                 self.pending.discard(step)
+                if step == FINAL:
+                    continue
                 self.pushed.add(step)
                 self._write_record()
 
+    def push_final(self, output_dir: str | Path, timeout: float | None = None) -> bool:
+        """Put the run's final files (histories, figures, summary.json, the card with the final numbers)
+        on `main`: they are written after the last checkpoint's push. True when they landed."""
+        self.output_dir = Path(output_dir)
+        if self.refused is not None:
+            return False
+        with self._lock:
+            self.pending.add(FINAL)
+        self.queue.put(FINAL)
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._work, name="grokcopy-hub-push", daemon=True)
+            self._worker.start()
+        return self.wait(timeout)
+
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until every queued checkpoint is pushed (True) or the timeout passes (False)."""
+        """Block until every queued push has landed (True), the timeout passes or the Hub refused (False)."""
         start = time.monotonic()
         try:
             while self.pending:
                 if timeout is not None and time.monotonic() - start > timeout:
                     return False
                 time.sleep(0.05)
-            return True
+            return self.refused is None
         finally:
             self.wait_seconds += time.monotonic() - start
 
     # ---- the push itself ----
     def _push(self, step: int) -> None:
-        from huggingface_hub import CommitOperationAdd, HfApi
+        from huggingface_hub import CommitOperationAdd
 
-        use_timeout(self.timeout)
-        api = HfApi(token=self.token)
-        if not self._repo_ready:
-            api.create_repo(self.repo_id, private=self.private, exist_ok=True)
-            self._repo_ready = True
+        api = self._api()
         folder = checkpoint_dir(self.output_dir, step)
         if not folder.is_dir():  # rotated away by save_total_limit before it could be pushed
             logger.warning("hub: %s no longer exists locally; skipping it", folder.name)
@@ -189,6 +213,33 @@ class HubCheckpointCallback(TrainerCallback):
                               revision=self.main_branch, commit_message=f"{self.main_branch} follows step {step}")
         logger.info("hub: pushed checkpoint-%d to %s@%s", step, self.repo_id, branch)
 
+    def _api(self):
+        """An HfApi with our timeout; the repo is created on first use."""
+        from huggingface_hub import HfApi
+
+        use_timeout(self.timeout)
+        api = HfApi(token=self.token)
+        if not self._repo_ready:
+            api.create_repo(self.repo_id, private=self.private, exist_ok=True)
+            self._repo_ready = True
+        return api
+
+    def _push_final(self) -> None:
+        from huggingface_hub import CommitOperationAdd
+
+        api = self._api()
+        files = [(p.name, p) for p in run_files(self.output_dir)]
+        if self.card:
+            files.append(("README.md", self.card(self.output_dir, [branch_name(s) for s in sorted(self.pushed)]).encode()))
+        if not files:
+            return
+        if self.main_branch != "main":
+            api.create_branch(self.repo_id, branch=self.main_branch, exist_ok=True)
+        api.create_commit(self.repo_id, revision=self.main_branch, commit_message="Final histories, figures and summary",
+                          operations=[CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(src) if isinstance(
+                              src, Path) else src) for name, src in files])
+        logger.info("hub: pushed the run's final files to %s@%s", self.repo_id, self.main_branch)
+
     def _read_record(self) -> dict:
         path = self.output_dir / PUSH_RECORD
         try:
@@ -199,6 +250,15 @@ class HubCheckpointCallback(TrainerCallback):
     def _write_record(self) -> None:
         write_text_atomic(self.output_dir / PUSH_RECORD,
                           json.dumps({"repo_id": self.repo_id, "pushed": sorted(self.pushed)}) + "\n")
+
+
+def is_refusal(err: BaseException) -> bool:
+    """401/403/404 from the Hub: a bad token, no permission or no such repo. Retrying cannot help, unlike
+    408, 429, 5xx and network errors."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    response = getattr(err, "response", None)
+    return isinstance(err, HfHubHTTPError) and response is not None and response.status_code in (401, 403, 404)
 
 
 def use_timeout(seconds: float) -> None:

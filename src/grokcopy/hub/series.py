@@ -274,14 +274,15 @@ def _continuity(out: Path, by_name: dict) -> None:
 
 def _summarise(state: dict, include_suspect: bool) -> None:
     """The series' own summary in series.json: suspects, discontinuities and landmarks of the usable curve."""
-    from grokcopy.analysis.grokking import copy_half_step, copy_jump_step, induction_formation
+    from grokcopy.analysis.grokking import formation_steps, jump_step
 
     records = sorted(state["records"], key=record_key)
     curve = [r for r in records if usable(r, include_suspect)]
-    em = [(r["step"], r["exact_match"]) for r in curve if r.get("exact_match") is not None]
+    copy = [{"step": r["step"], "exact_match": r["exact_match"]} for r in curve if r.get("exact_match") is not None]
     history = [{**r["induction"], "step": r["step"], "tokens": r.get("tokens")} for r in curve if r.get("induction")]
     state["include_suspect"] = include_suspect
     state["suspects"] = {r["revision"]: r["suspect"] for r in records if r.get("suspect")}
     state["discontinuities"] = {r["revision"]: r["discontinuity"] for r in records if r.get("discontinuity")}
-    state["landmarks"] = {"copy_jump_step": copy_jump_step(em), "copy_half_step": copy_half_step(em),
-                          "induction_formation": induction_formation(history), "revisions_on_curve": len(curve)}
+    jump, censored = jump_step(copy)  # the landmarks of grokcopy report (grokcopy.analysis.grokking)
+    state["landmarks"] = {"jump_step": jump, "jump_censored_at": censored,
+                          "induction_formation": formation_steps(history), "revisions_on_curve": len(curve)}

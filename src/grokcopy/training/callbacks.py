@@ -27,7 +27,7 @@ from grokcopy.run_dir import (
     INDUCTION_HISTORY,
     append_jsonl,
     checkpoint_dir,
-    read_jsonl,
+    read_jsonl_checked,
     write_json_atomic,
     write_jsonl,
 )
@@ -43,6 +43,19 @@ def eval_steps_schedule(step: int, schedule: str, every: int) -> bool:
     return schedule == "log" and step < every and (step & (step - 1)) == 0
 
 
+def log_metrics(trainer, metrics: dict) -> None:
+    """`trainer.log(metrics)` that leaves the Trainer's own logging as scheduled.
+
+    Trainer.log() goes through CallbackHandler.on_log, which clears `control.should_log`; called from
+    on_step_end it would cancel the Trainer's loss log of that very step (no `loss` in log_history,
+    holes in TensorBoard/W&B exactly where the analyses measure). The flag is put back as it was.
+    """
+    control = trainer.control
+    should_log = control.should_log
+    trainer.log(metrics)
+    control.should_log = trainer.control.should_log = should_log
+
+
 class History:
     """A run's JSONL history that follows the Trainer's step through resumes."""
 
@@ -52,13 +65,15 @@ class History:
     def resume_at(self, step: int, is_main: bool) -> set[int]:
         """Drop records after `step` (they belong to a lost future); return the steps kept.
 
-        A run starting at step 0 is a new run: an old history in its output_dir is replaced.
+        A run starting at step 0 is a new run: an old history in its output_dir is replaced. A file
+        left torn by a crash (a partial last line) is rewritten too, or the next append would be
+        glued onto the fragment and lost.
         """
-        records = read_jsonl(self.path)
+        records, whole = read_jsonl_checked(self.path)
         kept = [r for r in records if r.get("step", -1) <= step] if step > 0 else []
-        if is_main and records and kept != records:
-            logger.info("%s: dropping %d records after step %d (resumed run)", self.path.name,
-                        len(records) - len(kept), step)
+        if is_main and (kept != records or not whole):
+            logger.info("%s: keeping %d of %d records (resumed at step %d)%s", self.path.name, len(kept),
+                        len(records), step, "" if whole else "; a torn line dropped")
             write_jsonl(kept, self.path)
         return {r["step"] for r in kept}
 
@@ -96,6 +111,31 @@ class DivergenceGuard(TrainerCallback):
             control.should_training_stop = True
 
 
+class LogSpacedSaves(TrainerCallback):
+    """`save_schedule log`: checkpoints at steps 0, 1, 2, 4, ... below `save_steps` as well (Pythia's
+    grid), so a pushed series holds the untrained model and the early dynamics.
+
+    Step 0 is saved before the first update, in the checkpoint layout the Trainer uses, and announced
+    with the Trainer's own `on_save` event, so the other callbacks add their analyses and the Hub push."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        folder = checkpoint_dir(args.output_dir, 0)
+        if state.global_step != 0 or folder.exists():
+            return
+        self.trainer.save_model(str(folder))
+        if args.should_save:
+            state.save_to_json(str(folder / "trainer_state.json"))
+        self.trainer.callback_handler.on_save(args, state, control)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        step = state.global_step
+        if args.save_strategy == "steps" and step < args.save_steps and eval_steps_schedule(step, "log", args.save_steps):
+            control.should_save = True
+
+
 @dataclass(eq=False)
 class CopyEvalCallback(TrainerCallback):
     """Copy test every `every` steps (plus log-spaced early steps), into the log and a JSONL history.
@@ -108,6 +148,7 @@ class CopyEvalCallback(TrainerCallback):
     schedule: str = "log"
     every: int = 500
     history_name: str = COPY_HISTORY
+    stop_at: float | None = None  # stop training once exact match reaches this (a sweep's stop rule)
     last_step: int | None = field(default=None, init=False)
     latest: dict | None = field(default=None, init=False)
 
@@ -120,7 +161,11 @@ class CopyEvalCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         if eval_steps_schedule(state.global_step, self.schedule, self.every):
-            self._evaluate(state)
+            record = self._evaluate(state)
+            if self.stop_at is not None and record is not None and record["exact_match"] >= self.stop_at:
+                logger.info("copy exact match %.3f >= %.3f at step %d: stopping (copy_stop_exact_match)",
+                            record["exact_match"], self.stop_at, state.global_step)
+                control.should_training_stop = True
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.last_step != state.global_step:
@@ -149,13 +194,16 @@ class CopyEvalCallback(TrainerCallback):
             "num_samples": result["num_samples"],
             "num_sequences": result["num_sequences"],
             "epoch": state.epoch,
-            "seconds": round(time.perf_counter() - start, 4),
         }
+        split = self.trainer.copyable_loss() if hasattr(self.trainer, "copyable_loss") else None
+        record.update(split or {})
+        record["seconds"] = round(time.perf_counter() - start, 4)
         self.last_step, self.latest = state.global_step, record
         if state.is_world_process_zero:
             self.history.append(record)
-        self.trainer.log({"copy_exact_match": record["exact_match"],
-                          "copy_token_accuracy": record["token_accuracy"]})
+        logged = {"copy_exact_match": record["exact_match"], "copy_token_accuracy": record["token_accuracy"]}
+        logged.update({k: v for k, v in (split or {}).items() if k != "copyable_share" and v is not None})
+        log_metrics(self.trainer, logged)
         return record
 
 
@@ -222,6 +270,7 @@ class InductionHeadCallback(TrainerCallback):
         if state.is_world_process_zero and state.global_step not in self.done:
             self.history.append(record)
         self.done.add(state.global_step)
-        self.trainer.log({f"induction_max_layer{layer}": max(row) for layer, row in enumerate(record["induction"])})
+        log_metrics(self.trainer, {f"induction_max_layer{layer}": max(row)
+                                   for layer, row in enumerate(record["induction"])})
         return record
 

@@ -36,7 +36,7 @@ class ModelArguments:
     )
     revision: str = field(default="main", metadata={"help": "Hub revision of model_name_or_path (e.g. step1000)."})
     preset: str | None = field(
-        default=None, metadata={"help": "Named model shape from grokcopy.training.modeling.PRESETS (e.g. demo, paper-162m)."}
+        default=None, metadata={"help": "Named model shape from grokcopy.training.config.PRESETS (e.g. demo, paper-162m)."}
     )
     model_type: str = field(default="llama", metadata={"help": "transformers model_type for a model from scratch."})
     num_hidden_layers: int | None = field(default=None, metadata={"help": "Layers (overrides the preset)."})
@@ -109,6 +109,18 @@ class CopyTrainingArguments(TrainingArguments):
     )
     copy_seed: int = field(default=1234, metadata={"help": "Seed of the copy test samples (fixed across a run)."})
     copy_eval_batch_size: int = field(default=16, metadata={"help": "Samples per forward pass in the copy test."})
+    copy_stop_exact_match: float | None = field(
+        default=None, metadata={"help": "Stop training at the first copy test whose exact match reaches this (a "
+                                        "sweep's stop rule; a run that never does stops at max_steps, censored)."}
+    )
+    gradient_noise_scale: bool = field(
+        default=False, metadata={"help": "Log McCandlish's simple gradient noise scale (needs "
+                                         "gradient_accumulation_steps >= 2; grokcopy.training.noise_scale)."}
+    )
+    copyable_loss_blocks: int = field(
+        default=64, metadata={"help": "Held-out blocks whose loss is split into copyable tokens (the bigram occurred "
+                                      "earlier in the block) and the rest, at every copy test (0: off)."}
+    )
     induction_analysis: bool = field(
         default=True, metadata={"help": "Analyse induction heads at every checkpoint save (induction.json/png)."}
     )
@@ -122,11 +134,24 @@ class CopyTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "Push every checkpoint to branch step{N} of hub_model_id (with its analyses and card)."},
     )
+    save_schedule: Literal["steps", "log"] = field(
+        default="steps", metadata={"help": "log: also save checkpoints at steps 0, 1, 2, 4, ... below save_steps "
+                                           "(Pythia's early grid: a pushed series then has step0 and the early "
+                                           "dynamics); steps: every save_steps only (the Trainer's own)."}
+    )
+    hub_license: str | None = field(
+        default="apache-2.0", metadata={"help": "License of the pushed checkpoints, in the model card's metadata."}
+    )
     hub_push_timeout: float = field(
         default=60.0, metadata={"help": "HTTP timeout (s) of one Hub request; a hanging request is retried."}
     )
     hub_push_wait: float = field(
         default=600.0, metadata={"help": "Seconds to wait at the end of training for pending pushes to land."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Start a new run in an output_dir that holds one: the old run is moved to "
+                                         "OUTPUT_DIR.previous-N first (nothing is deleted). Without it such a folder "
+                                         "is refused unless resuming."}
     )
     fast_path: bool = field(
         default=True, metadata={"help": "On a CUDA GPU: bf16 mixed precision and TF32 matmuls unless fp16/bf16/tf32 "
@@ -150,9 +175,104 @@ class CopyTrainingArguments(TrainingArguments):
                      "induction_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.copyable_loss_blocks < 0:
+            raise ConfigError(f"copyable_loss_blocks: must be >= 0 (0: off), got {self.copyable_loss_blocks}")
+
+
+# Named shapes. `paper-162m` is the paper's LLaMA (12 x 768, 12 heads, 3072 MLP, 1024 context,
+# untied embeddings); `demo` is the 2-core CPU model of `grokcopy demo`.
+PRESETS: dict[str, dict] = {
+    "paper-162m": dict(
+        model_type="llama", num_hidden_layers=12, hidden_size=768, num_attention_heads=12,
+        num_key_value_heads=12, intermediate_size=3072, max_position_embeddings=1024,
+        tie_word_embeddings=False,
+    ),
+    "demo": dict(
+        model_type="llama", num_hidden_layers=2, hidden_size=128, num_attention_heads=4,
+        num_key_value_heads=4, intermediate_size=512, max_position_embeddings=40,
+        tie_word_embeddings=False,
+    ),
+    "tiny": dict(
+        model_type="llama", num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
+        num_key_value_heads=2, intermediate_size=128, max_position_embeddings=256,
+        tie_word_embeddings=False,
+    ),
+}
+
+SHAPE_FIELDS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
+                 "intermediate_size", "max_position_embeddings", "attention_dropout", "tie_word_embeddings",
+                 "vocab_size")
+
+
+def model_config_kwargs(model_args: ModelArguments) -> dict:
+    """The preset, then explicit shape fields, then the JSON overrides: later wins."""
+    if model_args.preset is not None and model_args.preset not in PRESETS:
+        raise ConfigError(f"preset: unknown preset {model_args.preset!r}; known: {', '.join(PRESETS)}")
+    kwargs = dict(PRESETS.get(model_args.preset, {"model_type": model_args.model_type}))
+    if model_args.preset is None or model_args.model_type != "llama":
+        kwargs["model_type"] = model_args.model_type
+    kwargs.update({k: getattr(model_args, k) for k in SHAPE_FIELDS if getattr(model_args, k) is not None})
+    if model_args.model_config_overrides:
+        try:
+            overrides = json.loads(model_args.model_config_overrides)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"model_config_overrides: not a JSON object ({err.msg})") from None
+        if not isinstance(overrides, dict):
+            raise ConfigError("model_config_overrides: expected a JSON object")
+        kwargs.update(overrides)
+    return kwargs
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, CopyTrainingArguments)
+
+
+def _check(ok: bool, name: str, rule: str, value) -> None:
+    if not ok:
+        raise ConfigError(f"{name}: {rule}, got {value}")
+
+
+def validate_arguments(model_args: ModelArguments, data_args: DataArguments, args: CopyTrainingArguments) -> None:
+    """Values that cannot train, refused in one line before anything runs (`grokcopy train` and
+    every sweep member alike): without this they pass argparse and fail minutes later, or worse,
+    silently do something else (max_steps -3 trains a whole epoch)."""
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        _check(getattr(args, name) >= 1, name, "must be >= 1", getattr(args, name))
+    _check(args.learning_rate > 0, "learning_rate", "must be > 0", args.learning_rate)
+    _check(args.max_steps > 0 or args.max_steps == -1, "max_steps",
+           "must be > 0 (or -1: train num_train_epochs)", args.max_steps)
+    if args.max_steps == -1:
+        _check(args.num_train_epochs > 0, "num_train_epochs", "must be > 0 (or set max_steps)", args.num_train_epochs)
+    for name in ("weight_decay", "warmup_steps", "max_grad_norm"):
+        value = getattr(args, name)
+        _check(value is None or value >= 0, name, "must be >= 0", value)
+    _check(0 < data_args.validation_split_percentage < 100, "validation_split_percentage",
+           "must be between 0 and 100", data_args.validation_split_percentage)
+    _check(data_args.block_size >= 2, "block_size", "must be >= 2", data_args.block_size)
+    for name in ("max_train_samples", "max_eval_samples", "preprocessing_num_workers"):
+        value = getattr(data_args, name)
+        _check(value is None or value >= 1, name, "must be >= 1", value)
+    _check(data_args.tokenizer_vocab_size >= 1, "tokenizer_vocab_size", "must be >= 1", data_args.tokenizer_vocab_size)
+    _check(model_args.lora_r >= 0, "lora_r", "must be >= 0 (0: train all weights)", model_args.lora_r)
+    for name in ("attention_dropout", "lora_dropout"):
+        value = getattr(model_args, name)
+        _check(value is None or 0 <= value < 1, name, "must be in [0, 1)", value)
+    if not model_args.model_name_or_path:  # a fresh model: its shape must build
+        validate_shape(model_config_kwargs(model_args))
+
+
+def validate_shape(shape: dict) -> None:
+    """A model shape (preset + fields + overrides) that transformers can build and run."""
+    for name in SHAPE_FIELDS:
+        value = shape.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            _check(value >= 1, name, "must be >= 1", value)
+    hidden, heads, kv_heads = (shape.get(k) for k in ("hidden_size", "num_attention_heads", "num_key_value_heads"))
+    if isinstance(hidden, int) and isinstance(heads, int) and hidden % heads:
+        raise ConfigError(f"num_attention_heads: {heads} does not divide hidden_size {hidden} "
+                          "(each head gets hidden_size / num_attention_heads dimensions)")
+    if isinstance(heads, int) and isinstance(kv_heads, int) and heads % kv_heads:
+        raise ConfigError(f"num_key_value_heads: {kv_heads} does not divide num_attention_heads {heads} "
+                          "(grouped-query attention shares each key/value head among a whole group)")
 
 
 class GrokcopyArgumentParser(HfArgumentParser):
@@ -223,10 +343,40 @@ def parse_args(config: dict[str, Any] | str | Path | None = None, overrides: lis
         flags = [a for a in remaining if a.startswith("-")] or remaining
         raise ConfigError(f"unknown field{'s' if len(flags) > 1 else ''}: {', '.join(a.lstrip('-') for a in flags)}")
     try:
-        return parser.parse_args_into_dataclasses(argv, look_for_args_file=False)
+        parsed = parser.parse_args_into_dataclasses(argv, look_for_args_file=False)
     except ConfigError:
         raise
     except (ValueError, TypeError) as err:
         raise ConfigError(one_line(err)) from None
+    validate_arguments(*parsed)
+    return parsed
 
 
+
+
+def field_groups() -> dict[str, list[tuple[str, object, str]]]:
+    """Every config field as (name, default, help), grouped the way a user thinks of them: the copy test,
+    induction heads, the Hub, the model, the data, then the rest of TrainingArguments."""
+    import dataclasses
+
+    groups: dict[str, list] = {name: [] for name in ("copy test", "induction heads", "Hub", "model", "data", "training")}
+    for cls in ARGUMENT_CLASSES:
+        for f in fields(cls):
+            if not f.init or f.name.startswith("_"):
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else "required")
+            row = (f.name, default, " ".join(str(f.metadata.get("help", "")).split()))
+            if cls is ModelArguments:
+                groups["model"].append(row)
+            elif cls is DataArguments:
+                groups["data"].append(row)
+            elif f.name.startswith(("copy_", "copyable_")):
+                groups["copy test"].append(row)
+            elif f.name.startswith("induction_"):
+                groups["induction heads"].append(row)
+            elif f.name.startswith("hub_") or f.name in ("push_to_hub", "hub_checkpoint_series"):
+                groups["Hub"].append(row)
+            else:
+                groups["training"].append(row)
+    return groups

@@ -7,59 +7,14 @@ architecture transformers knows can be pretrained; shape fields use the standard
 
 from __future__ import annotations
 
-import json
 import logging
 
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from grokcopy.errors import one_line
-from grokcopy.training.config import ConfigError, ModelArguments
+from grokcopy.training.config import PRESETS, ConfigError, ModelArguments, model_config_kwargs  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
-
-# Named shapes. `paper-162m` is the paper's LLaMA (12 x 768, 12 heads, 3072 MLP, 1024 context,
-# untied embeddings); `demo` is the 2-core CPU model of `grokcopy demo`.
-PRESETS: dict[str, dict] = {
-    "paper-162m": dict(
-        model_type="llama", num_hidden_layers=12, hidden_size=768, num_attention_heads=12,
-        num_key_value_heads=12, intermediate_size=3072, max_position_embeddings=1024,
-        tie_word_embeddings=False,
-    ),
-    "demo": dict(
-        model_type="llama", num_hidden_layers=2, hidden_size=128, num_attention_heads=4,
-        num_key_value_heads=4, intermediate_size=512, max_position_embeddings=40,
-        tie_word_embeddings=False,
-    ),
-    "tiny": dict(
-        model_type="llama", num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
-        num_key_value_heads=2, intermediate_size=128, max_position_embeddings=256,
-        tie_word_embeddings=False,
-    ),
-}
-
-_SHAPE_FIELDS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
-                 "intermediate_size", "max_position_embeddings", "attention_dropout", "tie_word_embeddings",
-                 "vocab_size")
-
-
-def model_config_kwargs(model_args: ModelArguments) -> dict:
-    """The preset, then explicit shape fields, then the JSON overrides: later wins."""
-    if model_args.preset is not None and model_args.preset not in PRESETS:
-        raise ConfigError(f"preset: unknown preset {model_args.preset!r}; known: {', '.join(PRESETS)}")
-    kwargs = dict(PRESETS.get(model_args.preset, {"model_type": model_args.model_type}))
-    if model_args.preset is None or model_args.model_type != "llama":
-        kwargs["model_type"] = model_args.model_type
-    kwargs.update({k: getattr(model_args, k) for k in _SHAPE_FIELDS if getattr(model_args, k) is not None})
-    if model_args.model_config_overrides:
-        try:
-            overrides = json.loads(model_args.model_config_overrides)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"model_config_overrides: not a JSON object ({err.msg})") from None
-        if not isinstance(overrides, dict):
-            raise ConfigError("model_config_overrides: expected a JSON object")
-        kwargs.update(overrides)
-    return kwargs
-
 
 def build_model(model_args: ModelArguments, tokenizer):
     """Create the model to train; its vocabulary always covers the tokenizer. With `lora_r` > 0, a PEFT

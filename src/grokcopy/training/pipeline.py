@@ -31,6 +31,9 @@ from grokcopy.run_dir import (
     last_complete_checkpoint,
     logged_losses,
     read_jsonl,
+    run_contents,
+    set_aside_run,
+    writable_problem,
     write_json_atomic,
 )
 from grokcopy.training.config import ConfigError, CopyTrainingArguments, DataArguments, ModelArguments
@@ -65,6 +68,28 @@ def resolve_resume(training_args: CopyTrainingArguments) -> str | None:
     return value
 
 
+def prepare_output_dir(training_args: CopyTrainingArguments, resuming: bool) -> None:
+    """Before anything is written: output_dir must be a writable folder, and may hold a run only when
+    that run is resumed, or when `overwrite_output_dir` asks to move it aside (so two runs never mix)."""
+    out = Path(training_args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output_dir: {out} is a file, not a folder")
+    problem = writable_problem(out)
+    if problem:
+        raise ConfigError(f"output_dir: {problem}")
+    found = run_contents(out)
+    if not found or resuming:
+        return
+    if not training_args.overwrite_output_dir:
+        shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+        raise ConfigError(f"output_dir: {out} already holds a run ({shown}); continue it with --resume_from_checkpoint "
+                          "last, start over with --overwrite_output_dir true (the old run is moved aside), or choose "
+                          "another output_dir")
+    if training_args.should_save:  # the main process; the others only wait for the data it prepares
+        moved = set_aside_run(out)
+        logger.warning("output_dir %s held a run: moved to %s (overwrite_output_dir)", out, moved)
+
+
 def build_trainer(model_args: ModelArguments, data_args: DataArguments, training_args: CopyTrainingArguments,
                   callbacks=None) -> CopyTrainer:
     """Data, tokenizer, model and copy test, validated, wired into a CopyTrainer."""
@@ -75,7 +100,10 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
             from grokcopy.training.demo_corpus import DemoCorpusConfig, demo_corpus_files
 
             try:
-                corpus = DemoCorpusConfig(**json.loads(data_args.demo_corpus_config or "{}"))
+                fields = json.loads(data_args.demo_corpus_config or "{}")
+                # One seed is one replicate: --seed draws the corpus as well as the initialization
+                # (unless the corpus config pins its own seed).
+                corpus = DemoCorpusConfig(**{"seed": training_args.seed, **fields})
             except (json.JSONDecodeError, TypeError) as err:
                 raise ConfigError(f"demo_corpus_config: {one_line(err)}") from None
             data_args.train_files = demo_corpus_files(data_args.cache_dir, corpus)
@@ -94,7 +122,8 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
                        eval_dataset=blocks["validation"], processing_class=tokenizer, copy_task=copy_task,
                        data_collator=default_data_collator,
                        block_size=data_args.block_size, callbacks=callbacks,
-                       data_description=describe_data(data_args))
+                       data_description=describe_data(data_args),
+                       datasets=[data_args.dataset_name] if data_args.dataset_name else None)
 
 
 def describe_data(data_args: DataArguments) -> str:
@@ -143,11 +172,14 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
 
     `annotate(summary, output_dir)` (e.g. the demo's verdict) adds to the summary before
     summary.json is written, so the file is written once, whole."""
+    # grokcopy's loggers follow the Trainer's log_level / log_level_replica, as transformers' own do
+    logging.getLogger("grokcopy").setLevel(training_args.get_process_log_level())
     resume = resolve_resume(training_args)
+    prepare_output_dir(training_args, resuming=resume is not None)
     trainer = build_trainer(model_args, data_args, training_args, callbacks=callbacks)
     if trainer.is_world_process_zero():
         write_run_config(training_args.output_dir, model_args, data_args, training_args, trainer.tokens_per_step)
-    if trainer.copy_task.note:
+    if trainer.copy_task.note and trainer.is_world_process_zero():
         print(trainer.copy_task.note)
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()
@@ -164,6 +196,10 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         if annotate is not None:
             annotate(summary, output_dir)
         write_json_atomic(output_dir / SUMMARY, summary)
+        if trainer.hub_callback is not None and not trainer.hub_callback.push_final(output_dir,
+                                                                                     training_args.hub_push_wait):
+            logger.warning("hub: the final figures and summary.json are not on %s yet; `grokcopy push %s` sends them",
+                           training_args.hub_model_id, output_dir)
     return summary
 
 

@@ -15,12 +15,14 @@ import torch
 from transformers import Trainer
 
 from grokcopy.analysis.architectures import model_context_length
+from grokcopy.analysis.copyable_loss import copyable_loss_split
 from grokcopy.copytest.scoring import score_copy_task
 from grokcopy.copytest.task import CopyTask, CopyTaskConfig, build_copy_task
 from grokcopy.errors import CheckpointSaveError, TrainingDivergedError, one_line  # noqa: F401 (re-exported)
 from grokcopy.hub.push import HubCheckpointCallback
 from grokcopy.run_dir import checkpoint_dir, checkpoint_problem, last_complete_checkpoint
-from grokcopy.training.callbacks import CopyEvalCallback, DivergenceGuard, InductionHeadCallback
+from grokcopy.training.callbacks import CopyEvalCallback, DivergenceGuard, InductionHeadCallback, LogSpacedSaves
+from grokcopy.training.noise_scale import GradientNoiseScaleCallback
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ class CopyTrainer(Trainer):
     """
 
     def __init__(self, *args, copy_task: CopyTask | None = None, block_size: int | None = None,
-                 data_description: str = "", **kwargs):
+                 data_description: str = "", datasets: list[str] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         schedule = getattr(self.args, "copy_eval_schedule", "none")
         if copy_task is None and self.processing_class is not None and hasattr(self.args, "copy_num_samples"):
@@ -46,9 +48,15 @@ class CopyTrainer(Trainer):
         self._step_loss_at = -1
         self._unchecked_losses: list[tuple[int, torch.Tensor]] = []
         self.diverged_at: int | None = None
+        self._copyable_ids = None
+        self.card_datasets = datasets  # Hub datasets trained on, for the model card's metadata
         self.add_callback(DivergenceGuard(self))  # first, so the analyses below can skip a diverged step
         if self.copy_task is not None and schedule != "none":
-            self.add_callback(CopyEvalCallback(self, schedule=schedule, every=self.args.copy_eval_steps))
+            self.add_callback(CopyEvalCallback(self, schedule=schedule, every=self.args.copy_eval_steps,
+                                               stop_at=getattr(self.args, "copy_stop_exact_match", None)))
+        if getattr(self.args, "gradient_noise_scale", False):
+            # first in the list, so the report_to integrations see the values it adds to each log entry
+            self.callback_handler.callbacks.insert(0, GradientNoiseScaleCallback(block_size=self.block_size))
         if getattr(self.args, "induction_analysis", False):
             self.add_callback(InductionHeadCallback(
                 self, every=self.args.induction_eval_steps, seq_len=self.args.induction_seq_len,
@@ -60,6 +68,8 @@ class CopyTrainer(Trainer):
                 main_branch=self.args.hub_revision, card=self._card_renderer(data_description),
                 timeout=self.args.hub_push_timeout)
             self.add_callback(self.hub_callback)
+        if getattr(self.args, "save_schedule", "steps") == "log":
+            self.add_callback(LogSpacedSaves(self))  # last: step 0's on_save reaches the analyses and the Hub
 
     def get_decay_parameter_names(self, model) -> list[str]:
         """Weight decay on matrices only (2-D and up: linear and embedding weights), never on biases or
@@ -68,10 +78,12 @@ class CopyTrainer(Trainer):
 
     def _card_renderer(self, data_description: str):
         def render(output_dir, branches):
-            from grokcopy.hub.model_card import render_card
+            from grokcopy.hub.model_card import model_lineage, render_card
 
+            base_model, adapter = model_lineage(self.model)
             return render_card(self.args.hub_model_id, output_dir, branches, self.model.config, self.args,
-                               data_description or "Not described.", self.args.induction_threshold)
+                               data_description or "Not described.", self.args.induction_threshold,
+                               base_model=base_model, adapter=adapter, datasets=self.card_datasets)
 
         return render
 
@@ -110,13 +122,31 @@ class CopyTrainer(Trainer):
 
     def _icl_input_ids(self):
         """Held-out blocks for Olsson's ICL score (loss at token 500 - at token 50), when blocks are long enough."""
-        if self.block_size is None or self.block_size < 500 or self.eval_dataset is None:
+        if self.block_size is None or self.block_size < 500:
+            return None
+        return self._held_out_blocks(8)
+
+    def _held_out_blocks(self, n: int):
+        """The first `n` blocks of the eval set as a LongTensor (None without an indexable eval set)."""
+        if self.eval_dataset is None:
             return None
         try:
-            rows = self.eval_dataset.select(range(min(8, len(self.eval_dataset))))["input_ids"]
+            rows = self.eval_dataset.select(range(min(n, len(self.eval_dataset))))["input_ids"]
         except (AttributeError, TypeError, KeyError):
             return None
         return torch.tensor(rows, dtype=torch.long) if rows else None
+
+    def copyable_loss(self) -> dict | None:
+        """The held-out loss split into copyable tokens and the rest (grokcopy.analysis.copyable_loss), on
+        a fixed batch of the first `copyable_loss_blocks` eval blocks; None without an eval set."""
+        blocks = getattr(self.args, "copyable_loss_blocks", 0)
+        if not blocks:
+            return None
+        if self._copyable_ids is None:
+            self._copyable_ids = self._held_out_blocks(blocks)
+        if self._copyable_ids is None:
+            return None
+        return copyable_loss_split(self.model, self._copyable_ids, batch_size=self.args.per_device_eval_batch_size)
 
     def _infer_block_size(self) -> int | None:
         try:
