@@ -248,11 +248,21 @@ def test_two_processes_split_the_revisions_and_the_main_one_merges(pythia, pythi
     assert proc.stdout.count("step200: step 200") == 1  # one summary, from the main process
     assert not list(out.glob("series.part*"))
 
-    # A rerun under torchrun resumes: nothing is analysed again.
+    # Killed before the merge: process 1's records only in its part file, the last one of each process
+    # nowhere (in flight). The rerun gives each process one of the two again.
+    in_flight = sorted([by_process[0][-1], by_process[1][-1]], key=analysed.index)
+    state = json.loads((out / "series.json").read_text())
+    (out / "series.part1.json").write_text(json.dumps({"records": [records[n] for n in by_process[1][:-1]]}))
+    state["records"] = [r for r in state["records"] if r["revision"] not in by_process[1] + in_flight]
+    (out / "series.json").write_text(json.dumps(state))
+    # A rerun under torchrun resumes: only that one is analysed again, and nothing is lost.
     proc = subprocess.run(launcher, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = records_of(out)
-    assert [again[n]["analysed_at"] for n in analysed] == [records[n]["analysed_at"] for n in analysed]
+    assert list(again) == list(records) and not list(out.glob("series.part*"))
+    assert [n for n in analysed if again[n]["analysed_at"] != records[n]["analysed_at"]] == in_flight
+    assert [again[n]["process"] for n in in_flight] == [0, 1]
+    assert all(again[n]["induction"] == records[n]["induction"] for n in in_flight)
 
 
 def test_report_compares_series_like_runs_and_draws_the_formation_chart(api, pythia, pythia_series, tmp_path):

@@ -88,6 +88,11 @@ def test_a_smooth_run_has_no_discontinuity_but_a_shard_of_the_final_model_and_a_
     by_name["step3"] = {**weights[3], "model.embed_tokens.weight": weights[7]["model.embed_tokens.weight"]}
     flags = discontinuities(names, distance)
     assert list(flags) == ["step3"] and flags["step3"][0].startswith("embeddings: off the path")
+    # step5 holds step4's weights in another format (hashes differ): flagged, and step6 is no jump for it
+    by_name["step5"] = weights[4]
+    flags = discontinuities(names, distance)
+    assert flags["step5"] == ["all groups: the same weights as step4 (every sampled value equal) though the files "
+                              "differ"] and "step6" not in flags
     # pythia#203: step1 on do not descend from step0 (another initialisation)
     by_name = dict(zip(names, walk(8, seed=1)))
     by_name["step0"] = walk(8, seed=2)[0]

@@ -17,7 +17,9 @@ distance of a group is the relative L2 distance ||a - b|| / rms(||a||, ||b||) on
   (d(prev, next) < SPIKE x min(d(prev, r), d(r, next))): off the path, like a mid-run shard of the
   final model;
 - a *jump*: a step between neighbours at least JUMP times the median of the nearby steps: a
-  discontinuity, or, right after the first revision, a run that does not descend from it.
+  discontinuity, or, right after the first revision, a run that does not descend from it;
+- *the same weights* as the previous revision in files whose hashes differ (a `.bin` branch and a
+  `.safetensors` branch of one checkpoint: a duplicate no hash can show).
 """
 
 from __future__ import annotations
@@ -113,12 +115,16 @@ def discontinuities(order: list[str], distance) -> dict[str, list[str]]:
                     f"{group}: off the path ({before[group]:.3g} from {order[i - 1]}, {after[group]:.3g} from "
                     f"{order[i + 1]}, which are {across[group]:.3g} apart)")
     for i, step in enumerate(steps):
+        if step and max(step.values()) == 0:  # e.g. a .bin and a .safetensors branch: other files, same weights
+            flags.setdefault(order[i + 1], []).append(f"all groups: the same weights as {order[i]} (every sampled "
+                                                      "value equal) though the files differ")
+            continue
         if order[i] in spikes or order[i + 1] in spikes:
             continue
         nearby = [steps[j] for j in range(max(0, i - 2), min(len(steps), i + 3))
                   if j != i and order[j] not in spikes and order[j + 1] not in spikes]
         for group in sorted(step):
-            others = [s[group] for s in nearby if group in s]
+            others = [s[group] for s in nearby if s.get(group, 0) > MIN_DISTANCE]  # not other identical pairs
             if not others or step[group] <= MIN_DISTANCE:
                 continue
             typical = statistics.median(others)

@@ -44,7 +44,10 @@ from grokcopy.hub.store import (
     SERIES_CSV,
     SERIES_JSON,
     load_state,
+    merge_records,
+    now,
     part_path,
+    read_part,
     record_key,
     usable,
     write_outputs,
@@ -184,19 +187,21 @@ def analyze_series(
              "or duplicates", progress)
     runner = SeriesRunner(repo_id, out, settings, keep_weights, device, progress, batch_size, base_model, base_revision)
     mine = []
+    # A killed multi-process run's part file keeps what it held (not merged into series.json yet) until merged.
+    earlier = {r["revision"]: r for r in read_part(out, index)} if count > 1 else {}
     for name in tqdm(my_share(todo, index, count), desc="revisions", unit="rev", disable=not progress):
         try:
             plan = plans[name] if "files" in plans[name] else list_revision(api, repo_id, name, commits[name])
             record = runner.run(name, commits[name], plan)
         except SeriesError as err:  # one broken checkpoint does not stop the series
-            record = _unanalysed_record(name, commits[name], error=one_line(err))
+            record = _unanalysed_record(name, commits[name], error=one_line(err), failed_at=now())
             _say(f"skipped: {one_line(err)} (a rerun retries it)", progress)
         record["process"], record["suspect"] = index, verdicts[name]["suspect"]
         record["tokens"], record["tokens_source"] = record_tokens(record, tokens_per_step)
         by_name[name] = record
         mine.append(record)
         if count > 1:  # each process its own file; the main one merges them once all are done
-            write_part(out, index, mine)
+            write_part(out, index, list(merge_records(dict(earlier), mine).values()))
         else:
             state["records"] = list(by_name.values())
             write_outputs(out, state)
@@ -204,9 +209,8 @@ def analyze_series(
     finish(index, count, repo_id)
     if index != 0:
         return mine
-    if count > 1:
-        state = load_state(out, repo_id)
-        by_name = {r["revision"]: r for r in state["records"]}
+    if count > 1:  # what this process loaded at the start (series.json, old parts) and every part now
+        merge_records(by_name, load_state(out, repo_id)["records"])
     for name in selected:
         verdict = verdicts[name]
         if verdict["duplicate_of"]:

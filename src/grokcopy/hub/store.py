@@ -46,12 +46,27 @@ def load_state(out_dir: Path, repo_id: str) -> dict:
                           f"choose another output folder")
     by_name = {r["revision"]: r for r in state["records"]}
     for part in sorted(out_dir.glob("series.part*.json")):
-        for record in _read(part).get("records", []):
-            old = by_name.get(record["revision"])
-            if old is None or str(record.get("analysed_at", "")) >= str(old.get("analysed_at", "")):
-                by_name[record["revision"]] = record
+        merge_records(by_name, _read(part).get("records", []))
     state["records"] = list(by_name.values())
     return state
+
+
+def _when(record: dict) -> str:
+    return str(record.get("analysed_at") or record.get("failed_at") or "")
+
+
+def merge_records(by_name: dict, records: list[dict]) -> dict:
+    """Records into {revision: record}; of two records of one revision the later one (analysed or failed) wins."""
+    for record in records:
+        old = by_name.get(record["revision"])
+        if old is None or _when(record) >= _when(old):
+            by_name[record["revision"]] = record
+    return by_name
+
+
+def read_part(out_dir: Path, process: int) -> list[dict]:
+    path = part_path(out_dir, process)
+    return _read(path).get("records", []) if path.is_file() else []
 
 
 def write_part(out_dir: Path, process: int, records: list[dict]) -> None:
