@@ -22,7 +22,7 @@ INDUCTION_KEYS = ("attention", "ep", "induction", "prev_token", "prefix_matching
 RUN = dict(induction_eval_steps=4)  # copy test every 2 steps (linear), induction at 0, 1, 2, 4, 8 and each save
 
 
-def run_other_trainer(config: dict, kind: str, wiring: str) -> list:
+def run_other_trainer(config: dict, kind: str, wiring: str, extra: tuple = ()) -> list:
     """Train the run of `config` with a plain Trainer or an SFTTrainer and the two callbacks; return its log_history.
 
     Model, tokenizer and packed blocks are made exactly as `grokcopy train` makes them; the training
@@ -52,7 +52,7 @@ def run_other_trainer(config: dict, kind: str, wiring: str) -> list:
     if kind == "trainer":
         trainer = Trainer(model=model, args=TrainingArguments(**values), train_dataset=blocks["train"],
                           eval_dataset=blocks["validation"], processing_class=tokenizer,
-                          data_collator=default_data_collator, callbacks=[*callbacks, KeepLogs()])
+                          data_collator=default_data_collator, callbacks=[*extra, *callbacks, KeepLogs()])
     else:
         from datasets import Dataset
         from trl import SFTConfig, SFTTrainer
@@ -62,7 +62,7 @@ def run_other_trainer(config: dict, kind: str, wiring: str) -> list:
                 for split in ("train", "validation")}
         trainer = SFTTrainer(model=model, args=SFTConfig(**values, max_length=data_args.block_size),
                              train_dataset=text["train"], eval_dataset=text["validation"], processing_class=tokenizer,
-                             callbacks=[*callbacks, KeepLogs()])
+                             callbacks=[*extra, *callbacks, KeepLogs()])
         assert trainer.train_dataset["input_ids"] == blocks["train"]["input_ids"]  # SFT tokenized it back
     if wiring == "attach":
         assert len(attach_analyses(trainer, copy=copy, induction=induction)) == 2
@@ -164,3 +164,28 @@ def test_plain_trainer_under_torchrun_matches_one_process(reference, corpus_file
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert_same_histories(reference, out, atol=1e-5)
+
+
+def test_divergence_guard_in_a_plain_trainer(corpus_file, tmp_path):
+    """Weights turned NaN after step 3: the guard sees step 4's logged grad_norm, stops before checkpoint-4."""
+    import torch
+    from transformers import TrainerCallback
+
+    from grokcopy import DivergenceGuard
+
+    class PoisonAfterStep3(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 3:
+                with torch.no_grad():
+                    model.get_input_embeddings().weight.fill_(float("nan"))
+
+    guard = DivergenceGuard()
+    out = tmp_path / "run"
+    log_history, _ = run_other_trainer(tiny_config(corpus_file, out, save_steps=2, **RUN), "trainer", "callbacks",
+                                       extra=(guard, PoisonAfterStep3()))
+    assert guard.diverged_at == 4
+    assert max(r["step"] for r in log_history) == 4  # stopped at the logging step
+    assert (out / "checkpoint-2").is_dir() and not (out / "checkpoint-4").exists()
+    # the analyses of step 4 (scheduled before the Trainer logged) found the weights NaN and measured nothing
+    assert [r["step"] for r in read_jsonl(out / "copy_history.jsonl")] == [0, 2]
+    assert [r["step"] for r in read_jsonl(out / "induction_history.jsonl")] == [0, 1, 2]

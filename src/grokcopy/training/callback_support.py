@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from grokcopy.devices import gather_across_processes
 from grokcopy.run_dir import append_jsonl, read_jsonl_checked, write_jsonl
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,17 @@ def latest_logged_loss(state) -> float | None:
     return None
 
 
+def weights_finite(model) -> bool:
+    """Whether every weight is finite, on every process (one sync; a collective under torch.distributed).
+
+    A diverged model is never analysed: its numbers mean nothing, and NaN attention breaks the EP
+    eigenvalues. CopyTrainer's DivergenceGuard stops at the step; elsewhere the guard only sees it
+    at the next logging step, and analyses scheduled in between find out here."""
+    flags = [torch.isfinite(getattr(p, "to_local", p.detach)()).all() for p in model.parameters()]
+    ok = bool(torch.stack([f.cpu() for f in flags]).all()) if flags else True
+    return all(gather_across_processes([ok]))
+
+
 class History:
     """A run's JSONL history that follows the Trainer's step through resumes."""
 
@@ -131,9 +143,15 @@ class AnalysisCallback(TrainerCallback):
     def model_of(self, kwargs):
         return kwargs.get("model") if kwargs.get("model") is not None else self.trainer.model
 
-    def stopped(self) -> bool:
-        """The trainer's DivergenceGuard saw a non-finite loss: nothing more is measured."""
-        return getattr(self.trainer, "diverged_at", None) is not None
+    def stopped(self, model, state) -> bool:
+        """The trainer's DivergenceGuard saw a non-finite loss, or the weights are not finite: nothing is measured."""
+        if getattr(self.trainer, "diverged_at", None) is not None:
+            return True
+        if weights_finite(model):
+            return False
+        logger.error("%s: the weights are not finite at step %d (training diverged): not analysed",
+                     type(self).__name__, state.global_step)
+        return True
 
     def tokens(self, args, state) -> int | None:
         return tokens_seen(state, args, self.resolved_block_size)

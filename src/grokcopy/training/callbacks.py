@@ -5,13 +5,15 @@
 checkpoint (and optionally on its own schedule). Both run in any `transformers.Trainer` (TRL's
 SFTTrainer included) with no required argument, and append to a JSONL history in `output_dir`;
 `attach_analyses(trainer)` adds them with the trainer, so their metrics reach every report_to
-integration through `trainer.log()`. `DivergenceGuard` and `LogSpacedSaves` are CopyTrainer's.
+integration through `trainer.log()`. `DivergenceGuard` works in any Trainer (per step in CopyTrainer, at logging steps elsewhere);
+`LogSpacedSaves` is CopyTrainer's.
 The analyses themselves never import the trainer.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 
 from transformers import TrainerCallback
 
@@ -51,20 +53,42 @@ def attach_analyses(trainer, copy: bool | dict = True, induction: bool | dict = 
 class DivergenceGuard(TrainerCallback):
     """Stops training at the first NaN/inf loss, before anything of it is saved or evaluated.
 
-    Losses stay on the device and are checked only where the Trainer is about to log, evaluate,
-    save or stop (one sync then, none per step); a diverged step turns those off, so the last
-    checkpoint on disk is a good one. CopyTrainer.train() then raises TrainingDivergedError.
+    In CopyTrainer, losses stay on the device and are checked only where the Trainer is about to
+    log, evaluate, save or stop (one sync then, none per step); a diverged step turns those off, so
+    the last checkpoint on disk is a good one, and CopyTrainer.train() then raises
+    TrainingDivergedError. In any other Trainer (`DivergenceGuard()`), it reads what the Trainer logs
+    at each logging step, `loss` and `grad_norm` (`logging_nan_inf_filter` hides a NaN loss, not the
+    gradient norm): it stops there, before that step's evaluation and save, and `diverged_at` says
+    where; train() returns normally, and analyses scheduled between the divergence and that log ran.
     """
 
-    def __init__(self, trainer):
+    def __init__(self, trainer=None):
         self.trainer = trainer
+        self.diverged_at: int | None = None
+
+    @property
+    def checks_each_step(self) -> bool:
+        return hasattr(self.trainer, "first_nonfinite_step")  # CopyTrainer keeps every step's loss
 
     def on_step_end(self, args, state, control, **kwargs):
+        if not self.checks_each_step:
+            return
         if control.should_log or control.should_evaluate or control.should_save or control.should_training_stop:
             self._check(control)
 
     def on_train_end(self, args, state, control, **kwargs):
-        self._check(control)
+        if self.checks_each_step:
+            self._check(control)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.checks_each_step or self.diverged_at is not None:
+            return
+        bad = [key for key in ("loss", "grad_norm") if key in (logs or {}) and not math.isfinite(float(logs[key]))]
+        if bad:
+            logger.error("training %s is not finite at step %d: stopping, nothing saved from here on",
+                         " and ".join(bad), state.global_step)
+            self.diverged_at = state.global_step
+            self._stop(control)
 
     def _check(self, control):
         if self.trainer.diverged_at is None:
@@ -72,9 +96,14 @@ class DivergenceGuard(TrainerCallback):
             if step is not None:
                 logger.error("training loss is not finite at step %d: stopping, nothing saved from here on", step)
                 self.trainer.diverged_at = step
-        if self.trainer.diverged_at is not None:
-            control.should_save = control.should_evaluate = False
-            control.should_training_stop = True
+        self.diverged_at = self.trainer.diverged_at
+        if self.diverged_at is not None:
+            self._stop(control)
+
+    @staticmethod
+    def _stop(control):
+        control.should_save = control.should_evaluate = False
+        control.should_training_stop = True
 
 
 class LogSpacedSaves(TrainerCallback):

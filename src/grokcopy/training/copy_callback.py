@@ -117,12 +117,12 @@ class CopyEvalCallback(AnalysisCallback):
         return copyable_loss_split(model, self.held_out, batch_size=args.per_device_eval_batch_size)
 
     def _evaluate(self, args, state, kwargs) -> dict | None:
-        if self.stopped():
+        model = self.model_of(kwargs)
+        if self.stopped(model, state):
             return None
         from grokcopy.copytest.scoring import score_copy_task
 
         start = time.perf_counter()
-        model = self.model_of(kwargs)
         result = score_copy_task(model, self.copy_task, batch_size=self.batch_size)
         record = {
             "step": state.global_step,

@@ -93,7 +93,7 @@ class InductionHeadCallback(AnalysisCallback):
             plot_induction_heatmap(record, checkpoint / CHECKPOINT_INDUCTION_PLOT)
 
     def _analyse(self, args, state, kwargs) -> dict | None:
-        if self.disabled or self.stopped():
+        if self.disabled or self.stopped(self.model_of(kwargs), state):
             return None
         if self._latest is not None and self._latest[0] == state.global_step:
             return self._latest[1]
