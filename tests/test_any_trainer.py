@@ -189,3 +189,17 @@ def test_divergence_guard_in_a_plain_trainer(corpus_file, tmp_path):
     # the analyses of step 4 (scheduled before the Trainer logged) found the weights NaN and measured nothing
     assert [r["step"] for r in read_jsonl(out / "copy_history.jsonl")] == [0, 2]
     assert [r["step"] for r in read_jsonl(out / "induction_history.jsonl")] == [0, 1, 2]
+
+
+def test_attach_analyses_refuses_a_second_copy(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
+
+    from grokcopy import CopyEvalCallback, attach_analyses
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2))
+    trainer = Trainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to="none"),
+                      callbacks=[CopyEvalCallback()])
+    with pytest.raises(ValueError, match="already has a CopyEvalCallback"):
+        attach_analyses(trainer)
+    assert [type(cb).__name__ for cb in attach_analyses(trainer, copy=False)] == ["InductionHeadCallback"]

@@ -44,6 +44,9 @@ def attach_analyses(trainer, copy: bool | dict = True, induction: bool | dict = 
     for wanted, kind in ((copy, CopyEvalCallback), (induction, InductionHeadCallback)):
         if wanted is False or wanted is None:
             continue
+        if any(isinstance(cb, kind) for cb in trainer.callback_handler.callbacks):
+            raise ValueError(f"attach_analyses: the trainer already has a {kind.__name__} (two would write one history "
+                             "twice; CopyTrainer adds its own from its arguments)")
         callback = kind(trainer, **(wanted if isinstance(wanted, dict) else {}))
         trainer.add_callback(callback)
         added.append(callback)
