@@ -34,6 +34,6 @@ setup(
         "pyyaml",
         "tqdm",
     ],
-    extras_require={"dev": ["pytest>=8", "tensorboard", "starlette", "uvicorn"]},
+    extras_require={"dev": ["pytest>=8", "tensorboard", "starlette", "uvicorn", "trl>=1.0"]},
     entry_points={"console_scripts": ["grokcopy=grokcopy.cli:main"]},
 )

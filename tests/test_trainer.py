@@ -34,15 +34,19 @@ def test_evaluate_returns_loss_and_copy_metrics(corpus_file, tmp_path):
     assert 0.0 <= metrics["eval_copy_token_accuracy"] <= 1.0
 
 
-def test_evaluation_at_a_copy_test_step_reuses_its_result(corpus_file, tmp_path):
+def test_evaluation_at_a_copy_test_step_reuses_its_result(corpus_file, tmp_path, monkeypatch):
     """eval_steps on copy-test steps: the evaluation reports the callback's result of that step, and the
     test runs once per step (a second run on the same weights would only cost time)."""
     config = tiny_config(corpus_file, tmp_path / "run", eval_strategy="steps", eval_steps=4, save_strategy="no",
                          induction_analysis=False)
+    import grokcopy.copytest.scoring as scoring
+
     trainer = build_trainer(*parse_args(config))
     calls = []
-    measure = trainer.copy_evaluate
-    trainer.copy_evaluate = lambda **kw: calls.append(trainer.state.global_step) or measure(**kw)
+    measure = scoring.score_copy_task  # every copy test, the callback's and the evaluation's, runs through it
+    monkeypatch.setattr(scoring, "score_copy_task",
+                        lambda *a, **kw: calls.append(trainer.state.global_step) or measure(*a, **kw))
+    monkeypatch.setattr("grokcopy.training.trainer.score_copy_task", scoring.score_copy_task)
     trainer.train()
     assert calls == [0, 2, 4, 6, 8]  # the schedule's steps, each once
     records = {r["step"]: r for r in history(tmp_path / "run")}

@@ -24,9 +24,10 @@ _EXPORTS = {
     "DataArguments": "grokcopy.training.config",
     "parse_args": "grokcopy.training.config",
     "run_training": "grokcopy.training.pipeline",
-    "CopyEvalCallback": "grokcopy.training.callbacks",
-    "InductionHeadCallback": "grokcopy.training.callbacks",
+    "CopyEvalCallback": "grokcopy.training.copy_callback",
+    "InductionHeadCallback": "grokcopy.training.induction_callback",
     "DivergenceGuard": "grokcopy.training.callbacks",
+    "attach_analyses": "grokcopy.training.callbacks",
     "HubCheckpointCallback": "grokcopy.hub.push",
     "CopyTaskConfig": "grokcopy.copytest.task",
     "build_copy_task": "grokcopy.copytest.task",
@@ -42,7 +43,7 @@ _EXPORTS = {
 __all__ = [  # the names of _EXPORTS (tests/test_layout.py checks they agree)
     "ConfigError", "CopyEvalCallback", "CopyTaskConfig", "CopyTrainer", "CopyTrainingArguments", "DataArguments",
     "DivergenceGuard", "HubCheckpointCallback", "InductionHeadCallback", "InductionScores", "ModelArguments",
-    "__version__", "analyze_induction", "analyze_series", "build_copy_task", "build_report", "grokking_stats",
+    "__version__", "analyze_induction", "analyze_series", "attach_analyses", "build_copy_task", "build_report", "grokking_stats",
     "parse_args", "run_training", "score_copy_task",
 ]
 
@@ -55,8 +56,10 @@ if TYPE_CHECKING:  # for editors and type checkers; at run time names load on fi
     from grokcopy.experiments.report import build_report
     from grokcopy.hub.push import HubCheckpointCallback
     from grokcopy.hub.series import analyze_series
-    from grokcopy.training.callbacks import CopyEvalCallback, DivergenceGuard, InductionHeadCallback
+    from grokcopy.training.callbacks import DivergenceGuard, attach_analyses
     from grokcopy.training.config import CopyTrainingArguments, DataArguments, ModelArguments, parse_args
+    from grokcopy.training.copy_callback import CopyEvalCallback
+    from grokcopy.training.induction_callback import InductionHeadCallback
     from grokcopy.training.pipeline import run_training
     from grokcopy.training.trainer import CopyTrainer
 

@@ -21,6 +21,7 @@ from grokcopy.copytest.task import CopyTask, CopyTaskConfig, build_copy_task
 from grokcopy.errors import CheckpointSaveError, TrainingDivergedError, one_line  # noqa: F401 (re-exported)
 from grokcopy.hub.push import HubCheckpointCallback
 from grokcopy.run_dir import checkpoint_dir, checkpoint_problem, last_complete_checkpoint
+from grokcopy.training.callback_support import held_out_blocks, row_length, tokens_per_step, tokens_seen
 from grokcopy.training.callbacks import CopyEvalCallback, DivergenceGuard, InductionHeadCallback, LogSpacedSaves
 from grokcopy.training.noise_scale import GradientNoiseScaleCallback
 
@@ -53,7 +54,9 @@ class CopyTrainer(Trainer):
         self.add_callback(DivergenceGuard(self))  # first, so the analyses below can skip a diverged step
         if self.copy_task is not None and schedule != "none":
             self.add_callback(CopyEvalCallback(self, schedule=schedule, every=self.args.copy_eval_steps,
-                                               stop_at=getattr(self.args, "copy_stop_exact_match", None)))
+                                               stop_at=getattr(self.args, "copy_stop_exact_match", None),
+                                               copy_task=self.copy_task,
+                                               batch_size=getattr(self.args, "copy_eval_batch_size", 16)))
         if getattr(self.args, "gradient_noise_scale", False):
             # first in the list, so the report_to integrations see the values it adds to each log entry
             self.callback_handler.callbacks.insert(0, GradientNoiseScaleCallback(block_size=self.block_size))
@@ -128,13 +131,7 @@ class CopyTrainer(Trainer):
 
     def _held_out_blocks(self, n: int):
         """The first `n` blocks of the eval set as a LongTensor (None without an indexable eval set)."""
-        if self.eval_dataset is None:
-            return None
-        try:
-            rows = self.eval_dataset.select(range(min(n, len(self.eval_dataset))))["input_ids"]
-        except (AttributeError, TypeError, KeyError):
-            return None
-        return torch.tensor(rows, dtype=torch.long) if rows else None
+        return held_out_blocks(self.eval_dataset, n)
 
     def copyable_loss(self) -> dict | None:
         """The held-out loss split into copyable tokens and the rest (grokcopy.analysis.copyable_loss), on
@@ -149,23 +146,14 @@ class CopyTrainer(Trainer):
         return copyable_loss_split(self.model, self._copyable_ids, batch_size=self.args.per_device_eval_batch_size)
 
     def _infer_block_size(self) -> int | None:
-        try:
-            return len(self.train_dataset[0]["input_ids"])
-        except (TypeError, KeyError, IndexError, NotImplementedError):
-            return None
+        return row_length(self.train_dataset)
 
     @property
     def tokens_per_step(self) -> int | None:
-        if self.block_size is None:
-            return None
-        args = self.args
-        return args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size * self.block_size
+        return tokens_per_step(self.args, self.block_size)
 
     def tokens_seen(self) -> int | None:
-        if self.state.num_input_tokens_seen:
-            return int(self.state.num_input_tokens_seen)
-        per_step = self.tokens_per_step
-        return None if per_step is None else self.state.global_step * per_step
+        return tokens_seen(self.state, self.args, self.block_size)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
