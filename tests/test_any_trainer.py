@@ -113,11 +113,11 @@ def test_callbacks_without_a_trainer_reference(reference, corpus_file, tmp_path,
     log_history, seen_logs = run_other_trainer(tiny_config(corpus_file, out, **RUN), kind, "callbacks")
     assert_same_histories(reference, out)
     # The metrics are in log_history at their own step, once each...
-    assert logged_at(log_history, "copy_exact_match") == [0, 2, 4, 6, 8]
-    assert logged_at(log_history, "induction_max_layer1") == [0, 1, 2, 4, 8]
+    assert logged_at(log_history, "eval_copy_exact_match") == [0, 2, 4, 6, 8]
+    assert logged_at(log_history, "eval_induction_max_layer1") == [0, 1, 2, 4, 8]
     # ...and in the Trainer's next log entry, seen by the callbacks listed after them.
-    assert logged_at(seen_logs, "copy_exact_match") == [2, 4, 6, 8]  # step 0's joined step 2's, 8's were logged at 8
-    assert all("loss" in r for r in seen_logs if "copy_exact_match" in r)
+    assert logged_at(seen_logs, "eval_copy_exact_match") == [2, 4, 6, 8]  # step 0's joined step 2's, 8's were logged at 8
+    assert all("loss" in r for r in seen_logs if "eval_copy_exact_match" in r)
     # The Trainer keeps logging its own loss on schedule; each record carries the latest loss logged before it.
     losses = {r["step"]: r["loss"] for r in log_history if "loss" in r}
     assert sorted(losses) == [2, 4, 6, 8]
@@ -130,18 +130,18 @@ def test_attach_analyses_logs_through_the_trainer(reference, corpus_file, tmp_pa
     out = tmp_path / "run"
     log_history, _ = run_other_trainer(tiny_config(corpus_file, out, report_to="tensorboard", **RUN), kind, "attach")
     assert_same_histories(reference, out)
-    assert logged_at(log_history, "copy_exact_match") == [0, 2, 4, 6, 8]
-    assert logged_at(log_history, "induction_max_layer1") == [0, 1, 2, 4, 8]
+    assert logged_at(log_history, "eval_copy_exact_match") == [0, 2, 4, 6, 8]
+    assert logged_at(log_history, "eval_induction_max_layer1") == [0, 1, 2, 4, 8]
     assert logged_at(log_history, "loss") == [2, 4, 6, 8]  # the analyses' logs did not cancel the Trainer's
     # the held-out split reads trainer.eval_dataset
-    assert logged_at(log_history, "copyable_loss") == [0, 2, 4, 6, 8]
+    assert logged_at(log_history, "eval_copyable_loss") == [0, 2, 4, 6, 8]
     assert all(r.get("copyable_loss") is not None for r in read_jsonl(out / "copy_history.jsonl"))
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(next((out / "runs").rglob("events.out.tfevents*")).parent))
     events.Reload()
-    assert {"train/copy_exact_match", "train/induction_max_layer1"} <= set(events.Tags()["scalars"])
-    assert [e.step for e in events.Scalars("train/copy_exact_match")] == [0, 2, 4, 6, 8]
+    assert {"eval/copy_exact_match", "eval/induction_max_layer1"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("eval/copy_exact_match")] == [0, 2, 4, 6, 8]
 
 
 TORCHRUN_SCRIPT = """

@@ -51,7 +51,7 @@ def test_a_run_records_and_logs_the_split(corpus_file, tmp_path):
     for record in history:
         assert record["copyable_loss"] > 0 and record["other_loss"] > 0 and 0 < record["copyable_share"] < 1
     log = json.loads((out / "trainer_state.json").read_text())["log_history"]
-    assert any("copyable_loss" in r and "other_loss" in r for r in log)
+    assert any("eval_copyable_loss" in r and "eval_other_loss" in r for r in log)
     off = tmp_path / "off"
     run_training(*parse_args(tiny_config(corpus_file, off, copyable_loss_blocks=0, max_steps=2)))
     assert all("copyable_loss" not in r for r in read_jsonl(off / "copy_history.jsonl"))

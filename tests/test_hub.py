@@ -231,3 +231,18 @@ def test_log_save_schedule_gives_the_series_step0_and_pythias_early_grid(api, co
     untrained = AutoModelForCausalLM.from_pretrained(repo, revision="step0")
     local = AutoModelForCausalLM.from_pretrained(out / "checkpoint-0")
     assert all(torch.equal(a, b) for a, b in zip(untrained.state_dict().values(), local.state_dict().values()))
+
+
+def test_a_plain_trainer_waits_for_the_last_push_at_the_end(api, corpus_file, tmp_path):
+    """HubCheckpointCallback in any Trainer: train() returns once the queued checkpoints landed."""
+    from transformers import Trainer
+
+    from grokcopy.hub.push import HubCheckpointCallback
+
+    copy_trainer = build_trainer(*parse_args(tiny_config(corpus_file, tmp_path / "ref", save_steps=4)))
+    repo = f"user/plain-series-{uuid.uuid4().hex[:6]}"
+    callback = HubCheckpointCallback(repo)
+    trainer = Trainer(model=copy_trainer.model, args=copy_trainer.args, train_dataset=copy_trainer.train_dataset,
+                      processing_class=copy_trainer.processing_class, callbacks=[callback])
+    trainer.train()
+    assert not callback.pending and branches(api, repo) == ["main", "step4", "step8"]

@@ -49,8 +49,8 @@ def test_the_trainer_logs_its_loss_at_every_logging_step_with_the_analyses_on(co
                                          induction_eval_steps=2)))
     log = json.loads((out / "trainer_state.json").read_text())["log_history"]
     assert [r["step"] for r in log if "loss" in r] == [2, 4, 6, 8]
-    assert [r["step"] for r in log if "copy_exact_match" in r] == [0, 2, 4, 6, 8]
-    assert {1, 2, 4, 8} <= {r["step"] for r in log if "induction_max_layer0" in r}
+    assert [r["step"] for r in log if "eval_copy_exact_match" in r] == [0, 2, 4, 6, 8]
+    assert {1, 2, 4, 8} <= {r["step"] for r in log if "eval_induction_max_layer0" in r}
 
 
 def tree(folder):

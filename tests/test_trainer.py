@@ -50,7 +50,7 @@ def test_evaluation_at_a_copy_test_step_reuses_its_result(corpus_file, tmp_path,
     trainer.train()
     assert calls == [0, 2, 4, 6, 8]  # the schedule's steps, each once
     records = {r["step"]: r for r in history(tmp_path / "run")}
-    evals = [r for r in trainer.state.log_history if "eval_copy_exact_match" in r]
+    evals = [r for r in trainer.state.log_history if "eval_loss" in r]  # evaluate()'s entries
     assert [r["step"] for r in evals] == [4, 8]
     for r in evals:
         assert r["eval_copy_exact_match"] == records[r["step"]]["exact_match"]
@@ -76,22 +76,22 @@ def test_training_writes_history_logs_and_checkpoints(corpus_file, tmp_path):
     run_config = json.loads((out / "run_config.json").read_text())
     assert run_config["tokens_per_step"] == 8 * 128 and run_config["training"]["learning_rate"] == 3e-3
     state = json.loads((out / "trainer_state.json").read_text())
-    logged = [r for r in state["log_history"] if "copy_exact_match" in r]
-    assert [r["step"] for r in logged] == [0, 2, 4, 6, 8]
+    logged = [r for r in state["log_history"] if "eval_copy_exact_match" in r and "eval_loss" not in r]
+    assert [r["step"] for r in logged] == [0, 2, 4, 6, 8]  # the schedule's; evaluate()'s entries carry eval_loss
     assert any("eval_copy_exact_match" in r for r in state["log_history"])
     # report_to=tensorboard received the copy metrics through the Trainer's log
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(next((out / "runs").rglob("events.out.tfevents*")).parent))
     events.Reload()
-    assert "train/copy_exact_match" in events.Tags()["scalars"]
+    assert "eval/copy_exact_match" in events.Tags()["scalars"]  # one namespace with evaluate()'s
     # every checkpoint carries its induction analysis; the run has a history and figures
     for step in (4, 8):
         analysis = json.loads((out / f"checkpoint-{step}" / "induction.json").read_text())
         assert analysis["step"] == step and len(analysis["induction"]) == 2 and len(analysis["induction"][0]) == 4
         assert (out / f"checkpoint-{step}" / "induction.png").stat().st_size > 5_000
     assert [r["step"] for r in read_jsonl(out / "induction_history.jsonl")] == [4, 8]
-    assert any("induction_max_layer1" in r for r in state["log_history"])
+    assert any("eval_induction_max_layer1" in r for r in state["log_history"])
     assert (out / "induction_formation.png").is_file() and (out / "induction_history.png").is_file()
     assert [r["layer"] for r in summary["induction_formation"]] == [0, 1]
 

@@ -86,6 +86,15 @@ class HubCheckpointCallback(TrainerCallback):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self._write_record()  # names the repo, so `grokcopy push` can finish what a crash left
 
+    def on_train_end(self, args, state, control, **kwargs):
+        """Wait for the last pushes (up to hub_push_wait, 600 s in a Trainer without it): the pushing
+        thread is a daemon, and a script that ends with train() would drop what is still queued."""
+        if state.is_world_process_zero and self.pending:
+            timeout = getattr(args, "hub_push_wait", 600.0)
+            if not self.wait(timeout):
+                logger.warning("hub: %d checkpoint(s) not pushed after %.0f s (%s); `grokcopy push %s` sends them",
+                               len(self.pending), timeout, sorted(self.pending), args.output_dir)
+
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             self.output_dir = Path(args.output_dir)

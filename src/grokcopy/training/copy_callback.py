@@ -141,7 +141,8 @@ class CopyEvalCallback(AnalysisCallback):
         self.last_step, self.latest = state.global_step, record
         if state.is_world_process_zero:
             self.history.append(record)
-        logged = {"copy_exact_match": record["exact_match"], "copy_token_accuracy": record["token_accuracy"]}
-        logged.update({k: v for k, v in (split or {}).items() if k != "copyable_share" and v is not None})
+        # eval_: held-out measurements, in the namespace evaluate() uses (TensorBoard/W&B: eval/copy_exact_match)
+        logged = {"eval_copy_exact_match": record["exact_match"], "eval_copy_token_accuracy": record["token_accuracy"]}
+        logged.update({f"eval_{k}": v for k, v in (split or {}).items() if k != "copyable_share" and v is not None})
         self.log(state, logged)
         return record

@@ -113,5 +113,5 @@ class InductionHeadCallback(AnalysisCallback):
         if state.is_world_process_zero and state.global_step not in self.done:
             self.history.append(record)
         self.done.add(state.global_step)
-        self.log(state, {f"induction_max_layer{layer}": max(row) for layer, row in enumerate(record["induction"])})
+        self.log(state, {f"eval_induction_max_layer{layer}": max(row) for layer, row in enumerate(record["induction"])})
         return record
