@@ -326,3 +326,21 @@ def test_truncated_checkpoint_is_reported_and_the_series_goes_on(api, series_rep
     assert grokcopy_main(argv) == 0
     records = {r["revision"]: r for r in json.loads((out / "series.json").read_text())["records"]}
     assert records["step2"]["exact_match"] is not None and "error" not in records["step2"]
+
+
+def test_cli_sets_the_copy_tests_shape(api, series_repo, tmp_path):
+    """series takes the copy test's shape like copy-test does; a record made with another shape is redone."""
+    repo_id, folders = series_repo
+    out = tmp_path / "shape"
+    argv = ["series", repo_id, "--revisions", "step4", "--out", str(out), "--copy-samples", "4", "--no-progress",
+            "--device", "cpu", "--num-sequences", "6", "--prefix-length", "3", "--suffix-length", "2",
+            "--query-stride", "2"]
+    assert grokcopy_main(argv) == 0
+    [record] = json.loads((out / "series.json").read_text())["records"]
+    assert record["settings"]["copy_shape"] == {"num_sequences": 6, "prefix_length": 3, "query_stride": 2,
+                                                "suffix_length": 2}
+    assert record["copy"]["num_sequences"] == 6 and sorted(record["copy"]["per_position"]) == ["2", "4", "6"]
+    assert grokcopy_main(argv[:-2]) == 0  # the paper's stride again: another measurement, analysed anew
+    [again] = json.loads((out / "series.json").read_text())["records"]
+    assert "query_stride" not in again["settings"]["copy_shape"]
+    assert sorted(again["copy"]["per_position"]) == ["5"]

@@ -11,6 +11,8 @@ from pathlib import Path
 from grokcopy.copytest.task import SYMBOL_KINDS
 from grokcopy.errors import ConfigError, SeriesError, main_error, one_line
 
+COPY_SHAPE = ("num_sequences", "prefix_length", "suffix_length", "query_stride", "symbol_pattern")
+
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse with one-line errors (`grokcopy: error: ...`, exit 2) and no abbreviations: `--learning_rat`
@@ -171,7 +173,8 @@ def series(ns) -> int:
             symbols=ns.symbols, seed=ns.seed, keep_weights=ns.keep_weights, tokens_per_step=ns.tokens_per_step,
             induction_seq_len=ns.induction_seq_len, batch_size=ns.batch_size, device=ns.device, dtype=ns.dtype,
             include_suspect=ns.include_suspect, progress=not ns.no_progress, base_model=ns.base_model,
-            base_revision=ns.base_revision)
+            base_revision=ns.base_revision,
+            copy_shape={k: getattr(ns, k) for k in COPY_SHAPE if getattr(ns, k) is not None})
     except SeriesError as err:
         main_error(str(err))
     if launch_process()[0] != 0:  # under torchrun the main process reports the merged series
@@ -212,6 +215,9 @@ def add_series_parser(subparsers) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (a rerun resumes there)")
     parser.add_argument("--copy-samples", type=positive_int, default=100, help="copy-test samples per revision")
     parser.add_argument("--symbols", choices=SYMBOL_KINDS, default="tokens", help="copy-test symbols")
+    for name in COPY_SHAPE:  # the copy test's shape, as in copy-test (default: the paper's, fitted to the context)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=str if name == "symbol_pattern" else positive_int,
+                            help=f"copy test: {name.replace('_', ' ')} (default: the paper's)")
     parser.add_argument("--seed", type=int, default=1234, help="copy-test seed")
     parser.add_argument("--tokens-per-step", type=positive_int, help="tokens per optimizer step where the name and "
                         "trainer_state.json give none (default: 2097152 for EleutherAI/pythia*)")

@@ -62,7 +62,7 @@ def download(repo_id: str, revision: str, commit: str, files: list[str], local_d
 
 
 def analyse_model(model, tokenizer, *, copy_samples: int, symbols: str, seed: int, induction_seq_len: int,
-                  batch_size: int, progress: bool, task_for=None) -> dict:
+                  batch_size: int, progress: bool, task_for=None, copy_shape: dict | None = None) -> dict:
     """Copy test + induction analysis of one loaded model (each failure recorded, the other still run).
     `task_for(config, tokenizer, context)` builds (or reuses) the copy task: it depends on the tokenizer and
     the context only, so a series builds it once, not once per revision."""
@@ -74,7 +74,8 @@ def analyse_model(model, tokenizer, *, copy_samples: int, symbols: str, seed: in
     out: dict = {"exact_match": None, "token_accuracy": None, "copy": None, "copy_error": None,
                  "induction_max": None, "induction": None, "induction_error": None}
     context = model_context_length(model)
-    config = CopyTaskConfig(num_samples=copy_samples, symbols=symbols, seed=seed)
+    # copy_shape: num_sequences, prefix_length, suffix_length, query_stride, symbol_pattern (the paper's by default)
+    config = CopyTaskConfig(num_samples=copy_samples, symbols=symbols, seed=seed, **(copy_shape or {}))
     try:
         task = (task_for or (lambda c, t, n: build_copy_task(t, c, max_length=n)))(config, tokenizer, context)
         result = score_copy_task(model, task, batch_size=batch_size, progress=progress)
@@ -190,7 +191,8 @@ class SeriesRunner:
                 model.to(self.device)
                 save_samples(self.out_dir / SAMPLES_DIR / f"{safe}.safetensors", sample_parameters(model))
                 analysis = analyse_model(model, tokenizer, progress=self.progress, batch_size=self.batch_size,
-                                         task_for=self.task_for, **{k: self.settings[k] for k in ANALYSIS_SETTINGS})
+                                         task_for=self.task_for, copy_shape=self.settings.get("copy_shape"),
+                                         **{k: self.settings[k] for k in ANALYSIS_SETTINGS})
             record = self._record(revision, commit, plan, path, model, base, tokenizer_revision, analysis, start)
             record["seconds_without_download"] = round(time.perf_counter() - loading, 3)
             record["samples_file"] = f"{SAMPLES_DIR}/{safe}.safetensors"

@@ -113,6 +113,7 @@ def analyze_series(
     api=None,
     base_model: str | None = None,
     base_revision: str = "main",
+    copy_shape: dict | None = None,
 ) -> list[dict]:
     """Copy test + induction analysis of a Hub repo's checkpoint revisions; returns the selected records.
 
@@ -157,6 +158,8 @@ def analyze_series(
     # What defines a measurement: a record made with other settings is redone (batch size and device are not).
     settings = {"copy_samples": copy_samples, "symbols": symbols, "seed": seed, "induction_seq_len": induction_seq_len,
                 "dtype": dtype}
+    if copy_shape:  # the copy test's shape when not the paper's (num_sequences, prefix_length, ...)
+        settings["copy_shape"] = dict(sorted(copy_shape.items()))
 
     branches, tags = list_refs(api, repo_id)
     commits = _selection(repo_id, revisions, branches, tags)
