@@ -179,3 +179,19 @@ def test_unknown_architecture_still_gets_the_copy_test(corpus_file, tmp_path, ca
     assert "does not support model_type='opt'" in caplog.text
     assert steps(tmp_path / "run" / "copy_history.jsonl") == [0, 2, 4, 6, 8]
     assert not (tmp_path / "run" / "induction_history.jsonl").exists()
+
+
+def test_a_killed_writers_temporary_is_removed_on_resume(tmp_path):
+    """atomic_write's temporary of a process that died mid-write is deleted; a live process's is kept."""
+    import os
+
+    from grokcopy.run_dir import remove_stale_temporaries
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"hub_pushes.json.{int(dead.stdout)}.140000.tmp"
+    live = tmp_path / f"copy_history.jsonl.{os.getppid()}.140000.tmp"
+    other = tmp_path / "notes.tmp"
+    for path in (stale, live, other):
+        path.write_text("half")
+    assert remove_stale_temporaries(tmp_path) == [stale]
+    assert not stale.exists() and live.exists() and other.exists()

@@ -31,6 +31,7 @@ from grokcopy.run_dir import (
     last_complete_checkpoint,
     logged_losses,
     read_jsonl,
+    remove_stale_temporaries,
     run_contents,
     set_aside_run,
     writable_problem,
@@ -199,6 +200,8 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     # grokcopy's loggers follow the Trainer's log_level / log_level_replica, as transformers' own do
     logging.getLogger("grokcopy").setLevel(training_args.get_process_log_level())
     resume = resolve_resume(training_args)
+    if resume and training_args.should_save:  # what a killed run left half-written can never be completed
+        remove_stale_temporaries(training_args.output_dir)
     check_report_to(training_args)
     prepare_output_dir(training_args, resuming=resume is not None)
     trainer = build_trainer(model_args, data_args, training_args, callbacks=callbacks)
