@@ -102,12 +102,7 @@ class CopyTrainer(Trainer):
                 f"training loss is not finite (nan/inf) at step {self.diverged_at}; training stopped there and "
                 f"saved nothing after it. Last good checkpoint: {last or 'none'} (resume from it with a lower "
                 "learning_rate, more warmup_steps or max_grad_norm)")
-        if self.hub_callback is not None and self.is_world_process_zero():
-            if not self.hub_callback.wait(self.args.hub_push_wait):
-                logger.warning("hub: %d checkpoint(s) not pushed yet (%s); they are pushed on the next run or "
-                               "with `grokcopy push %s`", len(self.hub_callback.pending),
-                               sorted(self.hub_callback.pending), self.args.output_dir)
-        return output
+        return output  # the last pushes were waited for by HubCheckpointCallback.on_train_end
 
     def _raise_if_save_failed(self, err: Exception) -> None:
         """A run that died while saving checkpoint-N (e.g. a full disk) leaves a partial folder that
