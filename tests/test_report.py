@@ -314,6 +314,23 @@ def test_demo_criteria_rate_and_the_held_out_seeds(tmp_path):
     assert "| >= 4 (held out, never used to choose) | 3/4 [" in (out / "report.md").read_text()
 
 
+def test_held_out_rate_per_recipe(tmp_path):
+    """A recipe screened on two seeds and dropped has no held-out seeds; the chosen one's held-out rate
+    stands apart from it (the demo seed study: several recipes in one folder)."""
+    screened = [write_run(tmp_path / "screened" / f"seed{s}", batch=128, seed=s, jump=5000) for s in (1, 3)]
+    chosen = [write_run(tmp_path / "chosen" / f"seed{s}", batch=256, seed=s, jump=5000 if s == 9 else 600)
+              for s in range(12)]
+    out = tmp_path / "report"
+    assert main(["report", str(tmp_path / "screened"), str(tmp_path / "chosen"), "--out", str(out),
+                 "--held-out-from", "8"]) == 0
+    split = json.loads((out / "report.json").read_text())["seed_split"]
+    rates = {c["label"]: (c["chosen_on"]["n_groks"], c["chosen_on"]["n_rated"], c["held_out"]["n_groks"],
+                          c["held_out"]["n_rated"]) for c in split["by_condition"]}
+    assert sorted(rates.values()) == [(0, 2, 0, 0), (8, 8, 3, 4)]
+    assert (split["chosen_on"]["n_groks"], split["chosen_on"]["n_rated"]) == (8, 10)
+    assert "| condition | chosen on | held out |" in (out / "report.md").read_text()
+
+
 def test_demo_corpus_seeds_are_one_condition(tmp_path):
     """A demo corpus is generated from its config and the seed: its cache file name differs per seed but is
     not a condition."""

@@ -296,6 +296,10 @@ def write_markdown(record: dict, out: Path) -> None:
                   "| seeds | grok (loss first, final exact match >= 0.9, an induction head) |", "|---|---|",
                   f"| < {split['held_out_from']} (chosen on) | {_rate_text(split['chosen_on'])} |",
                   f"| >= {split['held_out_from']} (held out, never used to choose) | {_rate_text(split['held_out'])} |"]
+        if len(split.get("by_condition") or []) > 1:
+            lines += ["", "| condition | chosen on | held out |", "|---|---|---|"]
+            lines += [f"| {c['label']} | {_rate_text(c['chosen_on'])} | {_rate_text(c['held_out'])} |"
+                      for c in split["by_condition"]]
     fit = record.get("critical_batch")
     if fit:
         lines += ["", "## Critical batch (McCandlish et al. 2018: S = S_min (1 + B_crit / B))", ""]
