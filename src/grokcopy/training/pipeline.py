@@ -119,7 +119,7 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
                 # One seed is one replicate: --seed draws the corpus as well as the initialization
                 # (unless the corpus config pins its own seed).
                 corpus = DemoCorpusConfig(**{"seed": training_args.seed, **fields})
-            except (json.JSONDecodeError, TypeError) as err:
+            except (json.JSONDecodeError, TypeError, ValueError) as err:
                 raise ConfigError(f"demo_corpus_config: {one_line(err)}") from None
             data_args.train_files = demo_corpus_files(data_args.cache_dir, corpus)
         tokenizer, blocks = prepare_datasets(data_args, model_args, seed=training_args.seed)
