@@ -47,3 +47,27 @@ def test_corpus_is_deterministic_and_cached(tmp_path):
     assert demo_corpus_files(str(tmp_path), config) == first
     other = DemoCorpusConfig(num_documents=50, identifier_share=0.5, prose_symbols=20)
     assert demo_corpus_files(str(tmp_path), other) != first  # a different corpus never reuses the cache
+
+
+def test_identifier_lines_hold_newlines_that_repeat_with_their_passage():
+    """The copy test separates its sequences with newlines: with `newline_share` the demo model learns one."""
+    import pytest
+
+    config = DemoCorpusConfig(num_documents=400, identifier_share=0.5, prose_symbols=20, prose_single_cycle=True,
+                              newline_share=0.125, seed=5)
+    docs = list(generate_documents(config))
+    prose = [d for d in docs if d[0] >= "\u4e00"]  # the prose symbols are CJK ideographs
+    identifiers = [d for d in docs if d[0] < "\u4e00"]
+    assert all("\n" not in doc for doc in prose) and all(len(d) == 40 for d in docs) and 150 < len(prose) < 250
+    share = sum(doc.count("\n") for doc in identifiers) / (40 * len(identifiers))
+    assert 0.09 < share < 0.16
+    # a passage's second copy repeats its newlines: some 6-symbol repeat contains one
+    assert any(doc[i:i + 6] == doc[j:j + 6] and "\n" in doc[i:i + 6]
+               for doc in identifiers for i in range(34) for j in range(i + 6, 35))
+    with pytest.raises(ValueError, match="newline_share"):
+        DemoCorpusConfig(newline_share=1.5)
+    # the corpora made before the option keep their cache names (the demo's: run_config.json of
+    # docs/reproduction/demo-seeds/shipped/seed-0)
+    shipped = DemoCorpusConfig(identifier_share=0.5, prose_symbols=20, prose_certainty=1.0, prose_single_cycle=True,
+                               num_documents=400000)
+    assert shipped.key == "12c54bf68e85" and config.key != DemoCorpusConfig(**{**config.__dict__, "newline_share": 0}).key
