@@ -18,6 +18,24 @@ from grokcopy.run_dir import CHECKPOINT_COPY_EVAL, COPY_HISTORY, checkpoint_dir,
 from grokcopy.training.callback_support import AnalysisCallback, History, eval_steps_schedule, held_out_blocks
 
 logger = logging.getLogger(__name__)
+SEPARATOR_CHECK_ROWS = 2000
+
+
+def separator_in_training_data(dataset, separator: list[int], rows: int = SEPARATOR_CHECK_ROWS) -> bool | None:
+    """Whether the copy test's separator occurs in the first `rows` training rows' `input_ids` (None: cannot
+    tell, e.g. a streamed dataset). Why: a model that never saw the separator meets its untrained embedding in
+    every test context, and its score then depends on that random vector (seed by seed), not on copying."""
+    if dataset is None or not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+        return None
+    try:
+        count = min(rows, len(dataset))
+        if hasattr(dataset, "column_names"):  # a datasets.Dataset: one slice, not `count` lookups
+            ids = dataset[:count]["input_ids"]
+        else:
+            ids = [dataset[i]["input_ids"] for i in range(count)]
+    except (KeyError, TypeError, IndexError):
+        return None
+    return any(separator[0] in list(row) for row in ids)
 
 
 @dataclass(eq=False)
@@ -64,6 +82,7 @@ class CopyEvalCallback(AnalysisCallback):
         self.begin(args, state, **kwargs)
         if self.copy_task is None:
             self.copy_task = self.build_task(kwargs)
+        self.warn_if_separator_unseen(state, kwargs)
         self.history = History(args.output_dir, self.history_name)
         steps = self.history.resume_at(state.global_step, state.is_world_process_zero)
         self.last_step = max(steps) if steps else None
@@ -80,6 +99,22 @@ class CopyEvalCallback(AnalysisCallback):
             raise CopyTaskError("CopyEvalCallback: the Trainer has no tokenizer to draw the copy test with: pass "
                                 "processing_class=tokenizer to the Trainer, or copy_task= to the callback")
         return build_copy_task(tokenizer, self.task_config(), max_length=model_context_length(self.model_of(kwargs)))
+
+    def warn_if_separator_unseen(self, state, kwargs) -> None:
+        from grokcopy.copytest.task import separator_ids
+
+        tokenizer = kwargs.get("processing_class")
+        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+        dataset = getattr(kwargs.get("train_dataloader"), "dataset", None)
+        if tokenizer is None or not state.is_world_process_zero or state.global_step > 0:
+            return
+        separator = separator_ids(tokenizer)
+        if separator_in_training_data(dataset, separator) is False:
+            logger.warning("copy test: its separator (a newline, token %d) does not occur in the first %d training rows; "
+                           "the model never learns its embedding, and the test then measures how it reacts to an "
+                           "unseen token rather than whether it copies (measured: docs/reproduction/demo-seeds/"
+                           "PROTOCOL.md). Train on text with newlines (demo corpus: newline_share).",
+                           separator[0], SEPARATOR_CHECK_ROWS)
 
     def on_step_end(self, args, state, control, **kwargs):
         if eval_steps_schedule(state.global_step, self.schedule, self.every):
