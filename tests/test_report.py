@@ -317,9 +317,10 @@ def test_demo_criteria_rate_and_the_held_out_seeds(tmp_path):
 def test_held_out_rate_per_recipe(tmp_path):
     """A recipe screened on two seeds and dropped has no held-out seeds; the chosen one's held-out rate
     stands apart from it (the demo seed study: several recipes in one folder)."""
-    screened = [write_run(tmp_path / "screened" / f"seed{s}", batch=128, seed=s, jump=5000) for s in (1, 3)]
-    chosen = [write_run(tmp_path / "chosen" / f"seed{s}", batch=256, seed=s, jump=5000 if s == 9 else 600)
-              for s in range(12)]
+    for s in (1, 3):
+        write_run(tmp_path / "screened" / f"seed{s}", batch=128, seed=s, jump=5000)
+    for s in range(12):
+        write_run(tmp_path / "chosen" / f"seed{s}", batch=256, seed=s, jump=5000 if s == 9 else 600)
     out = tmp_path / "report"
     assert main(["report", str(tmp_path / "screened"), str(tmp_path / "chosen"), "--out", str(out),
                  "--held-out-from", "8"]) == 0
