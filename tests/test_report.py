@@ -290,6 +290,11 @@ def test_critical_batch_fit_recovers_mccandlish_curve_and_reads_the_regimes(tmp_
     assert low < b_crit < high and fit["e_min"] == pytest.approx(fit["s_min"] * fit["b_crit"])
     regimes = [s["regime"] for s in fit["local_slopes"]]
     assert regimes[0] == "tokens govern" and regimes[-1] == "steps govern"  # 1,280 << B_crit << 327,680
+    from grokcopy.experiments.batch_figures import collapse_figure
+
+    for c in conditions.values():  # the collapse plot draws every seed: runs as group_conditions makes them
+        c["runs"] = [{"stats": {"jump_step": s}} for s in noisy(c["stats"]["jump_step_median"], spread=0.03)]
+    assert collapse_figure(conditions, fit, tmp_path / "collapse.png").stat().st_size > 10_000
     # a condition whose median is undefined leaves the fit unresolved, never silently dropped
     conditions["bs=32"] = cond(conditions["bs=32"]["config"], [None] * 4, steps=5000)
     assert critical_batch(conditions, list(conditions))["resolved"] is False
@@ -344,3 +349,44 @@ def test_demo_corpus_seeds_are_one_condition(tmp_path):
         runs.append(run)
     assert main(["report", *map(str, runs), "--out", str(tmp_path / "out")]) == 0
     assert len(json.loads((tmp_path / "out" / "report.json").read_text())["conditions"]) == 1
+
+
+def test_lr_batch_grid_finds_a_sign_flip_and_the_plateau_noise_scale(tmp_path):
+    """Synthetic runs with a known answer: at the small batch a larger LR jumps later, at the large batch
+    earlier; every run logs a noise scale of 5,000 tokens on its plateau (and 50 after the jump)."""
+    jumps = {(64, 1.5e-3): 600, (64, 6e-3): 1400, (1024, 1.5e-3): 900, (1024, 6e-3): 300}
+    for (batch, lr), jump in jumps.items():
+        for seed in range(4):
+            run = write_run(tmp_path / f"bs{batch}-lr{lr}-seed{seed}", batch=batch, seed=seed, jump=jump, lr=lr)
+            state = json.loads((run / "trainer_state.json").read_text())
+            for row in state["log_history"]:
+                row["gradient_noise_scale_tokens"] = 5000.0 if row["step"] < jump else 50.0
+            (run / "trainer_state.json").write_text(json.dumps(state))
+    out = tmp_path / "report"
+    assert main(["report", str(tmp_path), "--out", str(out)]) == 0
+    record = json.loads((out / "report.json").read_text())
+    grid = record["lr_batch"]
+    assert grid["learning_rates"] == [1.5e-3, 6e-3] and grid["tokens_per_step"] == [64 * 40, 1024 * 40]
+    effects = {e["tokens_per_step"]: e for e in grid["lr_effect"]}
+    assert effects[64 * 40]["verdict"] == "larger LR later" and effects[64 * 40]["slope"] > 0
+    assert effects[1024 * 40]["verdict"] == "larger LR earlier" and effects[1024 * 40]["slope"] < 0
+    assert grid["sign_flips"] is True
+    assert {(c["learning_rate"], c["tokens_per_step"], c["n_jumped"], c["n_runs"]) for c in grid["cells"]} == \
+        {(lr, b * 40, 4, 4) for b, lr in jumps}
+    noise = record["noise_scale"]
+    assert noise["median_tokens"] == pytest.approx(5000.0)
+    assert all(r["n_runs"] == 4 for r in noise["per_condition"])
+    assert "lr_batch.png" in record["figures"] and (out / "lr_batch.png").stat().st_size > 0
+    text = (out / "report.md").read_text()
+    assert "## Learning rate x batch" in text and "The sign flips with the batch." in text
+
+
+def test_report_finds_runs_in_folders_of_folders(tmp_path):
+    """docs/reproduction/demo-seeds/<recipe>/seed-N: one command reports every recipe's seeds."""
+    for recipe, batch in (("a", 64), ("b", 256)):
+        for seed in (0, 1):
+            write_run(tmp_path / "seeds" / recipe / f"seed-{seed}", batch=batch, seed=seed, jump=600)
+    out = tmp_path / "report"
+    assert main(["report", str(tmp_path / "seeds"), "--out", str(out)]) == 0
+    record = json.loads((out / "report.json").read_text())
+    assert len(record["runs"]) == 4 and len(record["conditions"]) == 2

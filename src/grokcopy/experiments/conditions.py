@@ -40,6 +40,15 @@ def _is_run(path: Path) -> bool:
     return (path / COPY_HISTORY).is_file() or is_series(path)
 
 
+def _runs_below(path: Path) -> list[Path]:
+    """Runs in a folder of runs, or of folders of runs (e.g. demo-seeds/<recipe>/seed-N), at any depth;
+    a run's own folders (checkpoints) are not searched."""
+    runs = []
+    for child in sorted(p for p in path.iterdir() if p.is_dir()):
+        runs += [child] if _is_run(child) else _runs_below(child)
+    return runs
+
+
 def find_runs(paths) -> list[Path]:
     """Run folders from the arguments: a run, a sweep folder (its sweep.json members), or a folder of runs."""
     found = []
@@ -53,7 +62,7 @@ def find_runs(paths) -> list[Path]:
         elif record.is_file():
             runs = [path / m["name"] for m in json.loads(record.read_text())["members"] if _is_run(path / m["name"])]
         else:
-            runs = sorted(p for p in path.iterdir() if p.is_dir() and _is_run(p))
+            runs = _runs_below(path)
         if not runs:
             raise ConfigError(f"{path}: no run in it (no copy_history.jsonl or series.json, in it or in its sweep "
                               "members)")

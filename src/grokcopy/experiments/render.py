@@ -300,6 +300,30 @@ def write_markdown(record: dict, out: Path) -> None:
             lines += ["", "| condition | chosen on | held out |", "|---|---|---|"]
             lines += [f"| {c['label']} | {_rate_text(c['chosen_on'])} | {_rate_text(c['held_out'])} |"
                       for c in split["by_condition"]]
+    grid = record.get("lr_batch")
+    if grid:
+        lines += ["", "## Learning rate x batch (median jump step, k/n jumped)", "",
+                  "| learning rate | " + " | ".join(f"{b:,} tokens/step" for b in grid["tokens_per_step"]) + " |",
+                  "|---|" + "---|" * len(grid["tokens_per_step"])]
+        cell = {(c["learning_rate"], c["tokens_per_step"]): c for c in grid["cells"]}
+        for lr in grid["learning_rates"]:
+            row = [cell.get((lr, b)) for b in grid["tokens_per_step"]]
+            lines.append(f"| {lr:g} | " + " | ".join("-" if c is None else
+                         f"{'not reached' if c['jump_step_median'] is None else _num(c['jump_step_median'])}"
+                         f"{_interval_text(c['jump_step_ci95'])} ({c['n_jumped']}/{c['n_runs']})" for c in row) + " |")
+        lines += ["", "Learning-rate effect (d ln S* / d ln LR, 95% bootstrap interval): " + "; ".join(
+            f"{e['tokens_per_step']:,} tokens/step: "
+            + ("-" if e["slope"] is None else f"{e['slope']:.2f}{_interval_text(e['ci95'])}") + f" ({e['verdict']})"
+            for e in grid["lr_effect"]) + (". The sign flips with the batch." if grid["sign_flips"] else ".")]
+    noise = record.get("noise_scale")
+    if noise:
+        lines += ["", "## Gradient noise scale on the plateau (McCandlish's B_simple, tokens)", "",
+                  "| condition | tokens/step | seeds | median | range |", "|---|---|---|---|---|"]
+        lines += [f"| {r['label']} | {r['tokens_per_step']:,} | {r['n_runs']} | {r['median']:,.0f} | "
+                  f"{r['range'][0]:,.0f}-{r['range'][1]:,.0f} |" for r in noise["per_condition"]]
+        if noise.get("b_crit"):
+            lines += ["", f"Median over conditions {noise['median_tokens']:,.0f} tokens = {noise['ratio']:.2f} x the "
+                      f"fitted B_crit ({'inside' if noise['within_b_crit_ci'] else 'outside'} its 95% interval)."]
     fit = record.get("critical_batch")
     if fit:
         lines += ["", "## Critical batch (McCandlish et al. 2018: S = S_min (1 + B_crit / B))", ""]

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from grokcopy.errors import ConfigError
+from grokcopy.experiments.batch_figures import collapse_figure, lr_batch_figure, lr_batch_grid, noise_scale_summary
 from grokcopy.experiments.claims import BATCH_FIELDS, evaluate_claims
 from grokcopy.experiments.conditions import (
     family,
@@ -49,8 +50,14 @@ def build_report(paths, out, *, threshold: float = 0.3, jump_threshold: float = 
     claims = evaluate_claims(by_label)
     batch_family = family(by_label, BATCH_FIELDS, key="tokens_per_step")
     fit = critical_batch(by_label, batch_family) if batch_family else None
+    grid = lr_batch_grid(by_label)
+    noise = noise_scale_summary(by_label, fit)
     out.mkdir(parents=True, exist_ok=True)
     figures = write_figures(conditions, out, threshold, fit)
+    if fit and fit.get("resolved"):
+        figures.append(collapse_figure(by_label, fit, out / "critical_batch_collapse.png"))
+    if grid:
+        figures.append(lr_batch_figure(grid, out / "lr_batch.png"))
     target = runs[0]["stats"]["loss_target"] if runs else None
     record = {
         "generated": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -65,7 +72,7 @@ def build_report(paths, out, *, threshold: float = 0.3, jump_threshold: float = 
                         **{k: c["stats"][k] for k in ("n_runs", "n_jumped")},
                         "jump_step_median": c["stats"]["jump_step_median"],
                         "jump_step_ci95": c["stats"]["jump_step_ci95"], "stats": c["stats"]} for c in conditions],
-        "claims": claims, "critical_batch": fit, "figures": [p.name for p in figures], "missing": missing_members(paths),
+        "claims": claims, "critical_batch": fit, "lr_batch": grid, "noise_scale": noise, "figures": [p.name for p in figures], "missing": missing_members(paths),
         "seed_split": None if held_out_from is None else seed_split(conditions, runs, held_out_from),
     }
     write_json_atomic(out / "report.json", json.loads(json.dumps(record, default=str)))
@@ -116,6 +123,15 @@ def run_report(ns) -> int:
         low, high = fit["b_crit_ci95"]
         print(f"critical batch B_crit = {fit['b_crit']:,.0f} tokens per step [{low:,.0f}, {high:,.0f}]; " +
               "; ".join(f"{s['tokens_per_step']:,}: slope {s['slope']:.2f} ({s['regime']})" for s in fit["local_slopes"]))
+    grid = record.get("lr_batch")
+    if grid:
+        print("learning-rate effect per batch: " + "; ".join(
+            f"{e['tokens_per_step']:,} tokens/step: {e['verdict']}" for e in grid["lr_effect"])
+              + (" (the sign flips)" if grid["sign_flips"] else ""))
+    noise = record.get("noise_scale")
+    if noise and noise.get("b_crit"):
+        print(f"gradient noise scale on the plateau: {noise['median_tokens']:,.0f} tokens "
+              f"({noise['ratio']:.2f} x B_crit)")
     for claim in record["claims"]:
         print(f"{claim['text']}: {claim['verdict']}")
     return 0

@@ -1,0 +1,152 @@
+"""The critical-batch experiment beyond the S*-vs-B fit (issue #15): McCandlish's collapse plot, the
+learning-rate x batch grid with the sign of the learning-rate effect per batch, and the gradient noise
+scale measured during the plateau, set beside the fitted B_crit.
+
+Why these three: the fit alone says where steps start to govern; the collapse shows whether the runs
+follow the model's one curve (E/E_min - 1)(S/S_min - 1) = 1 at all; the grid tests the model's second
+prediction (a larger learning rate delays the jump below B_crit and speeds it above); and the noise scale
+is what a GPU user can measure in a few hundred steps of their own run, so if it agrees with B_crit
+they can tell their regime without a sweep.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from grokcopy.analysis.plots import save_figure  # noqa: E402
+from grokcopy.experiments.claims import BATCH_FIELDS  # noqa: E402
+from grokcopy.experiments.conditions import family  # noqa: E402
+from grokcopy.run_dir import TRAINER_STATE, read_json  # noqa: E402
+
+NOISE_SCALE_KEY = "gradient_noise_scale_tokens"
+
+
+def collapse_figure(by_label: dict, fit: dict, out: Path) -> Path:
+    """(E/E_min - 1) against (S/S_min - 1), log-log, for every seed that jumped (medians bold), with the
+    model's curve y = 1/x. Points at or below S_min or E_min cannot be drawn on log axes; they are counted."""
+    fig, ax = plt.subplots(figsize=(6, 5), dpi=110)
+    s_min, e_min, hidden = fit["s_min"], fit["e_min"], 0
+    for label, batch in zip(fit["conditions"], fit["tokens_per_step"]):
+        c = by_label[label]
+        seeds = [r["stats"]["jump_step"] for r in c["runs"] if r["stats"].get("jump_step") is not None]
+        median = c["stats"].get("jump_step_median")
+        for steps, style in [(s, dict(marker="o", alpha=0.35, ms=4)) for s in seeds] + \
+                            ([(median, dict(marker="D", ms=8, mec="black"))] if median else []):
+            x, y = steps * batch / e_min - 1, steps / s_min - 1
+            if x <= 0 or y <= 0:
+                hidden += 1
+                continue
+            ax.plot(x, y, ls="none", color=plt.get_cmap("viridis")(np.log(batch) / np.log(max(fit["tokens_per_step"])
+                                                                                          * 1.01)), **style)
+    grid = np.geomspace(1e-2, 1e2, 100)
+    ax.plot(grid, 1 / grid, color="black", lw=1, label="(E/E_min - 1)(S/S_min - 1) = 1")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("E / E_min - 1 (tokens to the jump)")
+    ax.set_ylabel("S / S_min - 1 (steps to the jump)")
+    ax.set_title("McCandlish's collapse: dots seeds, diamonds medians (colour: batch)"
+                 + (f"; {hidden} not drawable" if hidden else ""), fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return save_figure(fig, out)
+
+
+def _slope_of_log_lr(lrs, steps) -> float | None:
+    ok = [(np.log(lr), np.log(s)) for lr, s in zip(lrs, steps) if s is not None and np.isfinite(s) and s > 0]
+    if len(ok) < 2:
+        return None
+    x, y = np.array(ok).T
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def lr_batch_grid(by_label: dict) -> dict | None:
+    """Conditions that differ only in learning rate and batch (>= 2 of each): per cell the KM median jump
+    step with its interval and k/n jumped; per batch the learning-rate effect d ln S* / d ln LR with a
+    bootstrap interval: "larger LR earlier" (interval < 0), "larger LR later" (> 0) or not resolved."""
+    labels = family(by_label, ("learning_rate", *BATCH_FIELDS))
+    lrs = sorted({by_label[l]["config"]["learning_rate"] for l in labels})
+    batches = sorted({by_label[l]["config"]["tokens_per_step"] for l in labels})
+    if len(lrs) < 2 or len(batches) < 2:
+        return None
+    cells, effects = [], []
+    for batch in batches:
+        row = sorted((l for l in labels if by_label[l]["config"]["tokens_per_step"] == batch),
+                     key=lambda l: by_label[l]["config"]["learning_rate"])
+        for label in row:
+            c = by_label[label]
+            cells.append({"label": label, "learning_rate": c["config"]["learning_rate"], "tokens_per_step": batch,
+                          "n_runs": c["stats"]["n_runs"], "n_jumped": c["stats"]["n_jumped"],
+                          "jump_step_median": c["stats"]["jump_step_median"],
+                          "jump_step_ci95": c["stats"]["jump_step_ci95"]})
+        row_lrs = [by_label[l]["config"]["learning_rate"] for l in row]
+        point = _slope_of_log_lr(row_lrs, [by_label[l]["stats"]["jump_step_median"] for l in row])
+        samples = np.vstack([by_label[l]["samples"]["jump_step"] for l in row])  # [lrs, n]; NaN: undefined
+        slopes = [s for s in (_slope_of_log_lr(row_lrs, list(samples[:, k])) for k in range(samples.shape[1]))
+                  if s is not None]
+        ci = [float(v) for v in np.quantile(slopes, [0.025, 0.975])] if len(slopes) >= 20 and point is not None else None
+        verdict = ("not resolved" if ci is None else "larger LR earlier" if ci[1] < 0
+                   else "larger LR later" if ci[0] > 0 else "no clear effect")
+        effects.append({"tokens_per_step": batch, "slope": point, "ci95": ci, "verdict": verdict})
+    flips = {e["verdict"] for e in effects} >= {"larger LR earlier", "larger LR later"}
+    return {"learning_rates": lrs, "tokens_per_step": batches, "cells": cells, "lr_effect": effects,
+            "sign_flips": flips}
+
+
+def lr_batch_figure(grid: dict, out: Path) -> Path:
+    """Heatmap of the median jump step (log colour), each cell labelled with it and k/n jumped."""
+    lrs, batches = grid["learning_rates"], grid["tokens_per_step"]
+    values = np.full((len(lrs), len(batches)), np.nan)
+    fig, ax = plt.subplots(figsize=(1.6 * len(batches) + 2, 0.9 * len(lrs) + 1.5), dpi=110)
+    for cell in grid["cells"]:
+        i, j = lrs.index(cell["learning_rate"]), batches.index(cell["tokens_per_step"])
+        median = cell["jump_step_median"]
+        values[i, j] = np.log10(median) if median else np.nan
+        ax.text(j, i, f"{'-' if median is None else f'{median:,.0f}'}\n{cell['n_jumped']}/{cell['n_runs']}",
+                ha="center", va="center", fontsize=8)
+    image = ax.imshow(values, cmap="viridis_r", aspect="auto")
+    fig.colorbar(image, ax=ax, label="log10 median jump step")
+    ax.set_xticks(range(len(batches)), [f"{b:,}" for b in batches])
+    ax.set_yticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
+    ax.set_xlabel("tokens per optimizer step")
+    ax.set_ylabel("learning rate")
+    ax.set_title("median steps to the copy jump (k/n seeds jumped; '-': median not reached)", fontsize=9)
+    return save_figure(fig, out)
+
+
+def plateau_noise_scale(run_path: str | Path, jump_step: float | None, censored_at: float | None) -> float | None:
+    """Median logged noise scale (tokens) over the plateau: after the first tenth of it (warm-up) and before
+    the jump (or the run's end, if it never jumped). None when the run logged none."""
+    end = jump_step if jump_step is not None else censored_at
+    log = (read_json(Path(run_path) / TRAINER_STATE) or {}).get("log_history") or []
+    values = [r[NOISE_SCALE_KEY] for r in log if NOISE_SCALE_KEY in r and r[NOISE_SCALE_KEY] is not None
+              and end is not None and 0.1 * end <= r["step"] <= end and np.isfinite(r[NOISE_SCALE_KEY])]
+    return float(np.median(values)) if values else None
+
+
+def noise_scale_summary(by_label: dict, fit: dict | None) -> dict | None:
+    """Per batch condition, the seeds' plateau noise scales and their median; beside the fitted B_crit."""
+    if not fit:
+        return None
+    rows = []
+    for label, batch in zip(fit["conditions"], fit["tokens_per_step"]):
+        values = [v for v in (plateau_noise_scale(r["path"], r["stats"].get("jump_step"),
+                                                  r["stats"].get("jump_censored_at"))
+                              for r in by_label[label]["runs"]) if v is not None]
+        if values:
+            rows.append({"label": label, "tokens_per_step": batch, "n_runs": len(values),
+                         "median": float(np.median(values)), "range": [float(min(values)), float(max(values))]})
+    if not rows:
+        return None
+    overall = float(np.median([r["median"] for r in rows]))
+    out = {"per_condition": rows, "median_tokens": overall}
+    if fit.get("resolved"):
+        low, high = fit["b_crit_ci95"]
+        out.update(b_crit=fit["b_crit"], b_crit_ci95=fit["b_crit_ci95"], ratio=overall / fit["b_crit"],
+                   within_b_crit_ci=bool(low <= overall <= high))
+    return out
