@@ -102,3 +102,22 @@ def test_symbol_pattern_restricts_the_symbols(char_tok):
     with pytest.raises(CopyTaskError, match=r"^copy_symbol_pattern: '\[01\]' matches 2 usable vocabulary entries, "
                                             "too few for"):  # the field is named, not "vocabulary too small"
         build_copy_task(char_tok, CopyTaskConfig(num_samples=2, symbol_pattern="[01]"))
+
+
+def test_another_separator_replaces_the_newline_and_is_never_a_symbol(char_tok):
+    """copy_separator: for a model whose training data never held a newline (its embedding untrained)."""
+    task = build_copy_task(char_tok, CopyTaskConfig(num_samples=10, num_sequences=4, prefix_length=4,
+                                                    suffix_length=2, query_stride=1, separator="Z",
+                                                    symbol_pattern="[0-9a-z]"))
+    z, newline = separator_ids(char_tok, "Z")[0], separator_ids(char_tok)[0]
+    for sample in task.samples:
+        assert sample.context[6::7] == [z] * 4 and newline not in sample.context
+        assert all(z not in prefix + suffix for _, prefix, suffix in sample.queries)
+    with pytest.raises(CopyTaskError, match="empty string"):
+        build_copy_task(char_tok, CopyTaskConfig(num_samples=2, separator=""))
+    with pytest.raises(CopyTaskError, match="cannot encode the copy test's separator '\u00e9'"):
+        build_copy_task(char_tok, CopyTaskConfig(num_samples=2, separator="\u00e9"))
+    from grokcopy.training.config import parse_args
+
+    args = parse_args({"output_dir": "/tmp/x", "copy_separator": "Z"})[2]
+    assert CopyTaskConfig.from_training_args(args).separator == "Z"

@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   ("suffix-length", positive_int, "suffix symbols to reproduce (paper: 6)"),
                                   ("query-stride", positive_int, "query sequences i = stride, 2 stride, ... (paper: 5)"),
                                   ("symbol-pattern", str, "tokens: only vocabulary entries matching this regex"),
+                                  ("separator", str, "after each sequence (paper: a newline; needs a trained token)"),
                                   ("seed", int, "seed of the samples (paper setup: 1234)")):
         copy.add_argument(f"--{name}", f"--{name.replace('-', '_')}", type=kind, help=help_text)
     copy.add_argument("--symbols", choices=SYMBOL_KINDS)

@@ -11,7 +11,8 @@ from pathlib import Path
 from grokcopy.copytest.task import SYMBOL_KINDS
 from grokcopy.errors import ConfigError, SeriesError, main_error, one_line
 
-COPY_SHAPE = ("num_sequences", "prefix_length", "suffix_length", "query_stride", "symbol_pattern")
+COPY_SHAPE = ("num_sequences", "prefix_length", "suffix_length", "query_stride", "symbol_pattern", "separator")
+TEXT_FIELDS = ("symbol_pattern", "separator")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -90,7 +91,7 @@ def copy_test(ns) -> int:
     run = run_analysis_settings(ns.model)  # a grokcopy run measures what the run measured
     given = {"num_samples": ns.num_samples, "num_sequences": ns.num_sequences, "prefix_length": ns.prefix_length,
              "suffix_length": ns.suffix_length, "query_stride": ns.query_stride, "symbols": ns.symbols,
-             "seed": ns.seed, "symbol_pattern": ns.symbol_pattern}
+             "seed": ns.seed, "symbol_pattern": ns.symbol_pattern, "separator": ns.separator}
     fields = {k: v if v is not None else run.get(f"copy_{k}") for k, v in given.items()}
     config = CopyTaskConfig(**{k: v for k, v in fields.items() if v is not None})
     if run:
@@ -216,7 +217,7 @@ def add_series_parser(subparsers) -> None:
     parser.add_argument("--copy-samples", type=positive_int, default=100, help="copy-test samples per revision")
     parser.add_argument("--symbols", choices=SYMBOL_KINDS, default="tokens", help="copy-test symbols")
     for name in COPY_SHAPE:  # the copy test's shape, as in copy-test (default: the paper's, fitted to the context)
-        parser.add_argument(f"--{name.replace('_', '-')}", type=str if name == "symbol_pattern" else positive_int,
+        parser.add_argument(f"--{name.replace('_', '-')}", type=str if name in TEXT_FIELDS else positive_int,
                             help=f"copy test: {name.replace('_', ' ')} (default: the paper's)")
     parser.add_argument("--seed", type=int, default=1234, help="copy-test seed")
     parser.add_argument("--tokens-per-step", type=positive_int, help="tokens per optimizer step where the name and "

@@ -1,7 +1,9 @@
 """The paper's context-copying test (Lv et al. 2025, Fig. 1), built from random symbols.
 
 One sample = N random sequences, each a `prefix_length` prefix + `suffix_length` suffix, every
-prefix and every suffix unique within the sample, each followed by a newline. A query appends
+prefix and every suffix unique within the sample, each followed by a separator (the paper's newline;
+`separator` sets another, e.g. for a model whose training data never held a newline, whose untrained
+embedding would decide the score). A query appends
 the prefix of sequence i (i = stride, 2*stride, ... <= N); the model must continue with that
 sequence's suffix. Symbols are random vocabulary ids (`tokens`, special tokens and the newline
 excluded) or random hexadecimal strings tokenized by the model's tokenizer (`hex`, as in the
@@ -40,13 +42,15 @@ class CopyTaskConfig:
     symbols: str = "tokens"
     seed: int = 1234
     symbol_pattern: str | None = None  # `tokens`: only vocabulary entries whose text fully matches this regex
+    separator: str = "\n"  # after every sequence (the paper's newline)
 
     @classmethod
     def from_training_args(cls, args) -> "CopyTaskConfig":
         return cls(num_samples=args.copy_num_samples, num_sequences=args.copy_num_sequences,
                    prefix_length=args.copy_prefix_length, suffix_length=args.copy_suffix_length,
                    query_stride=args.copy_query_stride, symbols=args.copy_symbols, seed=args.copy_seed,
-                   symbol_pattern=getattr(args, "copy_symbol_pattern", None))
+                   symbol_pattern=getattr(args, "copy_symbol_pattern", None),
+                   separator=getattr(args, "copy_separator", None) or "\n")
 
 
 @dataclass
@@ -70,10 +74,13 @@ class CopyTask:
         return max(len(s.context) + max(len(p) + len(q) for _, p, q in s.queries) for s in self.samples)
 
 
-def separator_ids(tokenizer) -> list[int]:
-    ids = tokenizer.encode("\n", add_special_tokens=False)
+def separator_ids(tokenizer, separator: str = "\n") -> list[int]:
+    if not separator:
+        raise CopyTaskError("copy separator: an empty string cannot separate the copy test's sequences")
+    ids = tokenizer.encode(separator, add_special_tokens=False)
     if not ids or (tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids):
-        raise CopyTaskError("the tokenizer cannot encode a newline, which separates the copy test's sequences")
+        raise CopyTaskError(f"the tokenizer cannot encode the copy test's separator {separator!r} (set another with "
+                            "copy_separator / --separator)")
     return ids
 
 
@@ -116,7 +123,7 @@ def _unique_rows(rng, symbols: np.ndarray, n: int, length: int) -> np.ndarray:
 def build_copy_task(tokenizer, config: CopyTaskConfig = CopyTaskConfig(), max_length: int | None = None) -> CopyTask:
     """Draw the test's samples for this tokenizer, fitting the model's context `max_length`."""
     check_symbol_kind(config.symbols)
-    sep = separator_ids(tokenizer)
+    sep = separator_ids(tokenizer, config.separator)
     n_fit = fit_num_sequences(config, len(sep), max_length)
     if n_fit < config.query_stride:
         need = config.query_stride * (config.prefix_length + config.suffix_length + len(sep)) \

@@ -74,7 +74,8 @@ def analyse_model(model, tokenizer, *, copy_samples: int, symbols: str, seed: in
     out: dict = {"exact_match": None, "token_accuracy": None, "copy": None, "copy_error": None,
                  "induction_max": None, "induction": None, "induction_error": None}
     context = model_context_length(model)
-    # copy_shape: num_sequences, prefix_length, suffix_length, query_stride, symbol_pattern (the paper's by default)
+    # copy_shape: num_sequences, prefix_length, suffix_length, query_stride, symbol_pattern, separator (the paper's
+    # by default)
     config = CopyTaskConfig(num_samples=copy_samples, symbols=symbols, seed=seed, **(copy_shape or {}))
     try:
         task = (task_for or (lambda c, t, n: build_copy_task(t, c, max_length=n)))(config, tokenizer, context)

@@ -107,6 +107,10 @@ class CopyTrainingArguments(TrainingArguments):
     copy_symbol_pattern: str | None = field(
         default=None, metadata={"help": "tokens: use only vocabulary entries whose text fully matches this regex."}
     )
+    copy_separator: str = field(
+        default="\n", metadata={"help": "Separator after each copy-test sequence (the paper's newline). It must be a "
+                                        "token the model trained on: an untrained embedding decides the score."}
+    )
     copy_seed: int = field(default=1234, metadata={"help": "Seed of the copy test samples (fixed across a run)."})
     copy_eval_batch_size: int = field(default=16, metadata={"help": "Samples per forward pass in the copy test."})
     copy_stop_exact_match: float | None = field(

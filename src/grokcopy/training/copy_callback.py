@@ -68,6 +68,7 @@ class CopyEvalCallback(AnalysisCallback):
     symbols: str = CopyTaskConfig.symbols
     seed: int = CopyTaskConfig.seed
     symbol_pattern: str | None = CopyTaskConfig.symbol_pattern
+    separator: str = CopyTaskConfig.separator
     batch_size: int = 16
     copy_task: CopyTask | None = field(default=None, repr=False)
     copyable_loss_blocks: int = 64
@@ -108,13 +109,14 @@ class CopyEvalCallback(AnalysisCallback):
         dataset = getattr(kwargs.get("train_dataloader"), "dataset", None)
         if tokenizer is None or not state.is_world_process_zero or state.global_step > 0:
             return
-        separator = separator_ids(tokenizer)
+        text = self.copy_task.config.separator if self.copy_task is not None else self.separator
+        separator = separator_ids(tokenizer, text)
         if separator_in_training_data(dataset, separator) is False:
-            logger.warning("copy test: its separator (a newline, token %d) does not occur in the first %d training rows; "
-                           "the model never learns its embedding, and the test then measures how it reacts to an "
-                           "unseen token rather than whether it copies (measured: docs/reproduction/demo-seeds/"
-                           "PROTOCOL.md). Train on text with newlines (demo corpus: newline_share).",
-                           separator[0], SEPARATOR_CHECK_ROWS)
+            logger.warning("copy test: its separator (%r, token %d) does not occur in the first %d training rows; the "
+                           "model never learns its embedding, and the test then measures how it reacts to an unseen "
+                           "token rather than whether it copies (measured: docs/reproduction/demo-seeds/PROTOCOL.md). "
+                           "Train on text that holds it, or set copy_separator to a token the model trains on.",
+                           text, separator[0], SEPARATOR_CHECK_ROWS)
 
     def on_step_end(self, args, state, control, **kwargs):
         if eval_steps_schedule(state.global_step, self.schedule, self.every):
