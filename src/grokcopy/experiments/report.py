@@ -118,6 +118,12 @@ def run_report(ns) -> int:
             ci = s["groks_ci95"]
             print(f"  seeds {'<' if part == 'chosen_on' else '>='} {split['held_out_from']} ({part.replace('_', ' ')}): "
                   f"{s['n_groks']} grok" + (f", rate {s['groks_rate']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
+        for c in split.get("by_condition") or []:
+            held = c["held_out"]
+            if held["n_rated"] and len(split["by_condition"]) > 1:  # the recipe that was confirmed
+                low, high = held["groks_ci95"]
+                print(f"  held out, {c['label']}: {held['n_groks']}/{held['n_rated']} grok, rate "
+                      f"{held['groks_rate']:.2f} [{low:.2f}, {high:.2f}]")
     fit = record.get("critical_batch")
     if fit and fit.get("resolved"):
         low, high = fit["b_crit_ci95"]
