@@ -195,3 +195,27 @@ def test_a_killed_writers_temporary_is_removed_on_resume(tmp_path):
         path.write_text("half")
     assert remove_stale_temporaries(tmp_path) == [stale]
     assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_the_first_ctrl_c_stops_at_the_step_boundary_and_the_second_at_once():
+    """A KeyboardInterrupt raised inside a finalizer is swallowed by Python; a flag cannot be."""
+    import os
+
+    from transformers import TrainerControl
+
+    from grokcopy.training.callbacks import StopOnInterrupt
+
+    before = signal.getsignal(signal.SIGINT)
+    with StopOnInterrupt() as interrupt:
+        control = TrainerControl()
+        interrupt.on_step_end(None, None, control)
+        assert not control.should_training_stop
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)  # the handler runs in the main thread between bytecodes
+        assert interrupt.requested
+        interrupt.on_step_end(None, None, control)
+        assert control.should_training_stop
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGINT) is before  # the previous handler is back

@@ -132,3 +132,44 @@ class LogSpacedSaves(TrainerCallback):
         step = state.global_step
         if args.save_strategy == "steps" and step < args.save_steps and eval_steps_schedule(step, "log", args.save_steps):
             control.should_save = True
+
+
+class StopOnInterrupt(TrainerCallback):
+    """The first Ctrl-C finishes the optimizer step under way and stops training; a second stops at once.
+
+    Why not let KeyboardInterrupt fly: Python raises it wherever the main thread happens to be, and when
+    that is a finalizer (`__del__`, a weakref callback) the exception is printed and swallowed, and
+    training goes on as if nothing happened. A handler that only sets a flag cannot be lost; the step
+    boundary is also a clean place to stop (no half-written history). Use it as a context manager
+    around `trainer.train()` in the main thread; `requested` says whether training stopped because of it.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        logger.warning("interrupted: stopping after this optimizer step (Ctrl-C again to stop at once)")
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+        return False
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested:
+            control.should_training_stop = True

@@ -37,6 +37,7 @@ from grokcopy.run_dir import (
     writable_problem,
     write_json_atomic,
 )
+from grokcopy.training.callbacks import StopOnInterrupt
 from grokcopy.training.config import ConfigError, CopyTrainingArguments, DataArguments, ModelArguments
 from grokcopy.training.data import prepare_datasets
 from grokcopy.training.modeling import build_model
@@ -209,10 +210,15 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         write_run_config(training_args.output_dir, model_args, data_args, training_args, trainer.tokens_per_step)
     if trainer.copy_task.note and trainer.is_world_process_zero():
         print(trainer.copy_task.note)
+    interrupt = StopOnInterrupt()
+    trainer.add_callback(interrupt)
     try:
-        trainer.train(resume_from_checkpoint=resume)
+        with interrupt:
+            trainer.train(resume_from_checkpoint=resume)
     except KeyboardInterrupt:
         raise TrainingInterrupted(interrupted_message(training_args.output_dir, trainer.state.global_step)) from None
+    if interrupt.requested:  # stopped at a step boundary: the run is not finished, nothing is saved as final
+        raise TrainingInterrupted(interrupted_message(training_args.output_dir, trainer.state.global_step))
     trainer.save_model()
     trainer.save_state()
     output_dir = Path(training_args.output_dir)
