@@ -383,10 +383,16 @@ def test_lr_batch_grid_finds_a_sign_flip_and_the_plateau_noise_scale(tmp_path):
 
 def test_report_finds_runs_in_folders_of_folders(tmp_path):
     """docs/reproduction/demo-seeds/<recipe>/seed-N: one command reports every recipe's seeds."""
-    for recipe, batch in (("a", 64), ("b", 256)):
+    for recipe, share in (("a", 0.0), ("b", 0.03)):
         for seed in (0, 1):
-            write_run(tmp_path / "seeds" / recipe / f"seed-{seed}", batch=batch, seed=seed, jump=600)
+            run = write_run(tmp_path / "seeds" / recipe / f"seed-{seed}", batch=128, seed=seed, jump=600)
+            config = json.loads((run / "run_config.json").read_text())
+            config["data"]["demo_corpus_config"] = json.dumps({"num_documents": 1000, "newline_share": share})
+            (run / "run_config.json").write_text(json.dumps(config))
     out = tmp_path / "report"
     assert main(["report", str(tmp_path / "seeds"), "--out", str(out)]) == 0
     record = json.loads((out / "report.json").read_text())
     assert len(record["runs"]) == 4 and len(record["conditions"]) == 2
+    # a JSON-object field is labelled by the key that differs, not by the whole object
+    labels = sorted(c["label"] for c in record["conditions"])
+    assert labels == ["demo_corpus_config.newline_share=0", "demo_corpus_config.newline_share=0.03"], labels

@@ -137,6 +137,33 @@ def _fmt_value(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def _as_object(value) -> dict | None:
+    """A field holding a JSON object (e.g. demo_corpus_config), parsed; None for anything else."""
+    if isinstance(value, str) and value.startswith("{"):
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            return None
+        return parsed if isinstance(parsed, dict) else None
+    return None
+
+
+def _fmt_field(k: str, value, conditions: list[dict], departures: bool = False) -> str:
+    """`k=value`; for a JSON-object field only its keys that differ between conditions (`k.key=value`), so
+    a label says what changed instead of repeating the whole object."""
+    obj = _as_object(value)
+    objects = [_as_object(c["config"].get(k)) for c in conditions]
+    if obj is None or any(o is None for o in objects):
+        return f"{SHORT.get(k, k)}={_fmt_value(value)}"
+    keys = sorted({key for o in objects for key in o if len({_key(x.get(key)) for x in objects}) > 1})
+    def common(key):  # the value most conditions share; none without a strict majority (as for whole fields)
+        value, n = Counter(_key(o.get(key)) for o in objects).most_common(1)[0]
+        return value if n * 2 > len(objects) else object()
+
+    shown = [key for key in keys if _key(obj.get(key)) != common(key)] if departures else keys
+    return ", ".join(f"{k}.{key}={_fmt_value(obj[key]) if key in obj else 'default'}" for key in shown)
+
+
 def _order(value):
     return (0, float(value), "") if isinstance(value, (int, float)) else (1, 0.0, str(value))
 
@@ -161,9 +188,11 @@ def group_conditions(runs: list[dict]) -> list[dict]:
         common, n = counts.most_common(1)[0]
         for c in conditions:
             if n * 2 <= len(conditions) or _key(c["config"].get(k)) != common:
-                c.setdefault("parts", []).append(f"{SHORT.get(k, k)}={_fmt_value(c['config'].get(k))}")
+                part = _fmt_field(k, c["config"].get(k), conditions, departures=True)
+                if part:
+                    c.setdefault("parts", []).append(part)
     for c in conditions:
-        c["description"] = ", ".join(f"{SHORT.get(k, k)}={_fmt_value(c['config'].get(k))}" for k in shown)
+        c["description"] = ", ".join(_fmt_field(k, c["config"].get(k), conditions) for k in shown)
         c["label"] = ", ".join(c.pop("parts", [])) or ("baseline" if len(conditions) > 1 else
                                                         runs[0]["name"] if len(runs) == 1 else "all runs")
         c["stats"], c["samples"] = summarize([r["stats"] for r in c["runs"]])
