@@ -35,10 +35,11 @@ def test_every_sweep_file_parses_and_every_member_validates(name):
     gpu = name.startswith("paper")
     assert sweep.base.name == ("paper-162m.yaml" if gpu else "demo-identifiers.yaml")
     parsed = validate(sweep, sweep.members, [], hardware_neutral=gpu and not torch.cuda.is_available())
-    assert len(sweep.members) == 9
+    seeds = {0, 1, 2} if gpu else {0, 1, 2, 3}  # the CPU twins: >= 4 seeds per condition (issue #14)
+    assert len(sweep.members) == 3 * len(seeds)
     args = {m.name: parsed[m.name] for m in sweep.members}
     training = {n: a[2] for n, a in args.items()}
-    assert {t.seed for t in training.values()} == {0, 1, 2}
+    assert {t.seed for t in training.values()} == seeds
     assert all(m.output_dir == sweep.output_dir / m.name for m in sweep.members)
     assert str(sweep.output_dir) == f"runs/sweeps/{name[:-5]}"
     # every member trains for the base's number of optimizer steps (the batch sweep compares them in steps)
