@@ -143,6 +143,12 @@ class AnalysisCallback(TrainerCallback):
     def model_of(self, kwargs):
         return kwargs.get("model") if kwargs.get("model") is not None else self.trainer.model
 
+    @staticmethod
+    def tokenizer_of(kwargs):
+        """The Trainer's tokenizer (`processing_class`; a processor wraps its tokenizer), or None."""
+        tokenizer = kwargs.get("processing_class")
+        return getattr(tokenizer, "tokenizer", tokenizer)
+
     def stopped(self, model, state) -> bool:
         """The trainer's DivergenceGuard saw a non-finite loss, or the weights are not finite: nothing is measured."""
         if getattr(self.trainer, "diverged_at", None) is not None:

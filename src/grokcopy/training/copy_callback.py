@@ -94,8 +94,7 @@ class CopyEvalCallback(AnalysisCallback):
         from grokcopy.analysis.architectures import model_context_length
         from grokcopy.copytest.task import build_copy_task
 
-        tokenizer = kwargs.get("processing_class")
-        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor wraps its tokenizer
+        tokenizer = self.tokenizer_of(kwargs)
         if tokenizer is None:
             raise CopyTaskError("CopyEvalCallback: the Trainer has no tokenizer to draw the copy test with: pass "
                                 "processing_class=tokenizer to the Trainer, or copy_task= to the callback")
@@ -104,12 +103,11 @@ class CopyEvalCallback(AnalysisCallback):
     def warn_if_separator_unseen(self, state, kwargs) -> None:
         from grokcopy.copytest.task import separator_ids
 
-        tokenizer = kwargs.get("processing_class")
-        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+        tokenizer = self.tokenizer_of(kwargs)
         dataset = getattr(kwargs.get("train_dataloader"), "dataset", None)
         if tokenizer is None or not state.is_world_process_zero or state.global_step > 0:
             return
-        text = self.copy_task.config.separator if self.copy_task is not None else self.separator
+        text = self.copy_task.config.separator  # built (or given) just before, in on_train_begin
         separator = separator_ids(tokenizer, text)
         if separator_in_training_data(dataset, separator) is False:
             logger.warning("copy test: its separator (%r, token %d) does not occur in the first %d training rows; the "

@@ -69,8 +69,7 @@ class InductionHeadCallback(AnalysisCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.begin(args, state, **kwargs)
         self.seq_len = fitting_seq_len(self.model_of(kwargs), self.seq_len)
-        tokenizer = kwargs.get("processing_class")
-        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+        tokenizer = self.tokenizer_of(kwargs)
         self.vocab_size = len(tokenizer) if tokenizer is not None else None
         self.history = History(args.output_dir, self.history_name)
         self.done = self.history.resume_at(state.global_step, state.is_world_process_zero)
