@@ -58,10 +58,12 @@ def test_every_sweep_file_parses_and_every_member_validates(name):
         assert batches == {base["per_device_train_batch_size"]} and rates == {base["learning_rate"]}
 
 
-def test_critical_batch_sweeps_share_a_token_budget_and_the_stop_rule():
-    """Issue #15's sweeps: B = 32 ... 2048 documents x 6 seeds and LR x B x 4 seeds, each member stopping at
-    exact match 0.8 or at the same 12M-token budget; the 4-layer twin for shallow-to-deep."""
-    for name, n_members, seeds in (("cpu-critical-batch.yaml", 42, 6), ("cpu-lr-batch.yaml", 48, 4),
+def test_critical_batch_sweeps_share_a_budget_and_the_stop_rule():
+    """Issue #15's sweeps: the demo at B = 32 ... 2048 documents x 4 seeds and LR x B x 4 seeds, each member
+    stopping at exact match 0.8 or at a budget of 12M tokens or 700 steps, whichever is more; every member with
+    micro-batches for the noise scale; sweep B's grid leaves out the demo's LR (sweep A has it); the 4-layer twin."""
+    demo_lr = load_config_file(REPO / "trainer_configs" / "demo.yaml")["learning_rate"]
+    for name, n_members, seeds in (("cpu-critical-batch.yaml", 28, 4), ("cpu-lr-batch.yaml", 36, 4),
                                    ("cpu-depth.yaml", 4, 4)):
         sweep = load_sweep(SWEEPS / name)
         parsed = validate(sweep, sweep.members, [])
@@ -72,14 +74,24 @@ def test_critical_batch_sweeps_share_a_token_budget_and_the_stop_rule():
             assert {parsed[m.name][0].num_hidden_layers for m in sweep.members} == {4}
             continue
         assert {t.copy_stop_exact_match for t in training} == {0.8}
+        assert all(t.gradient_noise_scale and t.gradient_accumulation_steps >= 2 for t in training)
         docs = {t.per_device_train_batch_size * t.gradient_accumulation_steps for t in training}
         assert docs == ({32, 64, 128, 256, 512, 1024, 2048} if "critical" in name else {64, 512, 2048})
-        for t in training:  # the same token budget for every batch, within one step
+        for t in training:
             per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps * 40
-            assert 12_000_000 - per_step < t.max_steps * per_step <= 12_000_000
+            assert t.max_steps == max(700, 12_000_000 // per_step)
             assert t.copy_eval_steps <= max(10, t.max_steps // 60)  # dense enough not to quantise the jump
-        if "lr-batch" in name:
-            assert {t.learning_rate for t in training} == {0.00075, 0.0015, 0.003, 0.006}
+        rates = {t.learning_rate for t in training}
+        assert rates == ({demo_lr} if "critical" in name else {0.00075, 0.003, 0.006})
+
+
+def test_only_runs_members_in_the_order_given():
+    """`--only b,a` runs b first: long members can go first and seeds in turn (a cut-off sweep keeps whole seeds)."""
+    from grokcopy.experiments.sweep import select
+    sweep = load_sweep(SWEEPS / "cpu-critical-batch.yaml")
+    picked = select(sweep, "bs2048-seed1,bs32-seed0,bs2048-seed1,bs512-seed0")
+    assert [m.name for m in picked] == ["bs2048-seed1", "bs32-seed0", "bs512-seed0"]
+    assert [m.name for m in select(sweep, None)] == [m.name for m in sweep.members]
 
 
 SMOKE = ["--max_steps", "2", "--save_strategy", "no", "--eval_strategy", "no", "--induction_analysis", "false",

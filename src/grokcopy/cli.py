@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", allow_abbrev=False,
                            help="run a sweep file's members (trainer_configs/sweeps/); --field value applies to all")
     sweep.add_argument("sweep", help="sweep YAML: base config, grid / members / seeds")
-    sweep.add_argument("--only", help="comma-separated member names to run (default: all)")
+    sweep.add_argument("--only", help="comma-separated member names to run, in this order (default: all, in the file's order)")
     sweep.add_argument("--output_dir", help="the sweep's folder (default: its output_dir); members go below it")
     sweep.add_argument("--print-commands", action="store_true", help="print one train command per member instead")
     sweep.add_argument("--launcher", choices=["torchrun", "accelerate"], help="with --print-commands")

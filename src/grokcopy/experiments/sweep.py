@@ -160,7 +160,8 @@ def select(sweep: Sweep, only: str | None) -> list[Member]:
     missing = [n for n in wanted if n not in names]
     if missing:
         raise ConfigError(f"--only: no member named {', '.join(missing)} (members: {', '.join(names)})")
-    return [m for m in sweep.members if m.name in wanted]
+    by_name = {m.name: m for m in sweep.members}
+    return [by_name[n] for n in dict.fromkeys(wanted)]  # in the order given: long members first, seeds in turn
 
 
 def validate(sweep: Sweep, members: list[Member], overrides: list[str], hardware_neutral: bool = False) -> dict:
