@@ -21,7 +21,7 @@ SWEEP_FILES = sorted(p.name for p in SWEEPS.glob("*.yaml"))
 def test_the_sweeps_are_there():
     assert SWEEP_FILES == ["cpu-batch-size.yaml", "cpu-critical-batch.yaml", "cpu-depth.yaml", "cpu-learning-rate.yaml",
                            "cpu-lr-batch.yaml", "cpu-regularization.yaml", "paper-batch-size.yaml",
-                           "paper-learning-rate.yaml", "paper-regularization.yaml"]
+                           "paper-critical-batch.yaml", "paper-learning-rate.yaml", "paper-regularization.yaml"]
 
 
 TWINS = [n for n in SWEEP_FILES if n.split("-", 1)[1] in ("batch-size.yaml", "learning-rate.yaml",
@@ -83,6 +83,21 @@ def test_critical_batch_sweeps_share_a_budget_and_the_stop_rule():
             assert t.copy_eval_steps <= max(10, t.max_steps // 60)  # dense enough not to quantise the jump
         rates = {t.learning_rate for t in training}
         assert rates == ({demo_lr} if "critical" in name else {0.00075, 0.003, 0.006})
+
+
+def test_paper_critical_batch_spans_the_papers_batches_with_a_shared_budget():
+    """The GPU sweep that tests the CPU fit's prediction: 32 ... 1,024 sequences of 1,024 tokens on 8 GPUs (the
+    paper's 256-1,024 inside), 10B tokens or 60k steps, whichever is more; the stop rule and the noise scale."""
+    sweep = load_sweep(SWEEPS / "paper-critical-batch.yaml")
+    parsed = validate(sweep, sweep.members, [], hardware_neutral=not torch.cuda.is_available())
+    training = [parsed[m.name][2] for m in sweep.members]
+    assert len(training) == 18 and {t.seed for t in training} == {0, 1, 2}
+    assert all(t.copy_stop_exact_match == 0.8 and t.gradient_noise_scale for t in training)
+    for t in training:
+        sequences = t.per_device_train_batch_size * t.gradient_accumulation_steps * 8
+        assert t.max_steps == max(60_000, -(-10_000_000_000 // (sequences * 1024)))
+    assert {t.per_device_train_batch_size * t.gradient_accumulation_steps * 8 for t in training} == \
+        {32, 64, 128, 256, 512, 1024}
 
 
 def test_only_runs_members_in_the_order_given():
