@@ -152,17 +152,21 @@ def losses_from_log(log_history: list[dict]) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in log_history if "loss" in r]
 
 
-def logged_losses(run_dir: str | Path) -> list[tuple[int, float]]:
-    """The run's logged training losses: from trainer_state.json, else the newest checkpoint's (a run
-    still training or killed), else the losses the copy history recorded."""
+def log_history(run_dir: str | Path) -> list[dict]:
+    """The Trainer's log of the run: trainer_state.json's, else the newest checkpoint's (a run still training
+    or killed); [] without one."""
     run_dir = Path(run_dir)
     for state_file in [run_dir / TRAINER_STATE] + [c / TRAINER_STATE for c in reversed(checkpoints(run_dir))]:
         state = read_json(state_file)
-        if isinstance(state, dict) and "log_history" in state:
-            losses = losses_from_log(state["log_history"])
-            if losses:
-                return losses
-    return [(r["step"], r["loss"]) for r in read_jsonl(run_dir / COPY_HISTORY) if r.get("loss") is not None]
+        if isinstance(state, dict) and state.get("log_history"):
+            return state["log_history"]
+    return []
+
+
+def logged_losses(run_dir: str | Path, log: list[dict] | None = None) -> list[tuple[int, float]]:
+    """The run's logged training losses (from its `log_history`), else the losses the copy history recorded."""
+    losses = losses_from_log(log_history(run_dir) if log is None else log)
+    return losses or [(r["step"], r["loss"]) for r in read_jsonl(Path(run_dir) / COPY_HISTORY) if r.get("loss") is not None]
 
 
 def history_tokens_per_step(records: list[dict]) -> float | None:
@@ -172,12 +176,13 @@ def history_tokens_per_step(records: list[dict]) -> float | None:
 
 
 def load_histories(run_dir: str | Path) -> dict:
-    """Everything a report needs of a run folder: `losses`, `copy_history`, `induction_history`,
+    """Everything a report needs of a run folder: `losses`, `log_history`, `copy_history`, `induction_history`,
     `run_config` and `tokens_per_step` (run_config.json's, else the copy history's)."""
     run_dir = Path(run_dir)
     copy = read_jsonl(run_dir / COPY_HISTORY)
     run_config = read_json(run_dir / RUN_CONFIG) or {}
-    return {"losses": logged_losses(run_dir), "copy_history": copy,
+    log = log_history(run_dir)
+    return {"losses": logged_losses(run_dir, log), "log_history": log, "copy_history": copy,
             "induction_history": read_jsonl(run_dir / INDUCTION_HISTORY), "run_config": run_config,
             "tokens_per_step": run_config.get("tokens_per_step") or history_tokens_per_step(copy)}
 

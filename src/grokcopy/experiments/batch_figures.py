@@ -22,7 +22,6 @@ import numpy as np  # noqa: E402
 from grokcopy.analysis.plots import save_figure  # noqa: E402
 from grokcopy.experiments.claims import BATCH_FIELDS  # noqa: E402
 from grokcopy.experiments.conditions import family  # noqa: E402
-from grokcopy.run_dir import TRAINER_STATE, read_json  # noqa: E402
 
 NOISE_SCALE_KEY = "gradient_noise_scale_tokens"
 
@@ -119,11 +118,10 @@ def lr_batch_figure(grid: dict, out: Path) -> Path:
     return save_figure(fig, out)
 
 
-def plateau_noise_scale(run_path: str | Path, jump_step: float | None, censored_at: float | None) -> float | None:
+def plateau_noise_scale(log: list[dict], jump_step: float | None, censored_at: float | None) -> float | None:
     """Median logged noise scale (tokens) over the plateau: after the first tenth of it (warm-up) and before
     the jump (or the run's end, if it never jumped). None when the run logged none."""
     end = jump_step if jump_step is not None else censored_at
-    log = (read_json(Path(run_path) / TRAINER_STATE) or {}).get("log_history") or []
     values = [r[NOISE_SCALE_KEY] for r in log if NOISE_SCALE_KEY in r and r[NOISE_SCALE_KEY] is not None
               and end is not None and 0.1 * end <= r["step"] <= end and np.isfinite(r[NOISE_SCALE_KEY])]
     return float(np.median(values)) if values else None
@@ -135,7 +133,7 @@ def noise_scale_summary(by_label: dict, fit: dict | None) -> dict | None:
         return None
     rows = []
     for label, batch in zip(fit["conditions"], fit["tokens_per_step"]):
-        values = [v for v in (plateau_noise_scale(r["path"], r["stats"].get("jump_step"),
+        values = [v for v in (plateau_noise_scale(r["data"].get("log_history") or [], r["stats"].get("jump_step"),
                                                   r["stats"].get("jump_censored_at"))
                               for r in by_label[label]["runs"]) if v is not None]
         if values:

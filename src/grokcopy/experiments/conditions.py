@@ -121,7 +121,6 @@ def load_runs(dirs: list[Path], loss_target: float | None = None, loss_window: i
     for d, data in zip(dirs, histories):
         stats = grokking_stats(data, loss_target=loss_target, loss_window=loss_window, **settings)
         runs.append({"name": d.name if names.count(d.name) == 1 else f"{d.parent.name}/{d.name}", "path": str(d),
-                     "unfinished": unfinished(d, data["run_config"], stats["steps"]),
                      "config": flat_config(data["run_config"]), "seed": (data["run_config"].get("training") or {})
                      .get("seed"), "data": data, "induction": data["induction_history"], "stats": stats,
                      "unfinished": None if is_series(d) or stats["finished"] else unfinished(d, data["run_config"],
