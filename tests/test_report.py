@@ -381,6 +381,29 @@ def test_lr_batch_grid_finds_a_sign_flip_and_the_plateau_noise_scale(tmp_path):
     assert "## Learning rate x batch" in text and "The sign flips with the batch." in text
 
 
+def test_lr_batch_grid_counts_a_censored_cell_as_late_and_skips_single_rate_rows(tmp_path):
+    """A learning rate that never jumps within its budget is the latest, not a missing point: at the small
+    batch 6e-3 never jumps (budget 1,200 steps), so "larger LR later" must still be read. A batch with one
+    learning rate (a batch-only member in the same folder) gives no learning-rate effect. The budget
+    (max_steps) differs with the batch, as in a token-budget sweep: still one family."""
+    cases = {(64, 1.5e-3, 1200): 600, (64, 3e-3, 1200): 580, (64, 6e-3, 1200): None,  # dropped, 6e-3 would look early
+             (1024, 1.5e-3, 700): 400, (1024, 3e-3, 700): 250, (1024, 6e-3, 700): 150, (256, 1.5e-3, 900): 450}
+    for (batch, lr, budget), jump in cases.items():
+        for seed in range(4):
+            write_run(tmp_path / f"bs{batch}-lr{lr}-seed{seed}", batch=batch, seed=seed, lr=lr, steps=budget,
+                      jump=budget + 2000 if jump is None else jump)  # None: never within the budget
+    out = tmp_path / "report"
+    assert main(["report", str(tmp_path), "--out", str(out)]) == 0
+    record = json.loads((out / "report.json").read_text())
+    grid = record["lr_batch"]
+    assert grid["tokens_per_step"] == [64 * 40, 256 * 40, 1024 * 40]
+    effects = {e["tokens_per_step"]: e for e in grid["lr_effect"]}
+    assert set(effects) == {64 * 40, 1024 * 40}
+    assert effects[64 * 40]["verdict"] == "larger LR later" and len(effects[64 * 40]["censored_cells"]) == 1
+    assert effects[1024 * 40]["verdict"] == "larger LR earlier" and grid["sign_flips"] is True
+    assert record["critical_batch"]["conditions"] and len(record["critical_batch"]["conditions"]) == 3
+
+
 def test_report_finds_runs_in_folders_of_folders(tmp_path):
     """docs/reproduction/demo-seeds/<recipe>/seed-N: one command reports every recipe's seeds."""
     for recipe, share in (("a", 0.0), ("b", 0.03)):

@@ -66,8 +66,10 @@ def _slope_of_log_lr(lrs, steps) -> float | None:
 
 def lr_batch_grid(by_label: dict) -> dict | None:
     """Conditions that differ only in learning rate and batch (>= 2 of each): per cell the KM median jump
-    step with its interval and k/n jumped; per batch the learning-rate effect d ln S* / d ln LR with a
-    bootstrap interval: "larger LR earlier" (interval < 0), "larger LR later" (> 0) or not resolved."""
+    step with its interval and k/n jumped; per batch with >= 2 learning rates the learning-rate effect
+    d ln S* / d ln LR with a bootstrap interval: "larger LR earlier" (interval < 0), "larger LR later" (> 0)
+    or not resolved. An undefined median (most seeds never jumped) enters as the condition's last step, a
+    lower bound: that pulls the slope toward 0, so a censored cell can weaken a verdict but not invent one."""
     labels = family(by_label, ("learning_rate", *BATCH_FIELDS))
     lrs = sorted({by_label[l]["config"]["learning_rate"] for l in labels})
     batches = sorted({by_label[l]["config"]["tokens_per_step"] for l in labels})
@@ -83,15 +85,22 @@ def lr_batch_grid(by_label: dict) -> dict | None:
                           "n_runs": c["stats"]["n_runs"], "n_jumped": c["stats"]["n_jumped"],
                           "jump_step_median": c["stats"]["jump_step_median"],
                           "jump_step_ci95": c["stats"]["jump_step_ci95"]})
+        if len(row) < 2:
+            continue
         row_lrs = [by_label[l]["config"]["learning_rate"] for l in row]
-        point = _slope_of_log_lr(row_lrs, [by_label[l]["stats"]["jump_step_median"] for l in row])
+        bound = np.array([float(by_label[l]["stats"]["steps"] or np.nan) for l in row])  # the censoring step
+        medians = [by_label[l]["stats"]["jump_step_median"] for l in row]
+        censored = [label for label, m in zip(row, medians) if m is None]
+        point = _slope_of_log_lr(row_lrs, [b if m is None else m for m, b in zip(medians, bound)])
         samples = np.vstack([by_label[l]["samples"]["jump_step"] for l in row])  # [lrs, n]; NaN: undefined
+        samples = np.where(np.isnan(samples), bound[:, None], samples)
         slopes = [s for s in (_slope_of_log_lr(row_lrs, list(samples[:, k])) for k in range(samples.shape[1]))
                   if s is not None]
         ci = [float(v) for v in np.quantile(slopes, [0.025, 0.975])] if len(slopes) >= 20 and point is not None else None
         verdict = ("not resolved" if ci is None else "larger LR earlier" if ci[1] < 0
                    else "larger LR later" if ci[0] > 0 else "no clear effect")
-        effects.append({"tokens_per_step": batch, "slope": point, "ci95": ci, "verdict": verdict})
+        effects.append({"tokens_per_step": batch, "slope": point, "ci95": ci, "verdict": verdict,
+                        "censored_cells": censored})
     flips = {e["verdict"] for e in effects} >= {"larger LR earlier", "larger LR later"}
     return {"learning_rates": lrs, "tokens_per_step": batches, "cells": cells, "lr_effect": effects,
             "sign_flips": flips}

@@ -313,7 +313,9 @@ def write_markdown(record: dict, out: Path) -> None:
                          f"{_interval_text(c['jump_step_ci95'])} ({c['n_jumped']}/{c['n_runs']})" for c in row) + " |")
         lines += ["", "Learning-rate effect (d ln S* / d ln LR, 95% bootstrap interval): " + "; ".join(
             f"{e['tokens_per_step']:,} tokens/step: "
-            + ("-" if e["slope"] is None else f"{e['slope']:.2f}{_interval_text(e['ci95'])}") + f" ({e['verdict']})"
+            + ("-" if e["slope"] is None else f"{e['slope']:.2f}{_interval_text(e['ci95'])}") + f" ({e['verdict']}"
+            + (f"; {len(e['censored_cells'])} cell(s) censored, entered at their last step" if e.get("censored_cells")
+               else "") + ")"
             for e in grid["lr_effect"]) + (". The sign flips with the batch." if grid["sign_flips"] else ".")]
     noise = record.get("noise_scale")
     if noise:
