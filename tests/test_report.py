@@ -404,6 +404,24 @@ def test_lr_batch_grid_counts_a_censored_cell_as_late_and_skips_single_rate_rows
     assert record["critical_batch"]["conditions"] and len(record["critical_batch"]["conditions"]) == 3
 
 
+@pytest.mark.parametrize("order, verdict", [((None, 200, 400), "supported"), ((None, 400, 200), "contradicted")])
+def test_shallow_to_deep_from_a_three_layer_formation(tmp_path, order, verdict):
+    """Claim (e) on runs with a known order: layer 1 forms at 200 and layer 2 at 400 in every seed (supported),
+    or the other way round (contradicted); layer 0 never forms (it is no layer that can, so it is left out)."""
+    for seed in range(4):
+        run = write_run(tmp_path / f"seed{seed}", batch=64, seed=seed, jump=500)
+        rows = [{"step": step, "tokens": step * 64 * 40, "num_layers": 3, "num_heads": 2,
+                 "induction": [[0.05 if at is None or step < at + 10 * seed else 0.8, 0.0] for at in order]}
+                for step in range(0, 2001, 50)]
+        (run / "induction_history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "report"
+    assert main(["report", str(tmp_path), "--out", str(out)]) == 0
+    claim = {c["claim"]: c for c in json.loads((out / "report.json").read_text())["claims"]}["e"]
+    assert claim["verdict"] == verdict, claim["evidence"]
+    (only,) = claim["numbers"]["conditions"].values()
+    assert only["formed_layers"] == [1, 2] and only["pairs"][0]["both_formed"] == 4
+
+
 def test_report_finds_runs_in_folders_of_folders(tmp_path):
     """docs/reproduction/demo-seeds/<recipe>/seed-N: one command reports every recipe's seeds."""
     for recipe, share in (("a", 0.0), ("b", 0.03)):

@@ -16,7 +16,9 @@ jump step) against ln(tokens per step) lies within +-ALIGNED (0 = steps govern, 
 of ln(median tokens to the loss target) against ln(tokens per step) lies within +-ALIGNED; (c) a
 larger learning rate groks earlier: the slope of ln(median jump step) against ln(learning rate) is
 negative; (d) attention dropout / weight decay grok earlier or higher: each regularised condition's
-median jump step is earlier than the baseline's, or its mean final exact match higher.
+median jump step is earlier than the baseline's, or its mean final exact match higher; (e) induction heads
+form from shallow to deep layers: among the layers that form in >= 3/4 of a condition's seeds, the shallower
+forms first in every seed (claim_shallow_to_deep).
 """
 
 from __future__ import annotations
@@ -186,6 +188,60 @@ def claim_regularization_helps(conditions: dict) -> dict:
     return _claim("d", text, verdict, evidence, numbers)
 
 
+def _layer_order(condition: dict) -> dict | None:
+    """One condition's shallow-to-deep evidence: the layers that form (I >= threshold) in >= 3/4 of its
+    seeds, their KM medians, and per pair of them how many seeds formed both and in which order."""
+    runs = [r["stats"].get("formation") or [] for r in condition["runs"]]
+    n = len(runs)
+    rows = condition["stats"].get("formation") or []
+    formed = [r["layer"] for r in rows if n and r["n_formed"] >= 0.75 * n]
+    pairs = []
+    for i, shallow in enumerate(formed):
+        for deep in formed[i + 1:]:
+            both = [(f[shallow]["formation_step"], f[deep]["formation_step"]) for f in runs
+                    if len(f) > deep and f[shallow]["formation_step"] is not None
+                    and f[deep]["formation_step"] is not None]
+            pairs.append({"shallow": shallow, "deep": deep, "both_formed": len(both),
+                          "shallow_first_or_tied": sum(a <= b for a, b in both),
+                          "deep_strictly_first": sum(b < a for a, b in both),
+                          "medians_in_order": rows[shallow]["median"] < rows[deep]["median"]})
+    return {"n_runs": n, "formed_layers": formed,
+            "medians": {r["layer"]: r["median"] for r in rows if r["layer"] in formed}, "pairs": pairs}
+
+
+def claim_shallow_to_deep(conditions: dict) -> dict:
+    """(e) Induction heads form from shallow to deep layers: in each condition with >= 2 layers that form in
+    >= 3/4 of its seeds, for every pair the shallower formed first (or with it) in every seed that formed
+    both and its median is earlier (supported); contradicted where, for a pair, the deeper formed strictly
+    first in >= 3/4 of the seeds that formed both (at least MIN_SEEDS of them)."""
+    text = "(e) induction heads form from shallow to deep layers"
+    orders = {label: _layer_order(c) for label, c in conditions.items() if c.get("runs")}
+    testable = {label: o for label, o in orders.items() if len(o["formed_layers"]) >= 2}
+    if not testable:
+        return _claim("e", text, NOT_TESTABLE, "needs a condition in which >= 2 layers form an induction head in "
+                                               ">= 3/4 of its seeds", {"conditions": orders})
+    verdicts, parts = [], []
+    for label, o in testable.items():
+        if o["n_runs"] < MIN_SEEDS:
+            verdicts.append(NOT_RESOLVED)
+        elif any(p["both_formed"] >= MIN_SEEDS and p["deep_strictly_first"] >= 0.75 * p["both_formed"]
+                 for p in o["pairs"]):
+            verdicts.append(CONTRADICTED)
+        elif all(p["both_formed"] and p["shallow_first_or_tied"] == p["both_formed"] and p["medians_in_order"]
+                 for p in o["pairs"]):
+            verdicts.append(SUPPORTED)
+        else:
+            verdicts.append(NOT_RESOLVED)
+        parts.append(f"{label}: layers " + ", ".join(f"{layer} at {_fmt(m)}" for layer, m in o["medians"].items())
+                     + " (KM medians); " + "; ".join(
+                         f"{p['shallow']} before {p['deep']} in {p['shallow_first_or_tied']}/{p['both_formed']} seeds"
+                         for p in o["pairs"]) + f" ({verdicts[-1]})")
+    verdict = (CONTRADICTED if CONTRADICTED in verdicts else SUPPORTED if all(v == SUPPORTED for v in verdicts)
+               else NOT_RESOLVED)
+    return _claim("e", text, verdict, "; ".join(parts), {"conditions": orders})
+
+
 def evaluate_claims(conditions: dict) -> list[dict]:
     return [claim_jump_follows_steps(conditions), claim_loss_follows_tokens(conditions),
-            claim_larger_lr_earlier(conditions), claim_regularization_helps(conditions)]
+            claim_larger_lr_earlier(conditions), claim_regularization_helps(conditions),
+            claim_shallow_to_deep(conditions)]
