@@ -36,7 +36,7 @@ def test_estimator_is_exact_in_expectation():
 def test_callback_recovers_the_known_noise_scale_in_a_plain_trainer(tmp_path):
     torch.manual_seed(0)
     data = Dataset.from_dict({"x": (MU + SIGMA * torch.randn(24_000, DIM)).tolist()})
-    callback = GradientNoiseScaleCallback(decay=0.995, block_size=10)
+    callback = GradientNoiseScaleCallback(window=200, block_size=10)
     args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, gradient_accumulation_steps=4,
                              max_steps=600, learning_rate=1e-9, logging_steps=100, report_to="none", use_cpu=True,
                              max_grad_norm=0.0, save_strategy="no", disable_tqdm=True, dataloader_pin_memory=False,
@@ -50,6 +50,31 @@ def test_callback_recovers_the_known_noise_scale_in_a_plain_trainer(tmp_path):
     assert final["gradient_noise_scale"] == pytest.approx(64, rel=0.2)
     assert final["gradient_noise_scale_tokens"] == pytest.approx(final["gradient_noise_scale"] * 10)
     assert callback.steps_used == 600 and callback.steps_clipped == 0
+
+
+class InOrder(Trainer):
+    def _get_train_sampler(self, *args, **kwargs):
+        return torch.utils.data.SequentialSampler(self.train_dataset)
+
+
+def test_early_large_gradients_do_not_linger_in_the_estimate(tmp_path):
+    """Real training starts with gradients 10-100x larger than on the plateau; the estimate must forget them.
+    The first 50 steps here have a mean gradient 20x MU (|G|^2 400x larger, noise scale 0.16), the rest the
+    known problem: 500 steps later the callback reads the known 64 (an EMA of decay 0.99 read 24 here, 0.995 2.2)."""
+    torch.manual_seed(0)
+    early = 20 * MU + SIGMA * torch.randn(50 * 32, DIM)
+    data = Dataset.from_dict({"x": torch.cat([early, MU + SIGMA * torch.randn(550 * 32, DIM)]).tolist()})
+    callback = GradientNoiseScaleCallback(window=200, block_size=10)
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, gradient_accumulation_steps=4,
+                             max_steps=600, learning_rate=1e-9, logging_steps=100, report_to="none", use_cpu=True,
+                             max_grad_norm=0.0, save_strategy="no", disable_tqdm=True, dataloader_pin_memory=False,
+                             remove_unused_columns=False)
+    collate = lambda rows: {"x": torch.tensor([r["x"] for r in rows])}  # noqa: E731
+    trainer = InOrder(model=LinearLoss(), args=args, train_dataset=data, data_collator=collate, callbacks=[callback])
+    trainer.train()
+    assert trainer.state.log_history[-2]["gradient_noise_scale"] == pytest.approx(64, rel=0.25)
+    with pytest.raises(ValueError, match="window"):
+        GradientNoiseScaleCallback(window=1)
 
 
 def test_without_gradient_accumulation_it_says_so_and_stays_off(tmp_path, caplog):

@@ -295,9 +295,17 @@ def test_critical_batch_fit_recovers_mccandlish_curve_and_reads_the_regimes(tmp_
     for c in conditions.values():  # the collapse plot draws every seed: runs as group_conditions makes them
         c["runs"] = [{"stats": {"jump_step": s}} for s in noisy(c["stats"]["jump_step_median"], spread=0.03)]
     assert collapse_figure(conditions, fit, tmp_path / "collapse.png").stat().st_size > 10_000
-    # a condition whose median is undefined leaves the fit unresolved, never silently dropped
-    conditions["bs=32"] = cond(conditions["bs=32"]["config"], [None] * 4, steps=5000)
-    assert critical_batch(conditions, list(conditions))["resolved"] is False
+    # a batch whose median is undefined is no point of the fit but a bound, checked against it, never dropped:
+    # no jump by step 50,000 where the curve says ~4,990 (the model fails there); by 1,000 it is no conflict
+    for steps, fails in ((50_000, True), (1_000, False)):
+        conditions["bs=32"] = cond(conditions["bs=32"]["config"], [None] * 4, steps=steps)
+        fit = critical_batch(conditions, list(conditions))
+        assert fit["resolved"] and fit["fitted"] == [f"bs={b // 40}" for b in batches[1:]]
+        (bound,) = fit["censored"]
+        assert bound["label"] == "bs=32" and bound["steps_without_jump"] == steps and bound["below_model"] is fails
+        assert bound["predicted_jump_step"] == pytest.approx(s_min * (1 + b_crit / 1280), rel=0.15)
+    conditions = {k: c for k, c in conditions.items() if k in ("bs=32", "bs=128")}
+    assert critical_batch(conditions, list(conditions))["resolved"] is False  # one defined median: no fit
 
 
 def test_demo_criteria_rate_and_the_held_out_seeds(tmp_path):

@@ -6,7 +6,8 @@ tokens (S ~ 1/B), far above it steps (S ~ S_min): the local slope d ln S / d ln 
 We fit ln S* = ln S_min + ln(1 + B_crit/B) to the conditions' Kaplan-Meier median jump steps (B in
 tokens per optimizer step), with 95% intervals from the conditions' bootstrap medians, and read each
 batch's regime from its local slope's interval: steps govern where it lies in (-0.2, 0], tokens where
-it lies in [-1, -0.8), in between otherwise.
+it lies in [-1, -0.8), in between otherwise. A batch whose median is undefined (most seeds never jumped
+within the budget) is kept as a bound and checked against the fit, never silently dropped.
 """
 
 from __future__ import annotations
@@ -49,16 +50,24 @@ def regime(ci) -> str:
 
 def critical_batch(conditions: dict, labels: list[str], max_undefined: float = 0.05) -> dict:
     """The fit over a batch family: `s_min`, `b_crit`, `e_min` (tokens) with 95% intervals, and per batch
-    the local slope with its interval and regime. `resolved` False when a median is undefined or too
-    many bootstrap resamples lack one."""
+    the local slope with its interval and regime. The fit uses the batches whose median jump step is defined
+    (`fitted`); a batch where most seeds never jumped is no point on the curve but a bound: it is listed under
+    `censored` with its last step and what the fit predicts there (`below_model`: no jump by a step the model
+    says it should have come by, i.e. the model fails at that batch). `resolved` False with fewer than two
+    defined medians or when more than `max_undefined` of the bootstrap resamples lack one."""
     labels = sorted(labels, key=lambda l: conditions[l]["config"]["tokens_per_step"])
-    batches = [conditions[l]["config"]["tokens_per_step"] for l in labels]
-    medians = [conditions[l]["stats"].get("jump_step_median") for l in labels]
-    out = {"conditions": labels, "tokens_per_step": batches, "jump_step_median": medians, "resolved": False}
-    if len(labels) < 2 or any(m is None for m in medians):
+    all_batches = [conditions[l]["config"]["tokens_per_step"] for l in labels]
+    all_medians = [conditions[l]["stats"].get("jump_step_median") for l in labels]
+    out = {"conditions": labels, "tokens_per_step": all_batches, "jump_step_median": all_medians, "resolved": False}
+    fitted = [l for l, m in zip(labels, all_medians) if m is not None]
+    censored = [l for l in labels if l not in fitted]
+    out.update(fitted=fitted, censored=[{"label": l, "tokens_per_step": conditions[l]["config"]["tokens_per_step"],
+                                         "steps_without_jump": conditions[l]["stats"].get("steps")} for l in censored])
+    if len(fitted) < 2:
         return out
-    point = fit_critical_batch(batches, medians)
-    samples = np.vstack([conditions[l]["samples"]["jump_step"] for l in labels])  # [conditions, n]
+    batches = [conditions[l]["config"]["tokens_per_step"] for l in fitted]
+    point = fit_critical_batch(batches, [conditions[l]["stats"]["jump_step_median"] for l in fitted])
+    samples = np.vstack([conditions[l]["samples"]["jump_step"] for l in fitted])  # [conditions, n]
     usable = ~np.isnan(samples).any(axis=0)
     if point is None or usable.mean() < 1 - max_undefined:
         return out
@@ -71,11 +80,17 @@ def critical_batch(conditions: dict, labels: list[str], max_undefined: float = 0
 
     s_min, b_crit = point
     out.update(resolved=True, s_min=s_min, s_min_ci95=ci(fits[:, 0]), b_crit=b_crit, b_crit_ci95=ci(fits[:, 1]),
-               e_min=s_min * b_crit, e_min_ci95=ci(fits[:, 0] * fits[:, 1]))
+               e_min=s_min * b_crit, e_min_ci95=ci(fits[:, 0] * fits[:, 1]),
+               fitted_range=[min(batches), max(batches)])
     slopes = []
     for batch in batches:
         interval = ci(-1.0 / (1.0 + batch / fits[:, 1]))
         slopes.append({"tokens_per_step": batch, "slope": local_slope(batch, b_crit), "ci95": interval,
                        "regime": regime(interval)})
     out["local_slopes"] = slopes
+    for row in out["censored"]:
+        predicted = fits[:, 0] * (1 + fits[:, 1] / row["tokens_per_step"])
+        row.update(predicted_jump_step=s_min * (1 + b_crit / row["tokens_per_step"]), predicted_ci95=ci(predicted),
+                   below_model=bool(row["steps_without_jump"] is not None
+                                    and row["steps_without_jump"] > np.quantile(predicted, 0.975)))
     return out

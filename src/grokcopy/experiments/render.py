@@ -330,14 +330,23 @@ def write_markdown(record: dict, out: Path) -> None:
     if fit:
         lines += ["", "## Critical batch (McCandlish et al. 2018: S = S_min (1 + B_crit / B))", ""]
         if not fit.get("resolved"):
-            lines.append("Not resolved: a condition's median jump step is undefined (too many censored seeds).")
+            lines.append("Not resolved: fewer than two batches with a defined median jump step, or too many "
+                         "bootstrap resamples without one (too many censored seeds).")
         else:
             lines.append(f"B_crit = {_num(fit['b_crit'], 'tokens')} tokens per step {_interval_text(fit['b_crit_ci95'])}, "
                          f"S_min = {_num(fit['s_min'])} steps {_interval_text(fit['s_min_ci95'])}, E_min = "
-                         f"{_num(fit['e_min'], 'tokens')} tokens.")
+                         f"{_num(fit['e_min'], 'tokens')} tokens; fitted on {len(fit['fitted'])} batches "
+                         f"({fit['fitted_range'][0]:,}-{fit['fitted_range'][1]:,} tokens per step).")
             lines += ["", "| tokens per step | local slope d ln S / d ln B [95% CI] | regime |", "|---|---|---|"]
             lines += [f"| {s['tokens_per_step']:,} | {s['slope']:.2f} [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}] | "
                       f"{s['regime']} |" for s in fit["local_slopes"]]
+        for row in fit.get("censored") or []:  # no point of the fit: a bound, checked against it
+            predicted = (f"; the fit predicts {_num(row['predicted_jump_step'])} "
+                         f"{_interval_text(row['predicted_ci95'])}: "
+                         + ("**the model fails here** (no jump where it predicts one)" if row["below_model"]
+                            else "no conflict") if "predicted_jump_step" in row else "")
+            lines.append(f"- {row['label']} ({row['tokens_per_step']:,} tokens per step): most seeds never jumped "
+                         f"(by step {_num(row['steps_without_jump'])}){predicted}.")
     lines += ["", "## The paper's claims", ""]
     for claim in record["claims"]:
         lines.append(f"- **{claim['text']}**: **{claim['verdict']}**. {claim['evidence']}.")

@@ -12,7 +12,10 @@ Estimate (their appendix A.1): the squared norm of a mean gradient over B exampl
     |G|^2    ~ (B_big |G_big|^2 - B_small |G_small|^2) / (B_big - B_small)
     tr(Sigma) ~ (|G_small|^2 - |G_big|^2) / (1/B_small - 1/B_big)
 
-Both are averaged over steps (exponential moving average) before dividing, as the paper advises.
+Both are averaged over steps before dividing, as the paper advises: a plain mean over the last `window`
+usable steps. Not an exponential moving average: squared gradient norms fall by 10-100x over the first
+hundred steps, so an EMA with a long memory is dominated by those early steps for hundreds of steps more
+(measured on the demo: an EMA of decay 0.99 still read a negative noise scale at steps 160-200).
 The two batch sizes come free with gradient accumulation: after the first micro-batch the
 accumulated gradient is that micro-batch's own gradient / K (B_small = one micro-batch of one
 process; under DDP it is not yet synchronised), and before the optimizer step it is the mean over all
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,21 +59,25 @@ class GradientNoiseScaleCallback(TrainerCallback):
     The values join the Trainer's own log entry at each logging step (so they are in log_history, and
     reach every report_to integration listed after this callback; CopyTrainer puts it first, with
     another Trainer insert it at the front of `trainer.callback_handler.callbacks` for the same).
-    `decay`: the moving averages' decay per step (0.99: about the last 100 steps); `block_size`:
+    `window`: how many of the latest usable steps the two squared norms are averaged over; `block_size`:
     tokens per example, for the value in tokens.
     """
 
-    decay: float = 0.99
+    window: int = 100
     block_size: int | None = None
-    _g_small: Any = field(default=None, init=False, repr=False)
-    _g_big: Any = field(default=None, init=False, repr=False)
+    _norms: Any = field(default=None, init=False, repr=False)  # (|g_small|^2, |g_big|^2) of the latest steps
     _first: Any = field(default=None, init=False, repr=False)
     _substep: int = field(default=0, init=False)
     steps_used: int = field(default=0, init=False)
     steps_clipped: int = field(default=0, init=False)
     disabled: bool = field(default=False, init=False)
 
+    def __post_init__(self):
+        if self.window < 2:
+            raise ValueError(f"window: expected at least 2 steps to average over, got {self.window}")
+
     def on_train_begin(self, args, state, control, **kwargs):
+        self._norms = deque(maxlen=self.window)
         if args.gradient_accumulation_steps < 2:
             logger.warning("gradient noise scale: needs gradient_accumulation_steps >= 2 (two batch sizes from one "
                            "step); off for this run")
@@ -93,17 +101,17 @@ class GradientNoiseScaleCallback(TrainerCallback):
             return
         k = args.gradient_accumulation_steps
         small = self._first * k * k
-        self._g_small = small if self._g_small is None else self.decay * self._g_small + (1 - self.decay) * small
-        self._g_big = big if self._g_big is None else self.decay * self._g_big + (1 - self.decay) * big
+        self._norms.append((small.detach(), big.detach()))  # tensors: no device sync on every step
         self.steps_used += 1
 
     def current(self, args) -> dict | None:
         """The noise scale now, in examples and tokens (None before two usable steps)."""
-        if self._g_small is None or self.steps_used < 2:
+        if not self._norms or len(self._norms) < 2:
             return None
         b_small = args.per_device_train_batch_size
         b_big = b_small * args.gradient_accumulation_steps * args.world_size
-        true_sq, trace = simple_noise_scale(float(self._g_small), float(self._g_big), b_small, b_big)
+        g_small, g_big = (float(v) for v in torch.stack([torch.stack(pair) for pair in self._norms]).mean(dim=0))
+        true_sq, trace = simple_noise_scale(g_small, g_big, b_small, b_big)
         if true_sq <= 0 or not math.isfinite(true_sq):
             return None  # the true gradient is lost in the noise: B_simple is beyond what two batches resolve
         scale = trace / true_sq
