@@ -99,7 +99,11 @@ def _critical_batch_figure(conditions: list[dict], fit: dict, out: Path) -> Path
         _median_with_ci(ax, batch, c["stats"], "jump_step", "black", None)
     if fit.get("resolved"):
         b = np.geomspace(min(fit["tokens_per_step"]) / 2, max(fit["tokens_per_step"]) * 2, 200)
-        ax.plot(b, fit["s_min"] * (1 + fit["b_crit"] / b), color="black", lw=1.5, label="S_min (1 + B_crit / B)")
+        low, high = fit.get("fitted_range") or (b[0], b[-1])
+        inside = (b >= low) & (b <= high)
+        curve = fit["s_min"] * (1 + fit["b_crit"] / b)
+        ax.plot(b[inside], curve[inside], color="black", lw=1.5, label="S_min (1 + B_crit / B), fitted range")
+        ax.plot(b, np.where(inside, np.nan, curve), color="black", lw=0.8, ls="-.", label="extrapolated")
         ax.plot(b, np.full_like(b, fit["s_min"]), ls=":", color="grey", label="S_min: steps govern")
         ax.plot(b, fit["s_min"] * fit["b_crit"] / b, ls="--", color="grey", label="E_min / B: tokens govern")
         ax.axvspan(*fit["b_crit_ci95"], color="tab:orange", alpha=0.15)
