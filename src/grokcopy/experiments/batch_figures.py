@@ -128,11 +128,13 @@ def lr_batch_figure(grid: dict, out: Path) -> Path:
 
 
 def plateau_noise_scale(log: list[dict], jump_step: float | None, censored_at: float | None) -> float | None:
-    """Median logged noise scale (tokens) over the plateau: after the first tenth of it (warm-up) and before
-    the jump (or the run's end, if it never jumped). None when the run logged none."""
+    """Median logged noise scale (tokens) over the second half of the plateau: from half the jump step (or of
+    the run's end, if it never jumped) to the jump. Not earlier: the callback averages its last 100 steps, and
+    within ~100 steps of the loss's fast fall that window still holds the first steps' large gradients (the
+    demo: negative or ~10x low values until step ~140). None when the run logged none."""
     end = jump_step if jump_step is not None else censored_at
     values = [r[NOISE_SCALE_KEY] for r in log if NOISE_SCALE_KEY in r and r[NOISE_SCALE_KEY] is not None
-              and end is not None and 0.1 * end <= r["step"] <= end and np.isfinite(r[NOISE_SCALE_KEY])]
+              and end is not None and 0.5 * end <= r["step"] <= end and np.isfinite(r[NOISE_SCALE_KEY])]
     return float(np.median(values)) if values else None
 
 
