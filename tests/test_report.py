@@ -173,16 +173,17 @@ def test_report_end_to_end_two_batch_sizes_four_seeds(tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["report", str(sweep), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "8 runs in 2 conditions" in printed and "bs=64: 4/4 jumped; median jump step" in printed
+    assert "8 runs in 2 conditions" in printed and "B=64: 4/4 jumped; median jump step" in printed
     for name in ("curves.png", "induction_formation.png", "report.md", "report.json"):
         assert (out / name).stat().st_size > (10_000 if name.endswith(".png") else 100), name
     assert not (out / "learning_rate.png").exists() and not (out / "regularization.png").exists()
     record = json.loads((out / "report.json").read_text())
-    assert sorted(c["label"] for c in record["conditions"]) == ["bs=256", "bs=64"]
+    # a batch sweep is labelled by its batch (sequences per step), its config by every field that differs
+    assert sorted(c["label"] for c in record["conditions"]) == ["B=256", "B=64"]
     claims = {c["claim"]: c for c in record["claims"]}
     assert claims["a"]["verdict"] == SUPPORTED and claims["b"]["verdict"] == SUPPORTED
     assert claims["c"]["verdict"] == NOT_TESTABLE and claims["d"]["verdict"] == NOT_TESTABLE
-    bs64 = next(c for c in record["conditions"] if c["label"] == "bs=64")
+    bs64 = next(c for c in record["conditions"] if c["label"] == "B=64")
     assert bs64["n_runs"] == 4 and bs64["n_jumped"] == 4
     assert bs64["jump_step_median"] == pytest.approx(800 + 7, abs=15)  # seeds shift the jump by 0, 7, 14, 21
     low, high = bs64["jump_step_ci95"]
@@ -190,10 +191,25 @@ def test_report_end_to_end_two_batch_sizes_four_seeds(tmp_path, capsys):
     assert all(r["jump_step"] is not None and r["censored_at"] is None for r in record["runs"])
     assert record["settings"]["loss_target"] > 2.0
     report = (out / "report.md").read_text()
-    assert "| run | condition | seed |" in report and "| bs64-seed1 | bs=64 | 1 |" in report
-    assert "| condition | config | runs | jumped |" in report and "| bs=256 | bs=256 | 4 | 4 |" in report
+    assert "| run | condition | seed |" in report and "| bs64-seed1 | B=64 | 1 |" in report
+    assert "| condition | config | runs | jumped |" in report and "| B=256 | B=256, bs=256 | 4 | 4 |" in report
     assert f"**{SUPPORTED}**" in report and f"**{NOT_TESTABLE}**" in report and "![curves.png](curves.png)" in report
     assert "## Induction-head formation" in report
+
+
+def test_one_batch_split_two_ways_keeps_the_split_in_its_label(tmp_path):
+    """B = 512 as 128 x 4 micro-batches and as 256 x 2: the split is what differs, so the label says it."""
+    for per_device, accum in ((128, 4), (256, 2)):
+        for seed in (0, 1):
+            run = write_run(tmp_path / f"split{per_device}-seed{seed}", batch=per_device, seed=seed, jump=600)
+            config = json.loads((run / "run_config.json").read_text())
+            config["training"]["gradient_accumulation_steps"] = accum
+            config["tokens_per_step"] = per_device * accum * 40
+            (run / "run_config.json").write_text(json.dumps(config))
+    out = tmp_path / "report"
+    assert main(["report", str(tmp_path), "--out", str(out)]) == 0
+    labels = sorted(c["label"] for c in json.loads((out / "report.json").read_text())["conditions"])
+    assert labels == ["accum=2, bs=256", "accum=4, bs=128"], labels
 
 
 def test_report_keeps_censored_and_unfinished_runs(tmp_path):

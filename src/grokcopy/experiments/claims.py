@@ -26,12 +26,12 @@ from __future__ import annotations
 import numpy as np
 
 from grokcopy.analysis.survival import bootstrap_slope, interval
-from grokcopy.experiments.conditions import family
+from grokcopy.experiments.conditions import BATCH, family
 
 # A batch condition's fields; max_steps with them: a batch sweep at one token budget gives each batch its own
 # number of steps (a run's budget, where the copy jump is censored if it has not come).
 BATCH_FIELDS = ("tokens_per_step", "per_device_train_batch_size", "gradient_accumulation_steps", "world_size",
-                "max_steps")
+                "max_steps", BATCH)
 SUPPORTED, CONTRADICTED, NOT_RESOLVED = "supported", "contradicted", "not resolved"
 NOT_TESTABLE = "not testable with these runs"
 MIN_SEEDS = 3

@@ -167,6 +167,31 @@ def _order(value):
     return (0, float(value), "") if isinstance(value, (int, float)) else (1, 0.0, str(value))
 
 
+SPLIT = ("per_device_train_batch_size", "gradient_accumulation_steps", "world_size")
+BATCH = "B"  # sequences per optimizer step, the label of a batch sweep
+
+
+def _label_fields(shown: list[str], conditions: list[dict]) -> list[str]:
+    """A batch sweep is labelled by its batch, `B=` sequences per optimizer step, not by how each batch is
+    split into micro-batches and processes (when the split is one per batch), and a budget that follows the
+    batch (max_steps of a token budget) is left out of the label. Adds `B` to the conditions' configs."""
+    if not any(k in shown for k in SPLIT):
+        return shown
+    for c in conditions:
+        config = c["config"]
+        config[BATCH] = ((config.get("per_device_train_batch_size") or 0)
+                         * (config.get("gradient_accumulation_steps") or 1) * (config.get("world_size") or 1))
+    split = {_key([c["config"].get(k) for k in SPLIT]) for c in conditions}
+    pairs = {(c["config"][BATCH], _key([c["config"].get(k) for k in SPLIT])) for c in conditions}
+    if len(pairs) != len({b for b, _ in pairs}) or len(split) != len(pairs):
+        for c in conditions:
+            del c["config"][BATCH]
+        return shown  # one batch split two ways: the split is what differs
+    budget = {(c["config"][BATCH], _key(c["config"].get("max_steps"))) for c in conditions}
+    drop = set(SPLIT) | ({"max_steps"} if len(budget) == len({b for b, _ in budget}) else set())
+    return [BATCH] + [k for k in shown if k not in drop]
+
+
 def group_conditions(runs: list[dict]) -> list[dict]:
     """Conditions: runs with equal config except the seed. Labelled by the fields that differ between
     conditions, each shown where it departs from the value most conditions share ("baseline": none)."""
@@ -180,7 +205,8 @@ def group_conditions(runs: list[dict]) -> list[dict]:
         config = {k: members[0]["config"].get(k) for k in sorted(set(varied) | set(CLAIM_FIELDS))
                   if k in members[0]["config"]}
         conditions.append({"config": config, "runs": members})
-    shown = [k for k in varied if k not in ("tokens_per_step",)] or varied
+    described = [k for k in varied if k not in ("tokens_per_step",)] or varied
+    shown = _label_fields(described, conditions)
     conditions.sort(key=lambda c: [_order(c["config"].get(k)) for k in shown])
     for k in shown:
         counts = Counter(_key(c["config"].get(k)) for c in conditions)
@@ -191,7 +217,8 @@ def group_conditions(runs: list[dict]) -> list[dict]:
                 if part:
                     c.setdefault("parts", []).append(part)
     for c in conditions:
-        c["description"] = ", ".join(_fmt_field(k, c["config"].get(k), conditions) for k in shown)
+        c["description"] = ", ".join(_fmt_field(k, c["config"].get(k), conditions)
+                                     for k in dict.fromkeys([*shown[:1], *described]))  # the label's B, then all
         c["label"] = ", ".join(c.pop("parts", [])) or ("baseline" if len(conditions) > 1 else
                                                         runs[0]["name"] if len(runs) == 1 else "all runs")
         c["stats"], c["samples"] = summarize([r["stats"] for r in c["runs"]])
