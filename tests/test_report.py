@@ -324,6 +324,47 @@ def test_critical_batch_fit_recovers_mccandlish_curve_and_reads_the_regimes(tmp_
     assert critical_batch(conditions, list(conditions))["resolved"] is False  # one defined median: no fit
 
 
+def test_a_censored_cell_never_reads_as_the_opposite_effect():
+    """LR 0.75e-3 jumps at 1,100, 3e-3 at 300, 6e-3 never by 1,200: entered at 1,200 the slope is negative,
+    but the largest rate is the latest of all: the bound only says the slope is at least that, so "earlier"
+    must not be read (found in review)."""
+    from grokcopy.experiments.batch_figures import lr_batch_grid
+
+    def row(batch):
+        cells = {0.00075: [1100, 1110, 1090, 1105], 0.003: [300, 310, 295, 305], 0.006: [None] * 4}
+        return {f"lr={lr}, B={batch}": cond({"learning_rate": lr, "tokens_per_step": batch * 40,
+                                             "per_device_train_batch_size": batch}, jumps, steps=1200)
+                for lr, jumps in cells.items()}
+    grid = lr_batch_grid({**row(64), **row(512)})
+    assert all(e["verdict"] == "not resolved (censored)" and e["slope"] < 0 for e in grid["lr_effect"])
+    assert grid["sign_flips"] is False
+
+
+def test_a_censored_batch_is_bounded_by_most_of_its_seeds_not_its_longest():
+    """One seed trained to 50,000 steps and three stopped at 200 (a partial sweep): the median is only known
+    to lie beyond 200, so the fit's prediction (~5,000 steps) is no conflict (found in review)."""
+    from grokcopy.analysis.survival import median_lower_bound
+    from grokcopy.experiments.critical_batch import critical_batch
+
+    assert median_lower_bound([50_000, 200, 200, 200], [False] * 4) == 200
+    assert median_lower_bound([50_000, 9_000, 8_000, 200], [False, False, True, False]) == 8_000
+    assert median_lower_bound([100, 200, 300], [True, True, False]) is None  # defined: 200
+    s_min, b_crit = 300.0, 20_000.0
+    batches = [1280 * 4**k for k in range(1, 5)]
+    conditions = {f"B={b // 40}": cond({"tokens_per_step": b, "per_device_train_batch_size": b // 40},
+                                       noisy(s_min * (1 + b_crit / b), spread=0.03), steps=100_000) for b in batches}
+    censored = cond({"tokens_per_step": 1280, "per_device_train_batch_size": 32}, [None] * 4, steps=200)
+    censored["stats"]["jump_step_lower_bound"] = 200  # what summarize gives for 50,000 / 200 / 200 / 200
+    fit = critical_batch({**conditions, "B=32": censored}, [*conditions, "B=32"])
+    (bound,) = fit["censored"]
+    assert bound["steps_without_jump"] == 200 and bound["below_model"] is False
+    # one of four seeds jumped, early: the batch's own resamples often have that median, so no "fails"
+    mixed = cond({"tokens_per_step": 1280, "per_device_train_batch_size": 32}, [900, None, None, None], steps=60_000)
+    (bound,) = critical_batch({**conditions, "B=32": mixed}, [*conditions, "B=32"])["censored"]
+    assert bound["steps_without_jump"] == 60_000 and bound["share_of_resamples_consistent"] > 0.1
+    assert bound["below_model"] is False
+
+
 def test_demo_criteria_rate_and_the_held_out_seeds(tmp_path):
     from grokcopy.analysis.survival import wilson_interval
 
@@ -443,7 +484,25 @@ def test_shallow_to_deep_from_a_three_layer_formation(tmp_path, order, verdict):
     claim = {c["claim"]: c for c in json.loads((out / "report.json").read_text())["claims"]}["e"]
     assert claim["verdict"] == verdict, claim["evidence"]
     (only,) = claim["numbers"]["conditions"].values()
-    assert only["formed_layers"] == [1, 2] and only["pairs"][0]["both_formed"] == 4
+    assert only["formed_layers"] == [1, 2] and only["pairs"][0]["order_known"] == 4
+
+
+def test_shallow_to_deep_counts_a_seed_whose_shallow_layer_never_formed(tmp_path):
+    """Seeds 0-2: layer 1 at 200, layer 2 at 400; seed 3: layer 2 at 100 and layer 1 never (by step 2,000):
+    a known "deep first", so the claim is not supported (found in review: such a seed was ignored)."""
+    for seed in range(4):
+        run = write_run(tmp_path / f"seed{seed}", batch=64, seed=seed, jump=500)
+        order = (None, None, 100) if seed == 3 else (None, 200, 400)
+        rows = [{"step": step, "tokens": step * 64 * 40, "num_layers": 3, "num_heads": 2,
+                 "induction": [[0.05 if at is None or step < at else 0.8, 0.0] for at in order]}
+                for step in range(0, 2001, 50)]
+        (run / "induction_history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "report"
+    assert main(["report", str(tmp_path), "--out", str(out)]) == 0
+    claim = {c["claim"]: c for c in json.loads((out / "report.json").read_text())["claims"]}["e"]
+    (only,) = claim["numbers"]["conditions"].values()
+    assert only["pairs"][0]["order_known"] == 4 and only["pairs"][0]["deep_strictly_first"] == 1
+    assert claim["verdict"] == "not resolved", claim["evidence"]
 
 
 def test_report_finds_runs_in_folders_of_folders(tmp_path):

@@ -153,14 +153,17 @@ def losses_from_log(log_history: list[dict]) -> list[tuple[int, float]]:
 
 
 def log_history(run_dir: str | Path) -> list[dict]:
-    """The Trainer's log of the run: trainer_state.json's, else the newest checkpoint's (a run still training
-    or killed); [] without one."""
+    """The Trainer's log of the run: the first with training losses of trainer_state.json and the checkpoints'
+    (newest first: a run still training or killed), else the first log at all; [] without one."""
     run_dir = Path(run_dir)
+    logs = []
     for state_file in [run_dir / TRAINER_STATE] + [c / TRAINER_STATE for c in reversed(checkpoints(run_dir))]:
         state = read_json(state_file)
         if isinstance(state, dict) and state.get("log_history"):
-            return state["log_history"]
-    return []
+            if losses_from_log(state["log_history"]):
+                return state["log_history"]
+            logs.append(state["log_history"])  # a log without losses: only if no file has one
+    return logs[0] if logs else []
 
 
 def logged_losses(run_dir: str | Path, log: list[dict] | None = None) -> list[tuple[int, float]]:

@@ -81,6 +81,18 @@ def landmark_summary(times, observed, n: int = N_BOOTSTRAP) -> dict:
             "ci95": interval(samples), "samples": samples}
 
 
+def median_lower_bound(times, observed) -> float | None:
+    """Where the median is undefined, what is known of it: the latest time by which more than half the runs
+    were seen without the event (a censored run until its censoring, one that reached it until then). None
+    when the median is defined or nothing is known."""
+    times, observed = np.asarray(times, dtype=float), np.asarray(observed, dtype=bool)
+    if times.size == 0 or km_median(times, observed) is not None:
+        return None
+    # by (just before) time t, every run whose time is >= t was without the event: the bound is the
+    # (n // 2 + 1)-th largest time
+    return float(np.sort(times)[::-1][times.size // 2])
+
+
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> list | None:
     """95% Wilson score interval of a rate: sound at 0/n and n/n, where the normal approximation is not."""
     if trials == 0:

@@ -68,8 +68,10 @@ def lr_batch_grid(by_label: dict) -> dict | None:
     """Conditions that differ only in learning rate and batch (>= 2 of each): per cell the KM median jump
     step with its interval and k/n jumped; per batch with >= 2 learning rates the learning-rate effect
     d ln S* / d ln LR with a bootstrap interval: "larger LR earlier" (interval < 0), "larger LR later" (> 0)
-    or not resolved. An undefined median (most seeds never jumped) enters as the condition's last step, a
-    lower bound: that pulls the slope toward 0, so a censored cell can weaken a verdict but not invent one."""
+    or not resolved. An undefined median (most seeds never jumped) enters at its lower bound (the step by
+    which more than half the seeds were seen without a jump). That makes the slope one-sided: a censored
+    cell above the mean ln LR makes it a lower bound of the true slope (only "later" can be read), one below
+    it an upper bound (only "earlier"); censored cells on both sides leave the effect not resolved."""
     labels = family(by_label, ("learning_rate", *BATCH_FIELDS))
     lrs = sorted({by_label[l]["config"]["learning_rate"] for l in labels})
     batches = sorted({by_label[l]["config"]["tokens_per_step"] for l in labels})
@@ -88,17 +90,21 @@ def lr_batch_grid(by_label: dict) -> dict | None:
         if len(row) < 2:
             continue
         row_lrs = [by_label[l]["config"]["learning_rate"] for l in row]
-        bound = np.array([float(by_label[l]["stats"]["steps"] or np.nan) for l in row])  # the censoring step
+        bound = np.array([float(by_label[l]["stats"].get("jump_step_lower_bound") or np.nan) for l in row])
         medians = [by_label[l]["stats"]["jump_step_median"] for l in row]
         censored = [label for label, m in zip(row, medians) if m is None]
+        centre = np.mean(np.log(row_lrs))
+        sides = {float(np.sign(np.log(lr) - centre)) for lr, m in zip(row_lrs, medians) if m is None} - {0.0}
         point = _slope_of_log_lr(row_lrs, [b if m is None else m for m, b in zip(medians, bound)])
         samples = np.vstack([by_label[l]["samples"]["jump_step"] for l in row])  # [lrs, n]; NaN: undefined
         samples = np.where(np.isnan(samples), bound[:, None], samples)
         slopes = [s for s in (_slope_of_log_lr(row_lrs, list(samples[:, k])) for k in range(samples.shape[1]))
                   if s is not None]
         ci = [float(v) for v in np.quantile(slopes, [0.025, 0.975])] if len(slopes) >= 20 and point is not None else None
-        verdict = ("not resolved" if ci is None else "larger LR earlier" if ci[1] < 0
-                   else "larger LR later" if ci[0] > 0 else "no clear effect")
+        later_allowed, earlier_allowed = sides <= {1.0}, sides <= {-1.0}  # what a one-sided bound can show
+        verdict = ("not resolved" if ci is None else "larger LR earlier" if ci[1] < 0 and earlier_allowed
+                   else "larger LR later" if ci[0] > 0 and later_allowed
+                   else "not resolved (censored)" if censored else "no clear effect")
         effects.append({"tokens_per_step": batch, "slope": point, "ci95": ci, "verdict": verdict,
                         "censored_cells": censored})
     flips = {e["verdict"] for e in effects} >= {"larger LR earlier", "larger LR later"}

@@ -188,6 +188,20 @@ def claim_regularization_helps(conditions: dict) -> dict:
     return _claim("d", text, verdict, evidence, numbers)
 
 
+def _order_in_run(shallow: dict, deep: dict) -> str | None:
+    """Which of two layers formed first in one run: "shallow" (first or at the same analysis), "deep"
+    (strictly first), or None when the run cannot tell (neither formed, or one was censored before the other
+    formed). A layer that never formed by its censoring step, after the other formed, came second."""
+    a, b = shallow["formation_step"], deep["formation_step"]
+    if a is not None and b is not None:
+        return "shallow" if a <= b else "deep"
+    if b is not None and (shallow.get("censored_at") or 0) >= b:
+        return "deep"
+    if a is not None and (deep.get("censored_at") or 0) >= a:
+        return "shallow"
+    return None
+
+
 def _layer_order(condition: dict) -> dict | None:
     """One condition's shallow-to-deep evidence: the layers that form (I >= threshold) in >= 3/4 of its
     seeds, their KM medians, and per pair of them how many seeds formed both and in which order."""
@@ -198,12 +212,10 @@ def _layer_order(condition: dict) -> dict | None:
     pairs = []
     for i, shallow in enumerate(formed):
         for deep in formed[i + 1:]:
-            both = [(f[shallow]["formation_step"], f[deep]["formation_step"]) for f in runs
-                    if len(f) > deep and f[shallow]["formation_step"] is not None
-                    and f[deep]["formation_step"] is not None]
-            pairs.append({"shallow": shallow, "deep": deep, "both_formed": len(both),
-                          "shallow_first_or_tied": sum(a <= b for a, b in both),
-                          "deep_strictly_first": sum(b < a for a, b in both),
+            orders = [_order_in_run(f[shallow], f[deep]) for f in runs if len(f) > deep]
+            known = [o for o in orders if o is not None]
+            pairs.append({"shallow": shallow, "deep": deep, "order_known": len(known),
+                          "shallow_first_or_tied": known.count("shallow"), "deep_strictly_first": known.count("deep"),
                           "medians_in_order": rows[shallow]["median"] < rows[deep]["median"]})
     return {"n_runs": n, "formed_layers": formed,
             "medians": {r["layer"]: r["median"] for r in rows if r["layer"] in formed}, "pairs": pairs}
@@ -211,9 +223,10 @@ def _layer_order(condition: dict) -> dict | None:
 
 def claim_shallow_to_deep(conditions: dict) -> dict:
     """(e) Induction heads form from shallow to deep layers: in each condition with >= 2 layers that form in
-    >= 3/4 of its seeds, for every pair the shallower formed first (or with it) in every seed that formed
-    both and its median is earlier (supported); contradicted where, for a pair, the deeper formed strictly
-    first in >= 3/4 of the seeds that formed both (at least MIN_SEEDS of them)."""
+    >= 3/4 of its seeds, for every pair the shallower formed first (or with it) in every seed whose order is
+    known (both formed, or one formed and the other had not by the end) and its median is earlier (supported);
+    contradicted where, for a pair, the deeper formed strictly first in >= 3/4 of those seeds (at least
+    MIN_SEEDS of them). A testable condition with fewer than MIN_SEEDS seeds leaves the claim not resolved."""
     text = "(e) induction heads form from shallow to deep layers"
     orders = {label: _layer_order(c) for label, c in conditions.items() if c.get("runs")}
     testable = {label: o for label, o in orders.items() if len(o["formed_layers"]) >= 2}
@@ -224,17 +237,17 @@ def claim_shallow_to_deep(conditions: dict) -> dict:
     for label, o in testable.items():
         if o["n_runs"] < MIN_SEEDS:
             verdicts.append(NOT_RESOLVED)
-        elif any(p["both_formed"] >= MIN_SEEDS and p["deep_strictly_first"] >= 0.75 * p["both_formed"]
+        elif any(p["order_known"] >= MIN_SEEDS and p["deep_strictly_first"] >= 0.75 * p["order_known"]
                  for p in o["pairs"]):
             verdicts.append(CONTRADICTED)
-        elif all(p["both_formed"] and p["shallow_first_or_tied"] == p["both_formed"] and p["medians_in_order"]
+        elif all(p["order_known"] and p["shallow_first_or_tied"] == p["order_known"] and p["medians_in_order"]
                  for p in o["pairs"]):
             verdicts.append(SUPPORTED)
         else:
             verdicts.append(NOT_RESOLVED)
         parts.append(f"{label}: layers " + ", ".join(f"{layer} at {_fmt(m)}" for layer, m in o["medians"].items())
                      + " (KM medians); " + "; ".join(
-                         f"{p['shallow']} before {p['deep']} in {p['shallow_first_or_tied']}/{p['both_formed']} seeds"
+                         f"{p['shallow']} before {p['deep']} in {p['shallow_first_or_tied']}/{p['order_known']} seeds"
                          for p in o["pairs"]) + f" ({verdicts[-1]})")
     verdict = (CONTRADICTED if CONTRADICTED in verdicts else SUPPORTED if all(v == SUPPORTED for v in verdicts)
                else NOT_RESOLVED)

@@ -14,7 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from grokcopy.analysis.grokking import grokking_stats, shared_loss_target
-from grokcopy.analysis.survival import N_BOOTSTRAP, data_rng, interval, landmark_summary, wilson_interval
+from grokcopy.analysis.survival import (
+    N_BOOTSTRAP,
+    data_rng,
+    interval,
+    landmark_summary,
+    median_lower_bound,
+    wilson_interval,
+)
 from grokcopy.errors import ConfigError
 from grokcopy.hub.store import is_series, series_histories
 from grokcopy.run_dir import COPY_HISTORY, SUMMARY, SWEEP_RECORD, load_histories, read_json
@@ -175,15 +182,14 @@ def _label_fields(shown: list[str], conditions: list[dict]) -> list[str]:
     """A batch sweep is labelled by its batch, `B=` sequences per optimizer step, not by how each batch is
     split into micro-batches and processes (when the split is one per batch), and a budget that follows the
     batch (max_steps of a token budget) is left out of the label. Adds `B` to the conditions' configs."""
-    if not any(k in shown for k in SPLIT):
+    if not any(k in shown for k in SPLIT) or any(not c["config"].get(SPLIT[0]) for c in conditions):
         return shown
     for c in conditions:
         config = c["config"]
         config[BATCH] = ((config.get("per_device_train_batch_size") or 0)
                          * (config.get("gradient_accumulation_steps") or 1) * (config.get("world_size") or 1))
-    split = {_key([c["config"].get(k) for k in SPLIT]) for c in conditions}
     pairs = {(c["config"][BATCH], _key([c["config"].get(k) for k in SPLIT])) for c in conditions}
-    if len(pairs) != len({b for b, _ in pairs}) or len(split) != len(pairs):
+    if len(pairs) != len({b for b, _ in pairs}):
         for c in conditions:
             del c["config"][BATCH]
         return shown  # one batch split two ways: the split is what differs
@@ -244,6 +250,7 @@ def summarize(stats: list[dict]) -> tuple[dict, dict]:
             times = [t if o else t * (s.get("tokens_per_step") or 0) for t, o, s in zip(times, observed, usable)]
         result = landmark_summary(times, observed)
         summary[f"{key}_median"], summary[f"{key}_ci95"] = result["median"], result["ci95"]
+        summary[f"{key}_lower_bound"] = median_lower_bound(times, observed)  # where the median is undefined
         samples[key] = result["samples"]
     finals = np.array([s["final_exact_match"] for s in stats if s.get("final_exact_match") is not None])
     if finals.size:

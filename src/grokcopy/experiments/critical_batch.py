@@ -52,8 +52,9 @@ def critical_batch(conditions: dict, labels: list[str], max_undefined: float = 0
     """The fit over a batch family: `s_min`, `b_crit`, `e_min` (tokens) with 95% intervals, and per batch
     the local slope with its interval and regime. The fit uses the batches whose median jump step is defined
     (`fitted`); a batch where most seeds never jumped is no point on the curve but a bound: it is listed under
-    `censored` with its last step and what the fit predicts there (`below_model`: no jump by a step the model
-    says it should have come by, i.e. the model fails at that batch). `resolved` False with fewer than two
+    `censored` with the step by which more than half its seeds were seen without a jump and what the fit
+    predicts there (`below_model`: that step lies above the prediction's interval and fewer than 2.5% of the
+    batch's own bootstrap resamples have a median inside it, i.e. the model fails at that batch). `resolved` False with fewer than two
     defined medians or when more than `max_undefined` of the bootstrap resamples lack one."""
     labels = sorted(labels, key=lambda l: conditions[l]["config"]["tokens_per_step"])
     all_batches = [conditions[l]["config"]["tokens_per_step"] for l in labels]
@@ -62,7 +63,8 @@ def critical_batch(conditions: dict, labels: list[str], max_undefined: float = 0
     fitted = [l for l, m in zip(labels, all_medians) if m is not None]
     censored = [l for l in labels if l not in fitted]
     out.update(fitted=fitted, censored=[{"label": l, "tokens_per_step": conditions[l]["config"]["tokens_per_step"],
-                                         "steps_without_jump": conditions[l]["stats"].get("steps")} for l in censored])
+                                         "steps_without_jump": conditions[l]["stats"].get("jump_step_lower_bound")}
+                                        for l in censored])
     if len(fitted) < 2:
         return out
     batches = [conditions[l]["config"]["tokens_per_step"] for l in fitted]
@@ -90,7 +92,11 @@ def critical_batch(conditions: dict, labels: list[str], max_undefined: float = 0
     out["local_slopes"] = slopes
     for row in out["censored"]:
         predicted = fits[:, 0] * (1 + fits[:, 1] / row["tokens_per_step"])
+        high = np.quantile(predicted, 0.975)
+        own = conditions[row["label"]]["samples"]["jump_step"]  # the censored batch's own resampled medians
+        consistent = float(np.mean(~np.isnan(own) & (np.nan_to_num(own, nan=np.inf) <= high)))
         row.update(predicted_jump_step=s_min * (1 + b_crit / row["tokens_per_step"]), predicted_ci95=ci(predicted),
-                   below_model=bool(row["steps_without_jump"] is not None
-                                    and row["steps_without_jump"] > np.quantile(predicted, 0.975)))
+                   share_of_resamples_consistent=consistent,
+                   below_model=bool(row["steps_without_jump"] is not None and row["steps_without_jump"] > high
+                                    and consistent < 0.025))
     return out

@@ -101,7 +101,7 @@ class GradientNoiseScaleCallback(TrainerCallback):
             return
         k = args.gradient_accumulation_steps
         small = self._first * k * k
-        self._norms.append((small.detach(), big.detach()))  # tensors: no device sync on every step
+        self._norms.append((small.detach(), big.detach()))  # averaged and read only when logged
         self.steps_used += 1
 
     def current(self, args) -> dict | None:
