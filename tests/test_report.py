@@ -33,7 +33,7 @@ def cond(config, jumps, *, steps=2000, loss_tokens=None, ems=None):
                          "loss_censored_at": None if lt is not None else steps,
                          "final_exact_match": (ems or [0.9])[i % len(ems or [0.9])], "formation": []})
     stats, samples = summarize(per_seed)
-    return {"config": config, "stats": stats, "samples": samples}
+    return {"config": config, "stats": stats, "samples": samples, "runs": [{"stats": s} for s in per_seed]}
 
 
 def noisy(centre, n=4, spread=0.05):
@@ -311,17 +311,69 @@ def test_critical_batch_fit_recovers_mccandlish_curve_and_reads_the_regimes(tmp_
     for c in conditions.values():  # the collapse plot draws every seed: runs as group_conditions makes them
         c["runs"] = [{"stats": {"jump_step": s}} for s in noisy(c["stats"]["jump_step_median"], spread=0.03)]
     assert collapse_figure(conditions, fit, tmp_path / "collapse.png").stat().st_size > 10_000
-    # a batch whose median is undefined is no point of the fit but a bound, checked against it, never dropped:
-    # no jump by step 50,000 where the curve says ~4,990 (the model fails there); by 1,000 it is no conflict
-    for steps, fails in ((50_000, True), (1_000, False)):
-        conditions["bs=32"] = cond(conditions["bs=32"]["config"], [None] * 4, steps=steps)
-        fit = critical_batch(conditions, list(conditions))
-        assert fit["resolved"] and fit["fitted"] == [f"bs={b // 40}" for b in batches[1:]]
-        (bound,) = fit["censored"]
-        assert bound["label"] == "bs=32" and bound["steps_without_jump"] == steps and bound["below_model"] is fails
-        assert bound["predicted_jump_step"] == pytest.approx(s_min * (1 + b_crit / 1280), rel=0.15)
-    conditions = {k: c for k, c in conditions.items() if k in ("bs=32", "bs=128")}
-    assert critical_batch(conditions, list(conditions))["resolved"] is False  # one defined median: no fit
+    # a batch where no seed jumped is no point of the fit but a bound, checked against it, never dropped: the
+    # largest never jumping by step 5,000 where the curve says ~320 fails the model; the smallest by 1,000
+    # (~5,000 predicted) is no conflict; by 50,000 (more tokens than any other batch needed) it lies below the
+    # batch with the fewest tokens to the jump, where the model does not apply
+    big = "bs=8192"
+    for label, steps, where, fails in ((big, 5_000, "censored", True), ("bs=32", 1_000, "censored", False),
+                                       ("bs=32", 50_000, "below_fewest_tokens", None)):
+        trial = dict(conditions, **{label: cond(conditions[label]["config"], [None] * 4, steps=steps)})
+        fit = critical_batch(trial, list(trial))
+        assert fit["resolved"] and label not in fit["fitted"] and len(fit["fitted"]) == 4
+        (bound,) = fit[where]
+        assert bound["label"] == label and (fails is None or bound["below_model"] is fails)
+        if where == "censored":
+            assert bound["steps_without_jump"] == steps
+    assert fit["e_min_batch"] == "bs=128" and fit["below_fewest_tokens"][0]["jump_tokens_lower_bound"] == 64_000_000
+    two = {k: c for k, c in conditions.items() if k in ("bs=32", "bs=128")}
+    two["bs=32"] = cond(two["bs=32"]["config"], [None] * 4, steps=1_000)
+    assert critical_batch(two, list(two))["resolved"] is False  # one batch with a jump: no fit
+
+
+def test_censored_fit_uses_the_seeds_that_never_jumped(tmp_path):
+    """Half the seeds of the two smallest batches never jump within a budget just past the curve: their
+    medians are fragile, but as censored seeds they still say 'later than the budget', and the fit over every
+    seed recovers the curve. Dropping them (fitting the jumped seeds only) would read B_crit too small."""
+    from grokcopy.experiments.critical_batch import critical_batch
+
+    s_min, b_crit = 300.0, 20_000.0
+    conditions = {}
+    for b in [2560 * 2**k for k in range(6)]:  # 64 ... 2,048 documents
+        truth = s_min * (1 + b_crit / b)
+        spread = np.exp(np.linspace(-0.3, 0.3, 6))  # sigma ~0.22 in ln S
+        budget = truth * 1.05 if b < 10_000 else truth * 10
+        jumps = [t if t <= budget else None for t in truth * spread]
+        conditions[f"B={b // 40}"] = cond({"tokens_per_step": b, "per_device_train_batch_size": b // 40}, jumps,
+                                          steps=int(budget))
+    fit = critical_batch(conditions, list(conditions))
+    assert fit["resolved"] and fit["n_censored_seeds_fitted"] >= 4 and not fit["censored"]
+    assert fit["b_crit"] == pytest.approx(b_crit, rel=0.25) and fit["s_min"] == pytest.approx(s_min, rel=0.15)
+    low, high = fit["b_crit_ci95"]
+    assert low < b_crit < high and 0.1 < fit["sigma"] < 0.4
+    jumped_only = {k: cond(c["config"], [r["stats"]["jump_step"] for r in c["runs"]
+                                         if r["stats"]["jump_step"] is not None], steps=c["stats"]["steps"])
+                   for k, c in conditions.items()}
+    assert critical_batch(jumped_only, list(jumped_only))["b_crit"] < 0.8 * fit["b_crit"]
+
+
+def test_a_censored_batch_is_bounded_by_most_of_its_seeds_not_its_longest():
+    """One seed trained to 50,000 steps and three stopped at 200 (a partial sweep): the median is only known
+    to lie beyond 200, so the fit's prediction (~5,000 steps) is no conflict (found in review)."""
+    from grokcopy.analysis.survival import median_lower_bound
+    from grokcopy.experiments.critical_batch import critical_batch
+
+    assert median_lower_bound([50_000, 200, 200, 200], [False] * 4) == 200
+    assert median_lower_bound([50_000, 9_000, 8_000, 200], [False, False, True, False]) == 8_000
+    assert median_lower_bound([100, 200, 300], [True, True, False]) is None  # defined: 200
+    s_min, b_crit = 300.0, 20_000.0
+    batches = [1280 * 4**k for k in range(1, 5)]
+    conditions = {f"B={b // 40}": cond({"tokens_per_step": b, "per_device_train_batch_size": b // 40},
+                                       noisy(s_min * (1 + b_crit / b), spread=0.03), steps=100_000) for b in batches}
+    partial = cond({"tokens_per_step": 1280, "per_device_train_batch_size": 32}, [None] * 4, steps=200)
+    partial["stats"]["jump_step_lower_bound"] = 200  # what summarize gives for 50,000 / 200 / 200 / 200
+    (bound,) = critical_batch({**conditions, "B=32": partial}, [*conditions, "B=32"])["censored"]
+    assert bound["steps_without_jump"] == 200 and bound["below_model"] is False
 
 
 def test_a_censored_cell_never_reads_as_the_opposite_effect():
@@ -338,31 +390,6 @@ def test_a_censored_cell_never_reads_as_the_opposite_effect():
     grid = lr_batch_grid({**row(64), **row(512)})
     assert all(e["verdict"] == "not resolved (censored)" and e["slope"] < 0 for e in grid["lr_effect"])
     assert grid["sign_flips"] is False
-
-
-def test_a_censored_batch_is_bounded_by_most_of_its_seeds_not_its_longest():
-    """One seed trained to 50,000 steps and three stopped at 200 (a partial sweep): the median is only known
-    to lie beyond 200, so the fit's prediction (~5,000 steps) is no conflict (found in review)."""
-    from grokcopy.analysis.survival import median_lower_bound
-    from grokcopy.experiments.critical_batch import critical_batch
-
-    assert median_lower_bound([50_000, 200, 200, 200], [False] * 4) == 200
-    assert median_lower_bound([50_000, 9_000, 8_000, 200], [False, False, True, False]) == 8_000
-    assert median_lower_bound([100, 200, 300], [True, True, False]) is None  # defined: 200
-    s_min, b_crit = 300.0, 20_000.0
-    batches = [1280 * 4**k for k in range(1, 5)]
-    conditions = {f"B={b // 40}": cond({"tokens_per_step": b, "per_device_train_batch_size": b // 40},
-                                       noisy(s_min * (1 + b_crit / b), spread=0.03), steps=100_000) for b in batches}
-    censored = cond({"tokens_per_step": 1280, "per_device_train_batch_size": 32}, [None] * 4, steps=200)
-    censored["stats"]["jump_step_lower_bound"] = 200  # what summarize gives for 50,000 / 200 / 200 / 200
-    fit = critical_batch({**conditions, "B=32": censored}, [*conditions, "B=32"])
-    (bound,) = fit["censored"]
-    assert bound["steps_without_jump"] == 200 and bound["below_model"] is False
-    # one of four seeds jumped, early: the batch's own resamples often have that median, so no "fails"
-    mixed = cond({"tokens_per_step": 1280, "per_device_train_batch_size": 32}, [900, None, None, None], steps=60_000)
-    (bound,) = critical_batch({**conditions, "B=32": mixed}, [*conditions, "B=32"])["censored"]
-    assert bound["steps_without_jump"] == 60_000 and bound["share_of_resamples_consistent"] > 0.1
-    assert bound["below_model"] is False
 
 
 def test_demo_criteria_rate_and_the_held_out_seeds(tmp_path):

@@ -158,8 +158,9 @@ def noise_scale_summary(by_label: dict, fit: dict | None) -> dict | None:
                          "median": float(np.median(values)), "range": [float(min(values)), float(max(values))]})
     if not rows:
         return None
-    overall = float(np.median([r["median"] for r in rows]))
-    out = {"per_condition": rows, "median_tokens": overall}
+    fitted = [r for r in rows if r["label"] in (fit.get("fitted") or [r["label"] for r in rows])] or rows
+    overall = float(np.median([r["median"] for r in fitted]))  # over the batches the fit describes
+    out = {"per_condition": rows, "median_tokens": overall, "over": [r["label"] for r in fitted]}
     if fit.get("resolved"):
         low, high = fit["b_crit_ci95"]
         out.update(b_crit=fit["b_crit"], b_crit_ci95=fit["b_crit_ci95"], ratio=overall / fit["b_crit"],

@@ -328,7 +328,8 @@ def write_markdown(record: dict, out: Path) -> None:
         lines += [f"| {r['label']} | {r['tokens_per_step']:,} | {r['n_runs']} | {r['median']:,.0f} | "
                   f"{r['range'][0]:,.0f}-{r['range'][1]:,.0f} |" for r in noise["per_condition"]]
         if noise.get("b_crit"):
-            lines += ["", f"Median over conditions {noise['median_tokens']:,.0f} tokens = {noise['ratio']:.2f} x the "
+            lines += ["", f"Median over the fitted batches ({', '.join(noise.get('over') or [])}) "
+                      f"{noise['median_tokens']:,.0f} tokens = {noise['ratio']:.2f} x the "
                       f"fitted B_crit ({'inside' if noise['within_b_crit_ci'] else 'outside'} its 95% interval)."]
     fit = record.get("critical_batch")
     if fit:
@@ -339,11 +340,20 @@ def write_markdown(record: dict, out: Path) -> None:
         else:
             lines.append(f"B_crit = {_num(fit['b_crit'], 'tokens')} tokens per step {_interval_text(fit['b_crit_ci95'])}, "
                          f"S_min = {_num(fit['s_min'])} steps {_interval_text(fit['s_min_ci95'])}, E_min = "
-                         f"{_num(fit['e_min'], 'tokens')} tokens; fitted on {len(fit['fitted'])} batches "
-                         f"({fit['fitted_range'][0]:,}-{fit['fitted_range'][1]:,} tokens per step).")
+                         f"{_num(fit['e_min'], 'tokens')} tokens; seeds' spread sigma(ln S*) = {fit['sigma']:.2f}; "
+                         f"fitted on {fit['n_seeds_fitted']} seeds ({fit['n_censored_seeds_fitted']} censored) of "
+                         f"{len(fit['fitted'])} batches ({fit['fitted_range'][0]:,}-{fit['fitted_range'][1]:,} tokens "
+                         "per step), by censored log-normal maximum likelihood.")
             lines += ["", "| tokens per step | local slope d ln S / d ln B [95% CI] | regime |", "|---|---|---|"]
             lines += [f"| {s['tokens_per_step']:,} | {s['slope']:.2f} [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}] | "
                       f"{s['regime']} |" for s in fit["local_slopes"]]
+        for row in fit.get("below_fewest_tokens") or []:
+            e = (_num(row["jump_tokens_median"], "tokens") if row["jump_tokens_median"] is not None else
+                 f"> {_num(row['jump_tokens_lower_bound'], 'tokens')}" if row["jump_tokens_lower_bound"] else "-")
+            lines.append(f"- {row['label']} ({row['tokens_per_step']:,} tokens per step): below the batch with the "
+                         f"fewest tokens to the jump ({fit['e_min_batch']}), median tokens to the jump {e} "
+                         f"({row['n_jumped']}/{row['n_runs']} jumped): more tokens at a smaller batch, which the "
+                         "model does not describe; not fitted.")
         for row in fit.get("censored") or []:  # no point of the fit: a bound, checked against it
             predicted = (f"; the fit predicts {_num(row['predicted_jump_step'])} "
                          f"{_interval_text(row['predicted_ci95'])}: "
