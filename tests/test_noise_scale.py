@@ -33,28 +33,35 @@ def test_estimator_is_exact_in_expectation():
         assert simple_noise_scale(g_small, g_big, b_small, b_big) == pytest.approx((true_sq, trace))
 
 
-def test_callback_recovers_the_known_noise_scale_in_a_plain_trainer(tmp_path):
-    torch.manual_seed(0)
-    data = Dataset.from_dict({"x": (MU + SIGMA * torch.randn(24_000, DIM)).tolist()})
-    callback = GradientNoiseScaleCallback(window=200, block_size=10)
+def train_linear(tmp_path, data, callback, trainer_class=Trainer):
+    """600 steps of 4 micro-batches of 8 on the linear problem (LR ~0: the gradients' statistics stay put)."""
     args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, gradient_accumulation_steps=4,
                              max_steps=600, learning_rate=1e-9, logging_steps=100, report_to="none", use_cpu=True,
                              max_grad_norm=0.0, save_strategy="no", disable_tqdm=True, dataloader_pin_memory=False,
                              remove_unused_columns=False)
     collate = lambda rows: {"x": torch.tensor([r["x"] for r in rows])}  # noqa: E731
-    trainer = Trainer(model=LinearLoss(), args=args, train_dataset=data, data_collator=collate, callbacks=[callback])
+    trainer = trainer_class(model=LinearLoss(), args=args, train_dataset=data, data_collator=collate,
+                            callbacks=[callback])
     trainer.train()
+    return trainer
+
+
+class InOrder(Trainer):
+    def _get_train_sampler(self, *args, **kwargs):
+        return torch.utils.data.SequentialSampler(self.train_dataset)
+
+
+def test_callback_recovers_the_known_noise_scale_in_a_plain_trainer(tmp_path):
+    torch.manual_seed(0)
+    data = Dataset.from_dict({"x": (MU + SIGMA * torch.randn(24_000, DIM)).tolist()})
+    callback = GradientNoiseScaleCallback(window=200, block_size=10)
+    trainer = train_linear(tmp_path, data, callback)
     logged = [r for r in trainer.state.log_history if "gradient_noise_scale" in r]
     assert [r["step"] for r in logged][-3:] == [400, 500, 600] and all("loss" in r for r in logged)
     final = logged[-1]
     assert final["gradient_noise_scale"] == pytest.approx(64, rel=0.2)
     assert final["gradient_noise_scale_tokens"] == pytest.approx(final["gradient_noise_scale"] * 10)
     assert callback.steps_used == 600 and callback.steps_clipped == 0
-
-
-class InOrder(Trainer):
-    def _get_train_sampler(self, *args, **kwargs):
-        return torch.utils.data.SequentialSampler(self.train_dataset)
 
 
 def test_early_large_gradients_do_not_linger_in_the_estimate(tmp_path):
@@ -64,14 +71,7 @@ def test_early_large_gradients_do_not_linger_in_the_estimate(tmp_path):
     torch.manual_seed(0)
     early = 20 * MU + SIGMA * torch.randn(50 * 32, DIM)
     data = Dataset.from_dict({"x": torch.cat([early, MU + SIGMA * torch.randn(550 * 32, DIM)]).tolist()})
-    callback = GradientNoiseScaleCallback(window=200, block_size=10)
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, gradient_accumulation_steps=4,
-                             max_steps=600, learning_rate=1e-9, logging_steps=100, report_to="none", use_cpu=True,
-                             max_grad_norm=0.0, save_strategy="no", disable_tqdm=True, dataloader_pin_memory=False,
-                             remove_unused_columns=False)
-    collate = lambda rows: {"x": torch.tensor([r["x"] for r in rows])}  # noqa: E731
-    trainer = InOrder(model=LinearLoss(), args=args, train_dataset=data, data_collator=collate, callbacks=[callback])
-    trainer.train()
+    trainer = train_linear(tmp_path, data, GradientNoiseScaleCallback(window=200, block_size=10), InOrder)
     assert trainer.state.log_history[-2]["gradient_noise_scale"] == pytest.approx(64, rel=0.25)
     with pytest.raises(ValueError, match="window"):
         GradientNoiseScaleCallback(window=1)
