@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from grokcopy.analysis.survival import data_rng
+from grokcopy.analysis.survival import interval as ci  # the fits are finite: a plain percentile interval
 
 STEPS_GOVERN = (-0.2, 0.0)
 TOKENS_GOVERN = (-1.0, -0.8)
@@ -139,10 +140,6 @@ def critical_batch(conditions: dict, labels: list[str]) -> dict:
     thetas = fit_censored(np.log(batch), np.log(steps), observed, np.vstack([np.ones(len(runs)), counts]),
                           start=start)
     (log_s_min, log_b_crit, log_sigma), boot = thetas[0], np.exp(thetas[1:])
-
-    def ci(values):
-        low, high = np.quantile(values, [0.025, 0.975])
-        return [float(low), float(high)]
 
     s_min, b_crit = float(np.exp(log_s_min)), float(np.exp(log_b_crit))
     batches = sorted({int(b) if float(b).is_integer() else float(b) for b in batch})
