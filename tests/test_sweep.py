@@ -239,3 +239,16 @@ def test_parallel_members_run_at_once_with_one_thread_each_and_are_archived(tiny
     assert main(["report", str(archive), "--out", str(tmp_path / "report")]) == 0
     with pytest.raises(SystemExit):
         main(["sweep", str(tiny_sweep), "--parallel", "0"])
+
+
+def test_a_second_only_run_keeps_what_the_first_recorded(tiny_sweep, capsys):
+    """Seeds run by separate `--only` invocations: the second must not drop the first one's minutes."""
+    runs = tiny_sweep.parent / "runs"
+    assert main(["sweep", str(tiny_sweep), "--only", "lr0.003"]) == 0
+    first = {m["name"]: m for m in json.loads((runs / "sweep.json").read_text())["members"]}
+    assert first["lr0.003"]["status"] == "complete" and first["lr0.003"]["minutes"] >= 0
+    assert main(["sweep", str(tiny_sweep), "--only", "lr0.001"]) == 0
+    second = {m["name"]: m for m in json.loads((runs / "sweep.json").read_text())["members"]}
+    assert second["lr0.001"]["status"] == "complete" and "minutes" in second["lr0.001"]
+    assert second["lr0.003"]["minutes"] == first["lr0.003"]["minutes"]
+    assert second["lr0.003"]["final_exact_match"] == first["lr0.003"]["final_exact_match"]

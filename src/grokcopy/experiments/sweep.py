@@ -243,17 +243,28 @@ def disk_status(member: Member) -> str:
     return "complete" if member.status == "complete" else member.status.replace("new", "pending")
 
 
+# What a member's own runner records when it finishes, beyond what its folder says.
+_FINISHED_FIELDS = ("minutes", "final_exact_match")
+
+
 def write_record(sweep: Sweep, records: dict, own: set[str] = frozenset()) -> None:
     """output_dir/sweep.json: every member, its status and folder (atomically; main process only).
 
     Members this process does not run (`--only` elsewhere) are read again from disk, so sweeps split
-    across machines with `--only` do not overwrite each other's progress with stale states."""
+    across machines with `--only` do not overwrite each other's progress with stale states; what
+    another invocation recorded of a member it finished (its minutes, final exact match) is kept."""
     if not is_main():
         return
+    previous = read_json(sweep.output_dir / SWEEP_RECORD)
+    previous = {m.get("name"): m for m in previous.get("members", [])} if isinstance(previous, dict) else {}
     for member in sweep.members:
         if member.name not in own:
             plan(member, records[member.name]["max_steps"])
-            records[member.name].update(status=disk_status(member), steps=finished_steps(member.output_dir))
+            record = records[member.name]
+            record.update(status=disk_status(member), steps=finished_steps(member.output_dir))
+            earlier = previous.get(member.name) or {}
+            if record["status"] == "complete" and earlier.get("steps") == record["steps"]:
+                record.update({k: earlier[k] for k in _FINISHED_FIELDS if k in earlier})
 
     sweep.output_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(sweep.output_dir / SWEEP_RECORD, {
