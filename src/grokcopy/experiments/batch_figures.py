@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from grokcopy.analysis.plots import save_figure  # noqa: E402
+from grokcopy.analysis.survival import interval  # noqa: E402
 from grokcopy.experiments.claims import BATCH_FIELDS  # noqa: E402
 from grokcopy.experiments.conditions import family  # noqa: E402
 
@@ -100,7 +101,7 @@ def lr_batch_grid(by_label: dict) -> dict | None:
         samples = np.where(np.isnan(samples), bound[:, None], samples)
         slopes = [s for s in (_slope_of_log_lr(row_lrs, list(samples[:, k])) for k in range(samples.shape[1]))
                   if s is not None]
-        ci = [float(v) for v in np.quantile(slopes, [0.025, 0.975])] if len(slopes) >= 20 and point is not None else None
+        ci = interval(np.array(slopes)) if len(slopes) >= 20 and point is not None else None
         later_allowed, earlier_allowed = sides <= {1.0}, sides <= {-1.0}  # what a one-sided bound can show
         verdict = ("not resolved" if ci is None else "larger LR earlier" if ci[1] < 0 and earlier_allowed
                    else "larger LR later" if ci[0] > 0 and later_allowed
