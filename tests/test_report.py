@@ -390,6 +390,8 @@ def test_a_censored_cell_never_reads_as_the_opposite_effect():
     grid = lr_batch_grid({**row(64), **row(512)})
     assert all(e["verdict"] == "not resolved (censored)" and e["slope"] < 0 for e in grid["lr_effect"])
     assert grid["sign_flips"] is False
+    never = [c for c in grid["cells"] if c["learning_rate"] == 0.006]
+    assert all(c["jump_step_median"] is None and c["jump_step_lower_bound"] == 1200 for c in never)  # "> 1,200"
 
 
 def test_demo_criteria_rate_and_the_held_out_seeds(tmp_path):

@@ -87,7 +87,8 @@ def lr_batch_grid(by_label: dict) -> dict | None:
             cells.append({"label": label, "learning_rate": c["config"]["learning_rate"], "tokens_per_step": batch,
                           "n_runs": c["stats"]["n_runs"], "n_jumped": c["stats"]["n_jumped"],
                           "jump_step_median": c["stats"]["jump_step_median"],
-                          "jump_step_ci95": c["stats"]["jump_step_ci95"]})
+                          "jump_step_ci95": c["stats"]["jump_step_ci95"],
+                          "jump_step_lower_bound": c["stats"].get("jump_step_lower_bound")})
         if len(row) < 2:
             continue
         row_lrs = [by_label[l]["config"]["learning_rate"] for l in row]
@@ -114,23 +115,30 @@ def lr_batch_grid(by_label: dict) -> dict | None:
 
 
 def lr_batch_figure(grid: dict, out: Path) -> Path:
-    """Heatmap of the median jump step (log colour), each cell labelled with it and k/n jumped."""
+    """Heatmap of the median jump step (log colour), each cell labelled with it and k/n jumped. A cell whose
+    median was not reached is hatched and labelled with its lower bound ("> step"); a combination that was not
+    run stays blank, so "never jumped" and "not measured" cannot be confused."""
     lrs, batches = grid["learning_rates"], grid["tokens_per_step"]
     values = np.full((len(lrs), len(batches)), np.nan)
     fig, ax = plt.subplots(figsize=(1.6 * len(batches) + 2, 0.9 * len(lrs) + 1.5), dpi=110)
     for cell in grid["cells"]:
         i, j = lrs.index(cell["learning_rate"]), batches.index(cell["tokens_per_step"])
-        median = cell["jump_step_median"]
-        values[i, j] = np.log10(median) if median else np.nan
-        ax.text(j, i, f"{'-' if median is None else f'{median:,.0f}'}\n{cell['n_jumped']}/{cell['n_runs']}",
-                ha="center", va="center", fontsize=8)
+        median, bound = cell["jump_step_median"], cell.get("jump_step_lower_bound")
+        if median is None:
+            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="0.85", hatch="//", edgecolor="0.6"))
+            text = "not reached" if bound is None else f"> {bound:,.0f}"
+        else:
+            values[i, j] = np.log10(median)
+            text = f"{median:,.0f}"
+        ax.text(j, i, f"{text}\n{cell['n_jumped']}/{cell['n_runs']}", ha="center", va="center", fontsize=8)
     image = ax.imshow(values, cmap="viridis_r", aspect="auto")
     fig.colorbar(image, ax=ax, label="log10 median jump step")
     ax.set_xticks(range(len(batches)), [f"{b:,}" for b in batches])
     ax.set_yticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
     ax.set_xlabel("tokens per optimizer step")
     ax.set_ylabel("learning rate")
-    ax.set_title("median steps to the copy jump (k/n seeds jumped; '-': median not reached)", fontsize=9)
+    ax.set_title("median steps to the copy jump (k/n seeds jumped; hatched: median not reached, "
+                 "> its lower bound; blank: not run)", fontsize=9)
     return save_figure(fig, out)
 
 
