@@ -394,6 +394,34 @@ def test_a_censored_cell_never_reads_as_the_opposite_effect():
     assert all(c["jump_step_median"] is None and c["jump_step_lower_bound"] == 1200 for c in never)  # "> 1,200"
 
 
+def test_neighbouring_learning_rates_show_the_sign_a_u_shaped_row_hides(tmp_path):
+    """Small batch: 1e-3 jumps at 1,000, 2e-3 never by 5,000 (larger LR later). Large batch: 1e-3 at 400,
+    2e-3 at 200, 4e-3 at 410 (U-shaped: the whole-row slope is ~0). Only the neighbours show that the sign of
+    1e-3 -> 2e-3 flips with the batch; one seed is never an interval."""
+    from grokcopy.experiments.batch_figures import lr_batch_figure, lr_batch_grid
+    from grokcopy.experiments.render import _lr_effect_table
+
+    def cells(batch, jumps, steps):
+        return {f"lr={lr}, B={batch}": cond({"learning_rate": lr, "tokens_per_step": batch * 40,
+                                             "per_device_train_batch_size": batch}, runs, steps=steps)
+                for lr, runs in jumps.items()}
+    small = cells(64, {1e-3: noisy(1000, spread=0.05), 2e-3: [None] * 4}, 5000)
+    large = cells(2048, {1e-3: noisy(400, spread=0.05), 2e-3: noisy(200, spread=0.05),
+                         4e-3: noisy(410, spread=0.08)}, 1200)
+    grid = lr_batch_grid({**small, **large})
+    low, high = {e["tokens_per_step"]: e for e in grid["lr_effect"]}[64 * 40], \
+        {e["tokens_per_step"]: e for e in grid["lr_effect"]}[2048 * 40]
+    assert low["verdict"] == "larger LR later" and low["fastest_learning_rate"] == 1e-3
+    assert high["verdict"] == "no clear effect" and high["fastest_learning_rate"] == 2e-3
+    assert [p["verdict"] for p in high["pairs"]] == ["larger LR earlier", "larger LR later"]
+    assert grid["sign_flips"] is False and grid["pair_sign_flips"] == [[1e-3, 2e-3]]
+    assert "Between neighbours it flips for 0.001 -> 0.002." in "\n".join(_lr_effect_table(grid))
+    assert lr_batch_figure(grid, tmp_path / "lr_batch.png").is_file()
+
+    one_seed = lr_batch_grid(cells(64, {1e-3: [1000], 2e-3: [2000]}, 5000) | cells(512, {1e-3: [500]}, 5000))
+    assert one_seed["lr_effect"][0]["verdict"] == "not resolved (one seed)" and one_seed["lr_effect"][0]["ci95"] is None
+
+
 def test_demo_criteria_rate_and_the_held_out_seeds(tmp_path):
     from grokcopy.analysis.survival import wilson_interval
 
@@ -472,7 +500,7 @@ def test_lr_batch_grid_finds_a_sign_flip_and_the_plateau_noise_scale(tmp_path):
     assert all(r["n_runs"] == 4 for r in noise["per_condition"])
     assert "lr_batch.png" in record["figures"] and (out / "lr_batch.png").stat().st_size > 0
     text = (out / "report.md").read_text()
-    assert "## Learning rate x batch" in text and "The sign flips with the batch." in text
+    assert "## Learning rate x batch" in text and "Over whole rows: the sign flips with the batch." in text
 
 
 def test_lr_batch_grid_counts_a_censored_cell_as_late_and_skips_single_rate_rows(tmp_path):

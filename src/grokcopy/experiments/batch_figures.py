@@ -65,14 +65,41 @@ def _slope_of_log_lr(lrs, steps) -> float | None:
     return float(np.polyfit(x, y, 1)[0])
 
 
+def lr_effect(by_label: dict, row: list[str]) -> dict:
+    """The learning-rate effect d ln S* / d ln LR over the conditions `row` (one batch, >= 2 learning rates)
+    with a bootstrap interval: "larger LR earlier" (interval < 0), "larger LR later" (> 0) or not resolved.
+    An undefined median (most seeds never jumped) enters at its lower bound (the step by which more than half
+    the seeds were seen without a jump). That makes the slope one-sided: a censored cell above the mean ln LR
+    makes it a lower bound of the true slope (only "later" can be read), one below it an upper bound (only
+    "earlier"); censored cells on both sides leave the effect not resolved, and so does a cell of one seed."""
+    row_lrs = [by_label[l]["config"]["learning_rate"] for l in row]
+    bound = np.array([float(by_label[l]["stats"].get("jump_step_lower_bound") or np.nan) for l in row])
+    medians = [by_label[l]["stats"]["jump_step_median"] for l in row]
+    censored = [label for label, m in zip(row, medians) if m is None]
+    centre = np.mean(np.log(row_lrs))
+    sides = {float(np.sign(np.log(lr) - centre)) for lr, m in zip(row_lrs, medians) if m is None} - {0.0}
+    point = _slope_of_log_lr(row_lrs, [b if m is None else m for m, b in zip(medians, bound)])
+    samples = np.vstack([by_label[l]["samples"]["jump_step"] for l in row])  # [lrs, n]; NaN: undefined
+    samples = np.where(np.isnan(samples), bound[:, None], samples)
+    slopes = [s for s in (_slope_of_log_lr(row_lrs, list(samples[:, k])) for k in range(samples.shape[1]))
+              if s is not None]
+    enough = min(by_label[l]["stats"]["n_runs"] for l in row) >= 2  # one seed: a zero-width "interval"
+    ci = interval(np.array(slopes)) if enough and len(slopes) >= 20 and point is not None else None
+    later_allowed, earlier_allowed = sides <= {1.0}, sides <= {-1.0}  # what a one-sided bound can show
+    verdict = ("not resolved (one seed)" if not enough else "not resolved" if ci is None else "larger LR earlier" if ci[1] < 0 and earlier_allowed
+               else "larger LR later" if ci[0] > 0 and later_allowed
+               else "not resolved (censored)" if censored else "no clear effect")
+    return {"learning_rates": row_lrs, "slope": point, "ci95": ci, "verdict": verdict, "censored_cells": censored}
+
+
 def lr_batch_grid(by_label: dict) -> dict | None:
     """Conditions that differ only in learning rate and batch (>= 2 of each): per cell the KM median jump
-    step with its interval and k/n jumped; per batch with >= 2 learning rates the learning-rate effect
-    d ln S* / d ln LR with a bootstrap interval: "larger LR earlier" (interval < 0), "larger LR later" (> 0)
-    or not resolved. An undefined median (most seeds never jumped) enters at its lower bound (the step by
-    which more than half the seeds were seen without a jump). That makes the slope one-sided: a censored
-    cell above the mean ln LR makes it a lower bound of the true slope (only "later" can be read), one below
-    it an upper bound (only "earlier"); censored cells on both sides leave the effect not resolved."""
+    step with its interval and k/n jumped; per batch with >= 2 learning rates the learning-rate effect over
+    all of them (`lr_effect`, the protocol's rule), and, because a slope over a U-shaped row reads as "no
+    effect", the effect between each pair of neighbouring learning rates (`pairs`) and the learning rate
+    with the earliest median (`fastest_learning_rate`). The sign flips if "earlier" and "later" both occur
+    over whole rows (`sign_flips`) or between the same pair of neighbours at different batches
+    (`pair_sign_flips`)."""
     labels = family(by_label, ("learning_rate", *BATCH_FIELDS))
     lrs = sorted({by_label[l]["config"]["learning_rate"] for l in labels})
     batches = sorted({by_label[l]["config"]["tokens_per_step"] for l in labels})
@@ -91,27 +118,20 @@ def lr_batch_grid(by_label: dict) -> dict | None:
                           "jump_step_lower_bound": c["stats"].get("jump_step_lower_bound")})
         if len(row) < 2:
             continue
-        row_lrs = [by_label[l]["config"]["learning_rate"] for l in row]
-        bound = np.array([float(by_label[l]["stats"].get("jump_step_lower_bound") or np.nan) for l in row])
-        medians = [by_label[l]["stats"]["jump_step_median"] for l in row]
-        censored = [label for label, m in zip(row, medians) if m is None]
-        centre = np.mean(np.log(row_lrs))
-        sides = {float(np.sign(np.log(lr) - centre)) for lr, m in zip(row_lrs, medians) if m is None} - {0.0}
-        point = _slope_of_log_lr(row_lrs, [b if m is None else m for m, b in zip(medians, bound)])
-        samples = np.vstack([by_label[l]["samples"]["jump_step"] for l in row])  # [lrs, n]; NaN: undefined
-        samples = np.where(np.isnan(samples), bound[:, None], samples)
-        slopes = [s for s in (_slope_of_log_lr(row_lrs, list(samples[:, k])) for k in range(samples.shape[1]))
-                  if s is not None]
-        ci = interval(np.array(slopes)) if len(slopes) >= 20 and point is not None else None
-        later_allowed, earlier_allowed = sides <= {1.0}, sides <= {-1.0}  # what a one-sided bound can show
-        verdict = ("not resolved" if ci is None else "larger LR earlier" if ci[1] < 0 and earlier_allowed
-                   else "larger LR later" if ci[0] > 0 and later_allowed
-                   else "not resolved (censored)" if censored else "no clear effect")
-        effects.append({"tokens_per_step": batch, "slope": point, "ci95": ci, "verdict": verdict,
-                        "censored_cells": censored})
-    flips = {e["verdict"] for e in effects} >= {"larger LR earlier", "larger LR later"}
+        defined = [l for l in row if by_label[l]["stats"]["jump_step_median"] is not None]
+        fastest = min(defined, key=lambda l: by_label[l]["stats"]["jump_step_median"]) if defined else None
+        effects.append({"tokens_per_step": batch, **lr_effect(by_label, row),
+                        "pairs": [lr_effect(by_label, pair) for pair in zip(row, row[1:])],
+                        "fastest_learning_rate": by_label[fastest]["config"]["learning_rate"] if fastest else None})
+    both = {"larger LR earlier", "larger LR later"}
+    flips = {e["verdict"] for e in effects} >= both
+    by_pair = {}
+    for e in effects:
+        for pair in e["pairs"]:
+            by_pair.setdefault(tuple(pair["learning_rates"]), set()).add(pair["verdict"])
+    pair_flips = [list(pair) for pair, verdicts in sorted(by_pair.items()) if verdicts >= both]
     return {"learning_rates": lrs, "tokens_per_step": batches, "cells": cells, "lr_effect": effects,
-            "sign_flips": flips}
+            "sign_flips": flips, "pair_sign_flips": pair_flips}
 
 
 def lr_batch_figure(grid: dict, out: Path) -> Path:

@@ -315,12 +315,7 @@ def write_markdown(record: dict, out: Path) -> None:
             lines.append(f"| {lr:g} | " + " | ".join("-" if c is None else
                          f"{'not reached' if c['jump_step_median'] is None else _num(c['jump_step_median'])}"
                          f"{_interval_text(c['jump_step_ci95'])} ({c['n_jumped']}/{c['n_runs']})" for c in row) + " |")
-        lines += ["", "Learning-rate effect (d ln S* / d ln LR, 95% bootstrap interval): " + "; ".join(
-            f"{e['tokens_per_step']:,} tokens/step: "
-            + ("-" if e["slope"] is None else f"{e['slope']:.2f}{_interval_text(e['ci95'])}") + f" ({e['verdict']}"
-            + (f"; {len(e['censored_cells'])} cell(s) censored, entered at their last step" if e.get("censored_cells")
-               else "") + ")"
-            for e in grid["lr_effect"]) + (". The sign flips with the batch." if grid["sign_flips"] else ".")]
+        lines += _lr_effect_table(grid)
     noise = record.get("noise_scale")
     if noise:
         lines += ["", "## Gradient noise scale on the plateau (McCandlish's B_simple, tokens)", "",
@@ -369,3 +364,30 @@ def write_markdown(record: dict, out: Path) -> None:
                                  target="-" if target is None else f"{target:.3f} nats",
                                  threshold=settings.get("threshold", 0.3))]
     write_text_atomic(out, "\n".join(lines) + "\n")
+
+
+def _effect_text(effect: dict) -> str:
+    slope = "-" if effect["slope"] is None else f"{effect['slope']:.2f}{_interval_text(effect['ci95'])}"
+    censored = len(effect.get("censored_cells") or [])
+    return f"{slope} ({effect['verdict']}" + (f"; {censored} censored" if censored else "") + ")"
+
+
+def _lr_effect_table(grid: dict) -> list[str]:
+    """Per batch: the protocol's effect over the whole row, the fastest learning rate, and the effect between
+    each pair of neighbouring learning rates (where a U-shaped row hides a sign)."""
+    pairs = sorted({tuple(p["learning_rates"]) for e in grid["lr_effect"] for p in e.get("pairs", [])})
+    lines = ["", "Learning-rate effect d ln S* / d ln LR (95% bootstrap interval; a censored cell enters at its "
+             "lower bound, so the slope is one-sided there):", "",
+             "| tokens/step | fastest LR | all learning rates | " + " | ".join(f"{a:g} -> {b:g}" for a, b in pairs)
+             + " |", "|---|---|---|" + "---|" * len(pairs)]
+    for e in grid["lr_effect"]:
+        by_pair = {tuple(p["learning_rates"]): p for p in e.get("pairs", [])}
+        fastest = e.get("fastest_learning_rate")
+        lines.append(f"| {e['tokens_per_step']:,} | {'-' if fastest is None else f'{fastest:g}'} | {_effect_text(e)} | "
+                     + " | ".join(_effect_text(by_pair[p]) if p in by_pair else "-" for p in pairs) + " |")
+    flips = [f"{a:g} -> {b:g}" for a, b in grid.get("pair_sign_flips") or []]
+    lines += ["", ("Over whole rows: the sign flips with the batch. " if grid["sign_flips"] else
+                   "Over whole rows: the sign does not flip. ")
+              + (f"Between neighbours it flips for {', '.join(flips)}." if flips else
+                 "Between neighbouring learning rates it does not flip either.")]
+    return lines

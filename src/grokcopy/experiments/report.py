@@ -133,7 +133,8 @@ def run_report(ns) -> int:
     if grid:
         print("learning-rate effect per batch: " + "; ".join(
             f"{e['tokens_per_step']:,} tokens/step: {e['verdict']}" for e in grid["lr_effect"])
-              + (" (the sign flips)" if grid["sign_flips"] else ""))
+              + (" (the sign flips)" if grid["sign_flips"] else "")
+              + "".join(f"; between LR {a:g} and {b:g} the sign flips" for a, b in grid.get("pair_sign_flips") or []))
     noise = record.get("noise_scale")
     if noise and noise.get("b_crit"):
         print(f"gradient noise scale on the plateau: {noise['median_tokens']:,.0f} tokens "
