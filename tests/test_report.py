@@ -484,10 +484,15 @@ def test_lr_batch_grid_finds_a_sign_flip_and_the_plateau_noise_scale(tmp_path):
             for row in state["log_history"]:
                 row["gradient_noise_scale_tokens"] = 5000.0 if row["step"] < jump else 50.0
             (run / "trainer_state.json").write_text(json.dumps(state))
+            if (batch, lr) == (1024, 6e-3):  # copies without an induction head: the other solution
+                history = run / "induction_history.jsonl"
+                history.write_text(history.read_text().replace("0.9]", "0.05]"))
     out = tmp_path / "report"
     assert main(["report", str(tmp_path), "--out", str(out)]) == 0
     record = json.loads((out / "report.json").read_text())
     grid = record["lr_batch"]
+    assert {(c["learning_rate"], c["tokens_per_step"]): c["n_with_head"] for c in grid["cells"]} == \
+        {(1.5e-3, 64 * 40): 4, (6e-3, 64 * 40): 4, (1.5e-3, 1024 * 40): 4, (6e-3, 1024 * 40): 0}
     assert grid["learning_rates"] == [1.5e-3, 6e-3] and grid["tokens_per_step"] == [64 * 40, 1024 * 40]
     effects = {e["tokens_per_step"]: e for e in grid["lr_effect"]}
     assert effects[64 * 40]["verdict"] == "larger LR later" and effects[64 * 40]["slope"] > 0
@@ -501,6 +506,7 @@ def test_lr_batch_grid_finds_a_sign_flip_and_the_plateau_noise_scale(tmp_path):
     assert "lr_batch.png" in record["figures"] and (out / "lr_batch.png").stat().st_size > 0
     text = (out / "report.md").read_text()
     assert "## Learning rate x batch" in text and "Over whole rows: the sign flips with the batch." in text
+    assert "(4/4; head 0/4)" in text
 
 
 def test_lr_batch_grid_counts_a_censored_cell_as_late_and_skips_single_rate_rows(tmp_path):

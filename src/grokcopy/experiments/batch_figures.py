@@ -113,6 +113,7 @@ def lr_batch_grid(by_label: dict) -> dict | None:
             c = by_label[label]
             cells.append({"label": label, "learning_rate": c["config"]["learning_rate"], "tokens_per_step": batch,
                           "n_runs": c["stats"]["n_runs"], "n_jumped": c["stats"]["n_jumped"],
+                          "n_with_head": c["stats"].get("n_with_head"),
                           "jump_step_median": c["stats"]["jump_step_median"],
                           "jump_step_ci95": c["stats"]["jump_step_ci95"],
                           "jump_step_lower_bound": c["stats"].get("jump_step_lower_bound")})
@@ -135,7 +136,8 @@ def lr_batch_grid(by_label: dict) -> dict | None:
 
 
 def lr_batch_figure(grid: dict, out: Path) -> Path:
-    """Heatmap of the median jump step (log colour), each cell labelled with it and k/n jumped. A cell whose
+    """Heatmap of the median jump step (log colour), each cell labelled with it, k/n jumped and h/n that formed
+    an induction head (a jump without one is the other solution, capped near exact match 0.67). A cell whose
     median was not reached is hatched and labelled with its lower bound ("> step"); a combination that was not
     run stays blank, so "never jumped" and "not measured" cannot be confused."""
     lrs, batches = grid["learning_rates"], grid["tokens_per_step"]
@@ -150,15 +152,17 @@ def lr_batch_figure(grid: dict, out: Path) -> Path:
         else:
             values[i, j] = np.log10(median)
             text = f"{median:,.0f}"
-        ax.text(j, i, f"{text}\n{cell['n_jumped']}/{cell['n_runs']}", ha="center", va="center", fontsize=8)
+        n, head = cell["n_runs"], cell.get("n_with_head")
+        ax.text(j, i, f"{text}\n{cell['n_jumped']}/{n} jumped" + ("" if head is None else f"\n{head}/{n} head"),
+                ha="center", va="center", fontsize=7)
     image = ax.imshow(values, cmap="viridis_r", aspect="auto")
     fig.colorbar(image, ax=ax, label="log10 median jump step")
     ax.set_xticks(range(len(batches)), [f"{b:,}" for b in batches])
     ax.set_yticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
     ax.set_xlabel("tokens per optimizer step")
     ax.set_ylabel("learning rate")
-    ax.set_title("median steps to the copy jump (k/n seeds jumped; hatched: median not reached, "
-                 "> its lower bound; blank: not run)", fontsize=9)
+    ax.set_title("median steps to the copy jump (k/n seeds jumped, h/n formed an induction head; hatched: "
+                 "median not reached, > its lower bound; blank: not run)", fontsize=9)
     return save_figure(fig, out)
 
 

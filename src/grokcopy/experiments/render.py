@@ -306,7 +306,7 @@ def write_markdown(record: dict, out: Path) -> None:
                       for c in split["by_condition"]]
     grid = record.get("lr_batch")
     if grid:
-        lines += ["", "## Learning rate x batch (median jump step, k/n jumped)", "",
+        lines += ["", "## Learning rate x batch (median jump step, k/n jumped; head: h/n formed an induction head)", "",
                   "| learning rate | " + " | ".join(f"{b:,} tokens/step" for b in grid["tokens_per_step"]) + " |",
                   "|---|" + "---|" * len(grid["tokens_per_step"])]
         cell = {(c["learning_rate"], c["tokens_per_step"]): c for c in grid["cells"]}
@@ -314,7 +314,9 @@ def write_markdown(record: dict, out: Path) -> None:
             row = [cell.get((lr, b)) for b in grid["tokens_per_step"]]
             lines.append(f"| {lr:g} | " + " | ".join("-" if c is None else
                          f"{'not reached' if c['jump_step_median'] is None else _num(c['jump_step_median'])}"
-                         f"{_interval_text(c['jump_step_ci95'])} ({c['n_jumped']}/{c['n_runs']})" for c in row) + " |")
+                         f"{_interval_text(c['jump_step_ci95'])} ({c['n_jumped']}/{c['n_runs']}"
+                         + ("" if c.get("n_with_head") is None else f"; head {c['n_with_head']}/{c['n_runs']}") + ")"
+                         for c in row) + " |")
         lines += _lr_effect_table(grid)
     noise = record.get("noise_scale")
     if noise:
