@@ -20,7 +20,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from grokcopy.analysis.plots import save_figure  # noqa: E402
-from grokcopy.analysis.survival import interval  # noqa: E402
 from grokcopy.experiments.claims import BATCH_FIELDS  # noqa: E402
 from grokcopy.experiments.conditions import family  # noqa: E402
 
@@ -65,31 +64,53 @@ def _slope_of_log_lr(lrs, steps) -> float | None:
     return float(np.polyfit(x, y, 1)[0])
 
 
-def lr_effect(by_label: dict, row: list[str]) -> dict:
+# Below this an interval's end counts as zero: two cells with identical data draw identical resamples
+# (data_rng), and their slope is floating-point noise of either sign.
+SLOPE_TOLERANCE = 1e-9
+
+
+def lr_effect(by_label: dict, row: list[str], level: float = 0.95) -> dict:
     """The learning-rate effect d ln S* / d ln LR over the conditions `row` (one batch, >= 2 learning rates)
     with a bootstrap interval: "larger LR earlier" (interval < 0), "larger LR later" (> 0) or not resolved.
-    An undefined median (most seeds never jumped) enters at its lower bound (the step by which more than half
-    the seeds were seen without a jump). That makes the slope one-sided: a censored cell above the mean ln LR
-    makes it a lower bound of the true slope (only "later" can be read), one below it an upper bound (only
-    "earlier"); censored cells on both sides leave the effect not resolved, and so does a cell of one seed."""
+
+    A cell whose median is undefined (most seeds never jumped) enters at its lower bound (the step by which
+    more than half the seeds were seen without a jump). That makes the slope one-sided: a censored cell above
+    the mean ln LR makes it a lower bound of the true slope (only "later" can be read), one below it an upper
+    bound (only "earlier"); censored cells on both sides leave the effect not resolved. A resample in which
+    a cell with a defined median loses it pushes the slope without limit in that cell's direction (+inf
+    above the centre, -inf below), so the slowest resamples widen the interval instead of vanishing; a cell
+    of fewer than 3 seeds gives no interval (a median of two resampled values takes only their two values)."""
     row_lrs = [by_label[l]["config"]["learning_rate"] for l in row]
     bound = np.array([float(by_label[l]["stats"].get("jump_step_lower_bound") or np.nan) for l in row])
     medians = [by_label[l]["stats"]["jump_step_median"] for l in row]
     censored = [label for label, m in zip(row, medians) if m is None]
-    centre = np.mean(np.log(row_lrs))
-    sides = {float(np.sign(np.log(lr) - centre)) for lr, m in zip(row_lrs, medians) if m is None} - {0.0}
+    side = np.sign(np.log(row_lrs) - np.mean(np.log(row_lrs)))
+    sides = {float(d) for d, m in zip(side, medians) if m is None} - {0.0}
     point = _slope_of_log_lr(row_lrs, [b if m is None else m for m, b in zip(medians, bound)])
     samples = np.vstack([by_label[l]["samples"]["jump_step"] for l in row])  # [lrs, n]; NaN: undefined
+    lost = np.isnan(samples) & np.array([m is not None for m in medians])[:, None]
     samples = np.where(np.isnan(samples), bound[:, None], samples)
-    slopes = [s for s in (_slope_of_log_lr(row_lrs, list(samples[:, k])) for k in range(samples.shape[1]))
-              if s is not None]
-    enough = min(by_label[l]["stats"]["n_runs"] for l in row) >= 2  # one seed: a zero-width "interval"
-    ci = interval(np.array(slopes)) if enough and len(slopes) >= 20 and point is not None else None
+    slopes = []
+    for k in range(samples.shape[1]):
+        pushes = {float(d) for d in side[lost[:, k]]}
+        slopes.append(_slope_of_log_lr(row_lrs, list(samples[:, k])) if not pushes else
+                      np.inf * pushes.pop() if len(pushes) == 1 and 0.0 not in pushes else np.nan)
+    slopes = np.array([np.nan if v is None else v for v in slopes], dtype=float)
+    enough = min(by_label[l]["stats"]["n_runs"] for l in row) >= 3
+    ci = None
+    if enough and point is not None and slopes.size >= 20 and np.isnan(slopes).mean() <= 0.025:
+        ordered = np.sort(slopes[~np.isnan(slopes)])
+        tail = (1 - level) / 2
+        low, high = ordered[int(np.floor(tail * ordered.size))], ordered[int(np.ceil((1 - tail) * ordered.size)) - 1]
+        ci = [float(low) if np.isfinite(low) else None, float(high) if np.isfinite(high) else None]
     later_allowed, earlier_allowed = sides <= {1.0}, sides <= {-1.0}  # what a one-sided bound can show
-    verdict = ("not resolved (one seed)" if not enough else "not resolved" if ci is None else "larger LR earlier" if ci[1] < 0 and earlier_allowed
-               else "larger LR later" if ci[0] > 0 and later_allowed
+    earlier = ci is not None and ci[1] is not None and ci[1] < -SLOPE_TOLERANCE and earlier_allowed
+    later = ci is not None and ci[0] is not None and ci[0] > SLOPE_TOLERANCE and later_allowed
+    verdict = ("not resolved (fewer than 3 seeds)" if not enough else "larger LR earlier" if earlier
+               else "larger LR later" if later else "not resolved" if ci is None
                else "not resolved (censored)" if censored else "no clear effect")
-    return {"learning_rates": row_lrs, "slope": point, "ci95": ci, "verdict": verdict, "censored_cells": censored}
+    return {"learning_rates": row_lrs, "slope": point, "ci": ci, "level": level, "verdict": verdict,
+            "censored_cells": censored}
 
 
 def lr_batch_grid(by_label: dict) -> dict | None:
@@ -105,6 +126,8 @@ def lr_batch_grid(by_label: dict) -> dict | None:
     batches = sorted({by_label[l]["config"]["tokens_per_step"] for l in labels})
     if len(lrs) < 2 or len(batches) < 2:
         return None
+    rows = [[l for l in labels if by_label[l]["config"]["tokens_per_step"] == batch] for batch in batches]
+    pair_level = 1 - 0.05 / max(1, sum(max(0, len(r) - 1) for r in rows))  # Bonferroni over every pair
     cells, effects = [], []
     for batch in batches:
         row = sorted((l for l in labels if by_label[l]["config"]["tokens_per_step"] == batch),
@@ -122,7 +145,7 @@ def lr_batch_grid(by_label: dict) -> dict | None:
         defined = [l for l in row if by_label[l]["stats"]["jump_step_median"] is not None]
         fastest = min(defined, key=lambda l: by_label[l]["stats"]["jump_step_median"]) if defined else None
         effects.append({"tokens_per_step": batch, **lr_effect(by_label, row),
-                        "pairs": [lr_effect(by_label, pair) for pair in zip(row, row[1:])],
+                        "pairs": [lr_effect(by_label, pair, level=pair_level) for pair in zip(row, row[1:])],
                         "fastest_learning_rate": by_label[fastest]["config"]["learning_rate"] if fastest else None})
     both = {"larger LR earlier", "larger LR later"}
     flips = {e["verdict"] for e in effects} >= both
@@ -153,16 +176,16 @@ def lr_batch_figure(grid: dict, out: Path) -> Path:
             values[i, j] = np.log10(median)
             text = f"{median:,.0f}"
         n, head = cell["n_runs"], cell.get("n_with_head")
-        ax.text(j, i, f"{text}\n{cell['n_jumped']}/{n} jumped" + ("" if head is None else f"\n{head}/{n} head"),
-                ha="center", va="center", fontsize=7)
+        heads = "" if head is None else f"\n{head}/{n} formed a head"
+        ax.text(j, i, f"{text}\n{cell['n_jumped']}/{n} jumped{heads}", ha="center", va="center", fontsize=7)
     image = ax.imshow(values, cmap="viridis_r", aspect="auto")
     fig.colorbar(image, ax=ax, label="log10 median jump step")
     ax.set_xticks(range(len(batches)), [f"{b:,}" for b in batches])
     ax.set_yticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
     ax.set_xlabel("tokens per optimizer step")
     ax.set_ylabel("learning rate")
-    ax.set_title("median steps to the copy jump (k/n seeds jumped, h/n formed an induction head; hatched: "
-                 "median not reached, > its lower bound; blank: not run)", fontsize=9)
+    ax.set_title("median steps to the copy jump (k/n seeds jumped; h/n formed an induction head, at any step;\n"
+                 "hatched: median not reached, > its lower bound; blank: not run)", fontsize=9)
     return save_figure(fig, out)
 
 

@@ -260,8 +260,9 @@ def summarize(stats: list[dict]) -> tuple[dict, dict]:
         summary["final_exact_match_ci95"] = interval(samples["final_exact_match"])
     summary["formation"] = formation_summary(stats)
     # Copying without an induction head (exact match ~0.67: the "other solution") also passes the jump's 0.5.
-    summary["n_with_head"] = sum(any(r.get("formation_step") is not None for r in s.get("formation") or [])
-                                 for s in stats)
+    # None when no run has induction scores (a sweep without the analysis), not "no head".
+    summary["n_with_head"] = (sum(any(r.get("formation_step") is not None for r in s.get("formation") or [])
+                                  for s in stats) if any(s.get("formation") for s in stats) else None)
     summary.update(rate_summary(stats))
     return summary, samples
 

@@ -306,7 +306,8 @@ def write_markdown(record: dict, out: Path) -> None:
                       for c in split["by_condition"]]
     grid = record.get("lr_batch")
     if grid:
-        lines += ["", "## Learning rate x batch (median jump step, k/n jumped; head: h/n formed an induction head)", "",
+        lines += ["", "## Learning rate x batch (median jump step, k/n jumped; h/n formed an induction head, any step)",
+                  "",
                   "| learning rate | " + " | ".join(f"{b:,} tokens/step" for b in grid["tokens_per_step"]) + " |",
                   "|---|" + "---|" * len(grid["tokens_per_step"])]
         cell = {(c["learning_rate"], c["tokens_per_step"]): c for c in grid["cells"]}
@@ -315,7 +316,8 @@ def write_markdown(record: dict, out: Path) -> None:
             lines.append(f"| {lr:g} | " + " | ".join("-" if c is None else
                          f"{'not reached' if c['jump_step_median'] is None else _num(c['jump_step_median'])}"
                          f"{_interval_text(c['jump_step_ci95'])} ({c['n_jumped']}/{c['n_runs']}"
-                         + ("" if c.get("n_with_head") is None else f"; head {c['n_with_head']}/{c['n_runs']}") + ")"
+                         + ("" if c.get("n_with_head") is None else f"; {c['n_with_head']}/{c['n_runs']} formed a head")
+                         + ")"
                          for c in row) + " |")
         lines += _lr_effect_table(grid)
     noise = record.get("noise_scale")
@@ -369,17 +371,24 @@ def write_markdown(record: dict, out: Path) -> None:
 
 
 def _effect_text(effect: dict) -> str:
-    slope = "-" if effect["slope"] is None else f"{effect['slope']:.2f}{_interval_text(effect['ci95'])}"
+    """slope [low, high] (verdict): an end is "-inf" / "inf" where resamples lost a median on that side."""
+    ci = effect.get("ci")
+    ends = "" if not ci else " [" + ", ".join(("-inf" if k == 0 else "inf") if v is None else f"{v:.2f}"
+                                               for k, v in enumerate(ci)) + "]"
+    slope = "-" if effect["slope"] is None else f"{effect['slope']:.2f}{ends}"
     censored = len(effect.get("censored_cells") or [])
-    return f"{slope} ({effect['verdict']}" + (f"; {censored} censored" if censored else "") + ")"
+    return f"{slope} ({effect['verdict']}" + (f"; {censored} censored, one-sided" if censored else "") + ")"
 
 
 def _lr_effect_table(grid: dict) -> list[str]:
     """Per batch: the protocol's effect over the whole row, the fastest learning rate, and the effect between
-    each pair of neighbouring learning rates (where a U-shaped row hides a sign)."""
+    each pair of neighbouring learning rates (where a U-shaped row hides a sign; exploratory, Bonferroni)."""
     pairs = sorted({tuple(p["learning_rates"]) for e in grid["lr_effect"] for p in e.get("pairs", [])})
-    lines = ["", "Learning-rate effect d ln S* / d ln LR (95% bootstrap interval; a censored cell enters at its "
-             "lower bound, so the slope is one-sided there):", "",
+    level = next((p["level"] for e in grid["lr_effect"] for p in e.get("pairs", [])), 0.95)
+    lines = ["", "Learning-rate effect d ln S* / d ln LR over each batch's learning rates (the protocol's rule, "
+             "95% bootstrap interval) and, exploratory, between neighbouring learning rates (intervals at "
+             f"{100 * level:.1f}%, Bonferroni over every pair). A censored cell enters at its lower bound, so "
+             "the slope is one-sided there; 'fastest LR' is the earliest median, without an interval:", "",
              "| tokens/step | fastest LR | all learning rates | " + " | ".join(f"{a:g} -> {b:g}" for a, b in pairs)
              + " |", "|---|---|---|" + "---|" * len(pairs)]
     for e in grid["lr_effect"]:
@@ -390,6 +399,6 @@ def _lr_effect_table(grid: dict) -> list[str]:
     flips = [f"{a:g} -> {b:g}" for a, b in grid.get("pair_sign_flips") or []]
     lines += ["", ("Over whole rows: the sign flips with the batch. " if grid["sign_flips"] else
                    "Over whole rows: the sign does not flip. ")
-              + (f"Between neighbours it flips for {', '.join(flips)}." if flips else
-                 "Between neighbouring learning rates it does not flip either.")]
+              + (f"Between neighbours (exploratory) it flips for {', '.join(flips)}." if flips else
+                 "Between neighbouring learning rates it does not flip.")]
     return lines
