@@ -166,6 +166,7 @@ def lr_batch_figure(grid: dict, out: Path) -> Path:
     lrs, batches = grid["learning_rates"], grid["tokens_per_step"]
     values = np.full((len(lrs), len(batches)), np.nan)
     fig, ax = plt.subplots(figsize=(1.6 * len(batches) + 2, 0.9 * len(lrs) + 1.5), dpi=110)
+    labels = []
     for cell in grid["cells"]:
         i, j = lrs.index(cell["learning_rate"]), batches.index(cell["tokens_per_step"])
         median, bound = cell["jump_step_median"], cell.get("jump_step_lower_bound")
@@ -177,8 +178,11 @@ def lr_batch_figure(grid: dict, out: Path) -> Path:
             text = f"{median:,.0f}"
         n, head = cell["n_runs"], cell.get("n_with_head")
         heads = "" if head is None else f"\n{head}/{n} formed a head"
-        ax.text(j, i, f"{text}\n{cell['n_jumped']}/{n} jumped{heads}", ha="center", va="center", fontsize=7)
+        labels.append((i, j, f"{text}\n{cell['n_jumped']}/{n} jumped{heads}"))
     image = ax.imshow(values, cmap="viridis_r", aspect="auto")
+    for i, j, text in labels:  # white on the dark (slow) end of the colour scale
+        dark = np.isfinite(values[i, j]) and image.norm(values[i, j]) > 0.6
+        ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
     fig.colorbar(image, ax=ax, label="log10 median jump step")
     ax.set_xticks(range(len(batches)), [f"{b:,}" for b in batches])
     ax.set_yticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
