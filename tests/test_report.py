@@ -398,8 +398,8 @@ def test_neighbouring_learning_rates_show_the_sign_a_u_shaped_row_hides(tmp_path
     """Small batch: 1e-3 jumps at 1,000, 2e-3 never by 5,000 (larger LR later). Large batch: 1e-3 at 400,
     2e-3 at 200, 4e-3 at 410 (U-shaped: the whole-row slope is ~0). Only the neighbours show that the sign of
     1e-3 -> 2e-3 flips with the batch; one seed is never an interval."""
-    from grokcopy.experiments.batch_figures import lr_batch_figure, lr_batch_grid
-    from grokcopy.experiments.render import _effect_text, _lr_effect_table
+    from grokcopy.experiments.batch_figures import _effect_text, lr_batch_figure, lr_batch_grid
+    from grokcopy.experiments.batch_figures import lr_effect_table as _lr_effect_table
 
     def cells(batch, jumps, steps):
         return {f"lr={lr}, B={batch}": cond({"learning_rate": lr, "tokens_per_step": batch * 40,

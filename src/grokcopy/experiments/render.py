@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 
 from grokcopy.analysis.grokking import smooth  # noqa: E402
 from grokcopy.analysis.plots import save_figure  # noqa: E402
+from grokcopy.experiments.batch_figures import lr_effect_table  # noqa: E402
 from grokcopy.experiments.claims import describe  # noqa: E402
 from grokcopy.experiments.conditions import family  # noqa: E402
 from grokcopy.run_dir import write_text_atomic  # noqa: E402
@@ -319,7 +320,7 @@ def write_markdown(record: dict, out: Path) -> None:
                          + ("" if c.get("n_with_head") is None else f"; {c['n_with_head']}/{c['n_runs']} formed a head")
                          + ")"
                          for c in row) + " |")
-        lines += _lr_effect_table(grid)
+        lines += lr_effect_table(grid)
     noise = record.get("noise_scale")
     if noise:
         lines += ["", "## Gradient noise scale on the plateau (McCandlish's B_simple, tokens)", "",
@@ -369,36 +370,3 @@ def write_markdown(record: dict, out: Path) -> None:
                                  threshold=settings.get("threshold", 0.3))]
     write_text_atomic(out, "\n".join(lines) + "\n")
 
-
-def _effect_text(effect: dict) -> str:
-    """slope [low, high] (verdict): an end is "-inf" / "inf" where resamples lost a median on that side."""
-    ci = effect.get("ci")
-    ends = "" if not ci else " [" + ", ".join(("-inf" if k == 0 else "inf") if v is None else f"{v:.2f}"
-                                               for k, v in enumerate(ci)) + "]"
-    slope = "-" if effect["slope"] is None else f"{effect['slope']:.2f}{ends}"
-    censored = len(effect.get("censored_cells") or [])
-    return f"{slope} ({effect['verdict']}" + (f"; {censored} censored, one-sided" if censored else "") + ")"
-
-
-def _lr_effect_table(grid: dict) -> list[str]:
-    """Per batch: the protocol's effect over the whole row, the fastest learning rate, and the effect between
-    each pair of neighbouring learning rates (where a U-shaped row hides a sign; exploratory, Bonferroni)."""
-    pairs = sorted({tuple(p["learning_rates"]) for e in grid["lr_effect"] for p in e.get("pairs", [])})
-    level = next((p["level"] for e in grid["lr_effect"] for p in e.get("pairs", [])), 0.95)
-    lines = ["", "Learning-rate effect d ln S* / d ln LR over each batch's learning rates (the protocol's rule, "
-             "95% bootstrap interval) and, exploratory, between neighbouring learning rates (intervals at "
-             f"{100 * level:.1f}%, Bonferroni over every pair). A censored cell enters at its lower bound, so "
-             "the slope is one-sided there; 'fastest LR' is the earliest median, without an interval:", "",
-             "| tokens/step | fastest LR | all learning rates | " + " | ".join(f"{a:g} -> {b:g}" for a, b in pairs)
-             + " |", "|---|---|---|" + "---|" * len(pairs)]
-    for e in grid["lr_effect"]:
-        by_pair = {tuple(p["learning_rates"]): p for p in e.get("pairs", [])}
-        fastest = e.get("fastest_learning_rate")
-        lines.append(f"| {e['tokens_per_step']:,} | {'-' if fastest is None else f'{fastest:g}'} | {_effect_text(e)} | "
-                     + " | ".join(_effect_text(by_pair[p]) if p in by_pair else "-" for p in pairs) + " |")
-    flips = [f"{a:g} -> {b:g}" for a, b in grid.get("pair_sign_flips") or []]
-    lines += ["", ("Over whole rows: the sign flips with the batch. " if grid["sign_flips"] else
-                   "Over whole rows: the sign does not flip. ")
-              + (f"Between neighbours (exploratory) it flips for {', '.join(flips)}." if flips else
-                 "Between neighbouring learning rates it does not flip.")]
-    return lines
