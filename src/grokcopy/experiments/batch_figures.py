@@ -126,12 +126,11 @@ def lr_batch_grid(by_label: dict) -> dict | None:
     batches = sorted({by_label[l]["config"]["tokens_per_step"] for l in labels})
     if len(lrs) < 2 or len(batches) < 2:
         return None
-    rows = [[l for l in labels if by_label[l]["config"]["tokens_per_step"] == batch] for batch in batches]
+    rows = [sorted((l for l in labels if by_label[l]["config"]["tokens_per_step"] == batch),
+                   key=lambda l: by_label[l]["config"]["learning_rate"]) for batch in batches]
     pair_level = 1 - 0.05 / max(1, sum(max(0, len(r) - 1) for r in rows))  # Bonferroni over every pair
     cells, effects = [], []
-    for batch in batches:
-        row = sorted((l for l in labels if by_label[l]["config"]["tokens_per_step"] == batch),
-                     key=lambda l: by_label[l]["config"]["learning_rate"])
+    for batch, row in zip(batches, rows):
         for label in row:
             c = by_label[label]
             cells.append({"label": label, "learning_rate": c["config"]["learning_rate"], "tokens_per_step": batch,
