@@ -485,6 +485,21 @@ def test_demo_corpus_seeds_are_one_condition(tmp_path):
     assert len(json.loads((tmp_path / "out" / "report.json").read_text())["conditions"]) == 1
 
 
+def test_a_restarted_member_is_the_same_condition_as_its_seeds(tmp_path):
+    """A sweep member restarted from scratch runs with overwrite_output_dir=True: bookkeeping, not a condition
+    (sweep B's seed 2 was split off its cells by it)."""
+    runs = []
+    for seed in range(3):
+        run = write_run(tmp_path / f"seed{seed}", batch=128, seed=seed, jump=600)
+        config = json.loads((run / "run_config.json").read_text())
+        config["training"]["overwrite_output_dir"] = seed == 2
+        (run / "run_config.json").write_text(json.dumps(config))
+        runs.append(run)
+    assert main(["report", *map(str, runs), "--out", str(tmp_path / "out")]) == 0
+    conditions = json.loads((tmp_path / "out" / "report.json").read_text())["conditions"]
+    assert len(conditions) == 1 and "overwrite" not in json.dumps(conditions)
+
+
 def test_lr_batch_grid_finds_a_sign_flip_and_the_plateau_noise_scale(tmp_path):
     """Synthetic runs with a known answer: at the small batch a larger LR jumps later, at the large batch
     earlier; every run logs a noise scale of 5,000 tokens on its plateau (and 50 after the jump)."""

@@ -27,7 +27,10 @@ from grokcopy.hub.store import is_series, series_histories
 from grokcopy.run_dir import COPY_HISTORY, SUMMARY, SWEEP_RECORD, load_histories, read_json
 
 # run_config fields that do not change what a run learns (or are the seed): never split conditions.
+# Bookkeeping: how a run was named, placed, logged or restarted, not what it trained (a member the sweep
+# restarted from scratch carries overwrite_output_dir=True, and is the same condition as its seeds).
 IGNORED = {"output_dir", "run_name", "logging_dir", "seed", "data_seed", "resume_from_checkpoint", "push_to_hub",
+           "overwrite_output_dir",
            "report_to", "disable_tqdm", "per_device_eval_batch_size", "copy_eval_batch_size", "induction_batch_size",
            "induction_analysis", "induction_eval_steps", "local_rank", "cache_dir", "preprocessing_num_workers",
            "max_eval_samples", "project", "skip_memory_metrics", "ddp_timeout", "do_train", "do_eval",
