@@ -109,13 +109,17 @@ def _critical_batch_figure(conditions: list[dict], fit: dict, out: Path) -> Path
         ax.plot(b, fit["s_min"] * fit["b_crit"] / b, ls="--", color="grey", label="E_min / B: tokens govern")
         ax.axvspan(*fit["b_crit_ci95"], color="tab:orange", alpha=0.15)
         ax.axvline(fit["b_crit"], color="tab:orange", label=f"B_crit = {fit['b_crit']:,.0f} tokens")
+    else:  # say why there is no curve rather than leave the reader looking for one
+        ax.text(0.5, 0.95, f"no fit: {len(fit.get('fitted') or [])} batch(es) with a jump to fit, 2 needed",
+                transform=ax.transAxes, ha="center", va="top", fontsize=8, color="tab:red")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("tokens per optimizer step (B)")
     ax.set_ylabel("optimizer steps to the copy jump (S*)")
     ax.set_title("copy jump vs batch: dots seeds, triangles censored, black medians (95% CI)", fontsize=9)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     return save_figure(fig, out)
 
 
