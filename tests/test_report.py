@@ -471,32 +471,34 @@ def test_held_out_rate_per_recipe(tmp_path):
     assert "| condition | chosen on | held out |" in (out / "report.md").read_text()
 
 
-def test_demo_corpus_seeds_are_one_condition(tmp_path):
-    """A demo corpus is generated from its config and the seed: its cache file name differs per seed but is
-    not a condition."""
+def _conditions_of_three_seeds(tmp_path, edit) -> list:
+    """The report's conditions for three seeds of one configuration, each run_config changed by edit(config,
+    seed) in a field that must not split them."""
     runs = []
     for seed in range(3):
         run = write_run(tmp_path / f"seed{seed}", batch=128, seed=seed, jump=600)
         config = json.loads((run / "run_config.json").read_text())
-        config["data"]["train_files"] = [f"/cache/demo_corpus_{seed:012x}.jsonl"]
+        edit(config, seed)
         (run / "run_config.json").write_text(json.dumps(config))
         runs.append(run)
     assert main(["report", *map(str, runs), "--out", str(tmp_path / "out")]) == 0
-    assert len(json.loads((tmp_path / "out" / "report.json").read_text())["conditions"]) == 1
+    return json.loads((tmp_path / "out" / "report.json").read_text())["conditions"]
+
+
+def test_demo_corpus_seeds_are_one_condition(tmp_path):
+    """A demo corpus is generated from its config and the seed: its cache file name differs per seed but is
+    not a condition."""
+    def edit(config, seed):
+        config["data"]["train_files"] = [f"/cache/demo_corpus_{seed:012x}.jsonl"]
+    assert len(_conditions_of_three_seeds(tmp_path, edit)) == 1
 
 
 def test_a_restarted_member_is_the_same_condition_as_its_seeds(tmp_path):
     """A sweep member restarted from scratch runs with overwrite_output_dir=True: bookkeeping, not a condition
     (sweep B's seed 2 was split off its cells by it)."""
-    runs = []
-    for seed in range(3):
-        run = write_run(tmp_path / f"seed{seed}", batch=128, seed=seed, jump=600)
-        config = json.loads((run / "run_config.json").read_text())
+    def edit(config, seed):
         config["training"]["overwrite_output_dir"] = seed == 2
-        (run / "run_config.json").write_text(json.dumps(config))
-        runs.append(run)
-    assert main(["report", *map(str, runs), "--out", str(tmp_path / "out")]) == 0
-    conditions = json.loads((tmp_path / "out" / "report.json").read_text())["conditions"]
+    conditions = _conditions_of_three_seeds(tmp_path, edit)
     assert len(conditions) == 1 and "overwrite" not in json.dumps(conditions)
 
 

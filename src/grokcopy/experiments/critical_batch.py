@@ -23,6 +23,7 @@ from grokcopy.analysis.survival import interval as ci  # the fits are finite: a 
 
 STEPS_GOVERN = (-0.2, 0.0)
 TOKENS_GOVERN = (-1.0, -0.8)
+MIN_FITTED_BATCHES = 2  # S_min and B_crit are two parameters: fewer batches leave the curve undetermined
 
 
 def fit_critical_batch(batches, steps) -> tuple[float, float] | None:
@@ -94,7 +95,7 @@ def critical_batch(conditions: dict, labels: list[str]) -> dict:
     E grows with B, so it does not describe them); a batch where none jumped is listed under `censored`
     with the step by which more than half its seeds were seen without a jump and what the fit predicts there
     (`below_model`: that step lies above the prediction's interval, i.e. the model fails at that batch).
-    `resolved` False with fewer than two fitted batches."""
+    `resolved` False with fewer than MIN_FITTED_BATCHES fitted batches."""
     labels = sorted(labels, key=lambda l: conditions[l]["config"]["tokens_per_step"])
     all_batches = [conditions[l]["config"]["tokens_per_step"] for l in labels]
     medians = [conditions[l]["stats"].get("jump_step_median") for l in labels]
@@ -120,7 +121,7 @@ def critical_batch(conditions: dict, labels: list[str]) -> dict:
                censored=[{"label": l, "tokens_per_step": conditions[l]["config"]["tokens_per_step"],
                           "steps_without_jump": conditions[l]["stats"].get("jump_step_lower_bound")}
                          for l in labels if l not in fitted and l not in below])
-    if len(fitted) < 2:
+    if len(fitted) < MIN_FITTED_BATCHES:
         return out
     runs = [(conditions[l]["config"]["tokens_per_step"], r["stats"]) for l in fitted for r in conditions[l]["runs"]]
     runs = [(b, s["jump_step"] if s.get("jump_step") is not None else s.get("jump_censored_at"),

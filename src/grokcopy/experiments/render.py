@@ -19,6 +19,7 @@ from grokcopy.analysis.plots import save_figure  # noqa: E402
 from grokcopy.experiments.batch_figures import lr_effect_table  # noqa: E402
 from grokcopy.experiments.claims import describe  # noqa: E402
 from grokcopy.experiments.conditions import family  # noqa: E402
+from grokcopy.experiments.critical_batch import MIN_FITTED_BATCHES  # noqa: E402
 from grokcopy.run_dir import write_text_atomic  # noqa: E402
 
 
@@ -110,7 +111,8 @@ def _critical_batch_figure(conditions: list[dict], fit: dict, out: Path) -> Path
         ax.axvspan(*fit["b_crit_ci95"], color="tab:orange", alpha=0.15)
         ax.axvline(fit["b_crit"], color="tab:orange", label=f"B_crit = {fit['b_crit']:,.0f} tokens")
     else:  # say why there is no curve rather than leave the reader looking for one
-        ax.text(0.5, 0.95, f"no fit: {len(fit.get('fitted') or [])} batch(es) with a jump to fit, 2 needed",
+        ax.text(0.5, 0.95, f"no fit: {len(fit.get('fitted') or [])} batch(es) with a jump to fit, "
+                f"{MIN_FITTED_BATCHES} needed",
                 transform=ax.transAxes, ha="center", va="top", fontsize=8, color="tab:red")
     ax.set_xscale("log")
     ax.set_yscale("log")
