@@ -70,26 +70,27 @@ def test_a_fresh_run_refuses_a_folder_holding_a_run_and_overwrite_sets_it_aside(
     assert tree(tmp_path / "run.previous-1") == before  # the old run, whole, beside the new one
     assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-4"]
     # resuming the new run picks up its own checkpoint, never the old run's checkpoint-8
-    run_training(*parse_args(tiny_config(corpus_file, out, max_steps=8, resume_from_checkpoint="last")))
+    run_training(*parse_args(tiny_config(corpus_file, out, max_steps=8, resume_from_checkpoint="last",
+                                         resume_allow_changes="max_steps")))
     assert [r["step"] for r in read_jsonl(out / "copy_history.jsonl")] == [0, 2, 4, 6, 8]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "run.previous-1"]
 
 
 def test_output_dir_must_be_a_writable_folder(corpus_file, tmp_path):
-    from grokcopy.training.pipeline import prepare_output_dir
+    from grokcopy.training.pipeline import check_output_folder
 
     (tmp_path / "file").write_text("x")
     for where, message in ((tmp_path / "file", r"file is a file, not a folder"),
                            (tmp_path / "file" / "run", r"file is a file, not a folder")):
         with pytest.raises(ConfigError, match=r"^output_dir: .*" + message):
-            prepare_output_dir(parse_args(tiny_config(corpus_file, where))[2], resuming=False)
+            check_output_folder(parse_args(tiny_config(corpus_file, where))[2])
     if os.geteuid() != 0:
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o555)
     else:  # root writes through permissions; sysfs refuses new files even to root
         locked = Path("/sys")
     with pytest.raises(ConfigError, match=r"^output_dir: .* is not writable \("):
-        prepare_output_dir(parse_args(tiny_config(corpus_file, locked / "run"))[2], resuming=False)
+        check_output_folder(parse_args(tiny_config(corpus_file, locked / "run"))[2])
     assert not (locked / "run").exists()
 
 

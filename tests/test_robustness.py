@@ -142,7 +142,8 @@ def test_broken_checkpoints_are_never_resumed_from(corpus_file, tmp_path):
     _, _, args = parse_args(tiny_config(corpus_file, out, max_steps=16, resume_from_checkpoint="last"))
     assert resolve_resume(args) == str(out / "checkpoint-4")
     assert (out / "incomplete-checkpoint-12").is_dir() and (out / "incomplete-checkpoint-8").is_dir()
-    run_training(*parse_args(tiny_config(corpus_file, out, max_steps=16, resume_from_checkpoint="last")))
+    run_training(*parse_args(tiny_config(corpus_file, out, max_steps=16, resume_from_checkpoint="last",
+                                         resume_allow_changes="max_steps")))
     assert steps(out / "copy_history.jsonl") == list(range(0, 17, 2))
     assert [p.name for p in checkpoints(out)] == ["checkpoint-4", "checkpoint-8", "checkpoint-12", "checkpoint-16"]
 

@@ -29,7 +29,7 @@ from grokcopy.cli_commands import (
     series,
 )
 from grokcopy.copytest.task import SYMBOL_KINDS
-from grokcopy.errors import ConfigError, SeriesError, TrainingInterrupted, main_error, one_line
+from grokcopy.errors import ConfigError, RunWriteError, SeriesError, TrainingInterrupted, main_error, one_line
 
 
 def _train(config, overrides) -> int:
@@ -216,14 +216,17 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, SeriesError) as err:
         main_error(str(err))
     except KeyboardInterrupt as err:
+        code = err.exit_code if isinstance(err, TrainingInterrupted) else 130
         if ns.command == "sweep":
-            main_error("interrupted; run the same sweep command again to go on (complete members are skipped, "
-                       "a member with a checkpoint resumes from it)", code=130)
-        main_error(str(err) if isinstance(err, TrainingInterrupted) else "interrupted", code=130)
+            main_error(f"{err or 'interrupted'}; run the same sweep command again to go on (complete members are "
+                       "skipped, a member with a checkpoint resumes from it)", code=code)
+        if isinstance(err, TrainingInterrupted):
+            main_error(str(err), code=code)
+        main_error("interrupted", code=130)
     except RuntimeError as err:
         from grokcopy.training.trainer import CheckpointSaveError, TrainingDivergedError
 
-        if not isinstance(err, (CheckpointSaveError, TrainingDivergedError)):
+        if not isinstance(err, (CheckpointSaveError, TrainingDivergedError, RunWriteError)):
             raise
         main_error(str(err), code=1)
 

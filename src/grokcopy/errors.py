@@ -34,9 +34,24 @@ class CheckpointSaveError(RuntimeError):
     """Saving a checkpoint failed (e.g. a full disk); the half-written folder was removed."""
 
 
+class RunWriteError(RuntimeError):
+    """The run could not write its folder (a full disk, a read-only file system); the message names the
+    file, the cause and the checkpoint to go on from."""
+
+
+# A run stopped by SIGTERM / SIGUSR1 (a preemption) exits with this code once its checkpoint is saved:
+# sysexits' EX_TEMPFAIL, "try again later", for a requeue script to tell from a failure (1) or Ctrl-C (130).
+EXIT_PREEMPTED = 75
+
+
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training; the message says where to resume from. A KeyboardInterrupt still, so
-    nothing that catches errors (a sweep going on to its next member) swallows it."""
+    """Training stopped by Ctrl-C or a signal; the message says where to resume from, `exit_code` is 130
+    (Ctrl-C) or EXIT_PREEMPTED. A KeyboardInterrupt still, so nothing that catches errors (a sweep going
+    on to its next member) swallows it."""
+
+    def __init__(self, message: str = "", exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def one_line(err: BaseException | str) -> str:

@@ -8,6 +8,7 @@
       summary.json             the run in numbers (written once, when training ends)
       copy_curve.png, induction_history.png, induction_formation.png
       hub_pushes.json          which checkpoints reached the Hub (HubCheckpointCallback)
+      grokcopy.lock            the process writing the run, while it runs (grokcopy.training.run_lock)
       checkpoint-N/            Trainer checkpoints, each with copy_eval.json, induction.json, induction.png
 
 A sweep folder holds sweep.json and one run folder per member. Whole files are replaced only once
@@ -30,6 +31,7 @@ import re
 import struct
 import tempfile
 import threading
+import zipfile
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ INDUCTION_HISTORY_PLOT = "induction_history.png"
 FORMATION_PLOT = "induction_formation.png"
 PUSH_RECORD = "hub_pushes.json"
 SWEEP_RECORD = "sweep.json"
+RUN_LOCK = "grokcopy.lock"  # held by the process writing the run (grokcopy.training.run_lock)
 CHECKPOINT_COPY_EVAL = "copy_eval.json"  # inside checkpoint-N/
 CHECKPOINT_INDUCTION = "induction.json"
 CHECKPOINT_INDUCTION_PLOT = "induction.png"
@@ -223,6 +226,7 @@ def archive_histories(run_dir: str | Path, dest: str | Path) -> Path:
 # ----------------------------------------------------------------------------- checkpoints
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+TORCH_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors",
                 "pytorch_model.bin", "pytorch_model.bin.index.json", "adapter_model.bin")
 
@@ -253,9 +257,15 @@ def checkpoint_problem(folder: str | Path) -> str | None:
     if not state.is_file():
         return "trainer_state.json is missing (the run stopped while saving?)"
     try:
-        json.loads(state.read_text())
+        record = json.loads(state.read_text())
     except (OSError, ValueError):
         return "trainer_state.json is truncated or unreadable"
+    if not isinstance(record, dict) or not isinstance(record.get("global_step"), int):
+        return "trainer_state.json holds no Trainer state (no global_step)"
+    for name in TORCH_FILES:  # torch.save writes a zip: a truncated one has no central directory
+        path = folder / name
+        if path.is_file() and not zipfile.is_zipfile(path):
+            return f"{name} is truncated or unreadable"
     return weights_problem(folder)
 
 

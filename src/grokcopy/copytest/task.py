@@ -73,6 +73,15 @@ class CopyTask:
     def max_length(self) -> int:
         return max(len(s.context) + max(len(p) + len(q) for _, p, q in s.queries) for s in self.samples)
 
+    @property
+    def shape(self) -> dict:
+        """What a score of this test measured (after fitting the context): recorded with every score, so a
+        history never mixes tests of two shapes unnoticed."""
+        c = self.config
+        return {"num_samples": len(self.samples), "num_sequences": self.num_sequences,
+                "prefix_length": c.prefix_length, "suffix_length": c.suffix_length,
+                "queries": list(self.query_indices), "symbols": c.symbols, "seed": c.seed, "separator": c.separator}
+
 
 def separator_ids(tokenizer, separator: str = "\n") -> list[int]:
     if not separator:

@@ -24,7 +24,8 @@ from grokcopy.analysis.survival import (
 )
 from grokcopy.errors import ConfigError
 from grokcopy.hub.store import is_series, series_histories
-from grokcopy.run_dir import COPY_HISTORY, SUMMARY, SWEEP_RECORD, load_histories, read_json
+from grokcopy.experiments.run_checks import check_histories, sweep_members
+from grokcopy.run_dir import COPY_HISTORY, SUMMARY, load_histories
 
 # run_config fields that do not change what a run learns (or are the seed): never split conditions.
 # Bookkeeping: how a run was named, placed, logged or restarted, not what it trained (a member the sweep
@@ -66,11 +67,11 @@ def find_runs(paths) -> list[Path]:
         path = Path(arg)
         if not path.is_dir():
             raise ConfigError(f"not a folder: {path}")
-        record = path / SWEEP_RECORD
+        members = None if _is_run(path) else sweep_members(path)
         if _is_run(path):
             runs = [path]
-        elif record.is_file():
-            runs = [path / m["name"] for m in json.loads(record.read_text())["members"] if _is_run(path / m["name"])]
+        elif members is not None:
+            runs = [path / m["name"] for m in members if _is_run(path / m["name"])]
         else:
             runs = _runs_below(path)
         if not runs:
@@ -85,8 +86,7 @@ def missing_members(paths) -> list[dict]:
     copy test, or not run yet), with their status and error from sweep.json: a report says so."""
     missing = []
     for arg in paths:
-        record = read_json(Path(arg) / SWEEP_RECORD)
-        for member in (record or {}).get("members", []) if isinstance(record, dict) else []:
+        for member in sweep_members(Path(arg)) or []:
             if not _is_run(Path(arg) / member["name"]):
                 missing.append({"name": member["name"], "status": member.get("status") or "not run",
                                 "error": member.get("error")})
@@ -124,6 +124,9 @@ def load_runs(dirs: list[Path], loss_target: float | None = None, loss_window: i
     runs of the report (`shared_loss_target` of their losses unless given), so that steps and tokens
     to it compare across runs."""
     names = [d.name for d in dirs]
+    for d in dirs:
+        if not is_series(d):
+            check_histories(d)
     histories = [series_histories(d) if is_series(d) else load_histories(d) for d in dirs]
     if loss_target is None:
         loss_target = shared_loss_target([h["losses"] for h in histories], loss_window)

@@ -9,13 +9,15 @@ to `archive/<member>/` the moment it finishes, ready to be committed (docs/repro
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from grokcopy.devices import has_accelerator, release_memory
-from grokcopy.errors import ConfigError, one_line
+from grokcopy.errors import EXIT_PREEMPTED, ConfigError, TrainingInterrupted, one_line
 from grokcopy.experiments.sweep import (
     Member,
     Sweep,
@@ -101,6 +103,10 @@ def _run_member(sweep: Sweep, member: Member, overrides: list[str], records: dic
     start = time.time()
     try:
         summary = run_training(*parse_args(sweep.config(member), args))
+    except KeyboardInterrupt as err:  # Ctrl-C or a preemption signal: its checkpoint is saved, the sweep stops
+        record.update(status="interrupted", error=one_line(err) or "interrupted")
+        write_record(sweep, records, own)
+        raise
     except (ConfigError, RuntimeError, OSError, ValueError) as err:
         record.update(status="failed", error=one_line(err))
         say(f"{counter} {member.name}: FAILED: {record['error']}")
@@ -124,50 +130,105 @@ def _argv(sweep: Sweep, member: Member, overrides: list[str]) -> list[str]:
     return [sys.executable, "-m", "grokcopy.cli", "train", str(sweep.base), *args]
 
 
+class SignalRelay:
+    """While a parallel sweep runs: Ctrl-C, SIGTERM or SIGUSR1 to the sweep is passed on, once, to every
+    member (each saves a checkpoint at its step boundary and stops); a second one stops them at once.
+
+    Members run in their own session, so a terminal's Ctrl-C reaches them only through here (twice would
+    be "stop at once"), and a scheduler that signals only the sweep (Kubernetes: PID 1) reaches them too."""
+
+    NAMES = ("SIGINT", "SIGTERM", "SIGUSR1")
+
+    def __init__(self, running: dict):
+        self.running, self.received, self._previous = running, None, {}
+
+    def _handle(self, signum, frame):
+        name = signal.Signals(signum).name
+        for proc in self.running:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+        if self.received:
+            raise KeyboardInterrupt
+        self.received = name
+        say(f"{name}: passed to {len(self.running)} running member(s); each saves a checkpoint and stops "
+            "(again to stop them at once)")
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for name in self.NAMES:
+                if hasattr(signal, name):
+                    self._previous[name] = signal.signal(getattr(signal, name), self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for name, handler in self._previous.items():
+            signal.signal(getattr(signal, name), handler)
+        return False
+
+
 def run_parallel(sweep: Sweep, todo: list[Member], overrides: list[str], records: dict, own: set[str], k: int,
                  archive: str | None = None) -> int:
     """Train `todo` K at a time, each in its own `grokcopy train` process with cores / K threads; return
-    how many failed. Ctrl-C stops every member (each resumes from its last checkpoint on a rerun)."""
+    how many failed. A signal stops every member at a checkpoint (SignalRelay); each resumes from it on a
+    rerun, and sweep.json says "interrupted" until then."""
     threads = max(1, (os.cpu_count() or 1) // k)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     queue, running, failed = list(todo), {}, 0
     say(f"{len(queue)} members, {k} at once, {threads} thread{'s' * (threads > 1)} each")
+    relay = SignalRelay(running)
     try:
-        while queue or running:
-            while queue and len(running) < k:
-                member = queue.pop(0)
-                member.output_dir.mkdir(parents=True, exist_ok=True)
-                log = open(member.output_dir / "train.log", "a")
-                proc = subprocess.Popen(_argv(sweep, member, overrides), stdout=log, stderr=subprocess.STDOUT, env=env)
-                running[proc] = (member, log, time.time())
-                records[member.name]["status"] = "running"
-                say(f"{member.name}: {'resuming' if member.status == 'partial' else 'training'} "
-                    f"-> {member.output_dir} (log: train.log)")
-                write_record(sweep, records, own)
-            time.sleep(1.0)
-            for proc in [p for p in running if p.poll() is not None]:
-                member, log, start = running.pop(proc)
-                log.close()
-                record = records[member.name]
-                minutes = round((time.time() - start) / 60, 2)
-                if proc.returncode == 0:
-                    record.update(status="complete", steps=finished_steps(member.output_dir), minutes=minutes)
-                    record.pop("error", None)
-                    if archive:
-                        archive_histories(member.output_dir, Path(archive) / member.name)
-                    say(f"{member.name}: done in {minutes:.1f} min, {record['steps']} steps")
-                else:
-                    lines = (member.output_dir / "train.log").read_text(errors="replace").strip().splitlines()
-                    record.update(status="failed", error=one_line(lines[-1] if lines else f"exit {proc.returncode}"))
-                    failed += 1
-                    say(f"{member.name}: FAILED: {record['error']}")
-                write_record(sweep, records, own)
-    except KeyboardInterrupt:
+        with relay:
+            while queue or running:
+                while queue and len(running) < k and not relay.received:
+                    member = queue.pop(0)
+                    member.output_dir.mkdir(parents=True, exist_ok=True)
+                    log = open(member.output_dir / "train.log", "a")
+                    proc = subprocess.Popen(_argv(sweep, member, overrides), stdout=log, stderr=subprocess.STDOUT,
+                                            env=env, start_new_session=True)
+                    running[proc] = (member, log, time.time())
+                    records[member.name]["status"] = "running"
+                    say(f"{member.name}: {'resuming' if member.status == 'partial' else 'training'} "
+                        f"-> {member.output_dir} (log: train.log)")
+                    write_record(sweep, records, own)
+                if relay.received and not running:
+                    break
+                time.sleep(1.0)
+                for proc in [p for p in running if p.poll() is not None]:
+                    failed += _finished(proc, running.pop(proc), records, archive, relay.received)
+                    write_record(sweep, records, own)
+    except KeyboardInterrupt:  # the second signal: members were told to stop at once
         for proc, (member, log, _) in running.items():
-            proc.terminate()
             proc.wait()
             log.close()
-            records[member.name]["status"] = "partial"
+            records[member.name]["status"] = "interrupted"
         write_record(sweep, records, own)
-        raise
+        raise TrainingInterrupted(f"{relay.received or 'interrupted'}: sweep stopped at once",
+                                  130 if relay.received in (None, "SIGINT") else EXIT_PREEMPTED) from None
+    if relay.received:
+        raise TrainingInterrupted(f"{relay.received}: sweep stopped, its running members at a checkpoint",
+                                  130 if relay.received == "SIGINT" else EXIT_PREEMPTED)
     return failed
+
+
+def _finished(proc, entry, records: dict, archive: str | None, interrupted: str | None) -> int:
+    """Record a member process that ended; 1 if it failed."""
+    member, log, start = entry
+    log.close()
+    record = records[member.name]
+    minutes = round((time.time() - start) / 60, 2)
+    if proc.returncode == 0:
+        record.update(status="complete", steps=finished_steps(member.output_dir), minutes=minutes)
+        record.pop("error", None)
+        if archive:
+            archive_histories(member.output_dir, Path(archive) / member.name)
+        say(f"{member.name}: done in {minutes:.1f} min, {record['steps']} steps")
+        return 0
+    lines = (member.output_dir / "train.log").read_text(errors="replace").strip().splitlines()
+    last = one_line(lines[-1] if lines else f"exit {proc.returncode}")
+    if interrupted:
+        record.update(status="interrupted", error=last)
+        say(f"{member.name}: stopped ({last})")
+        return 0
+    record.update(status="failed", error=last)
+    say(f"{member.name}: FAILED: {last}")
+    return 1

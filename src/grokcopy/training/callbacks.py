@@ -135,41 +135,52 @@ class LogSpacedSaves(TrainerCallback):
 
 
 class StopOnInterrupt(TrainerCallback):
-    """The first Ctrl-C finishes the optimizer step under way and stops training; a second stops at once.
+    """Ctrl-C, SIGTERM or SIGUSR1: finish the optimizer step under way, save a checkpoint there, stop.
 
+    SIGTERM is what SLURM and Kubernetes send before they kill a job (SLURM's `--signal` often SIGUSR1
+    first): the steps since the last save would be lost, so the stop writes a checkpoint at the step
+    boundary, with its analyses, whatever the save schedule. A second signal stops at once.
     Why not let KeyboardInterrupt fly: Python raises it wherever the main thread happens to be, and when
     that is a finalizer (`__del__`, a weakref callback) the exception is printed and swallowed, and
     training goes on as if nothing happened. A handler that only sets a flag cannot be lost; the step
     boundary is also a clean place to stop (no half-written history). Use it as a context manager
-    around `trainer.train()` in the main thread; `requested` says whether training stopped because of it.
+    around `trainer.train()` in the main thread; `requested` names the signal that stopped training.
     """
 
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1")
+
     def __init__(self):
-        self.requested = False
-        self._previous = None
+        self.requested: str | None = None
+        self._previous: dict = {}
 
     def _handle(self, signum, frame):
+        import signal
+
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
-        logger.warning("interrupted: stopping after this optimizer step (Ctrl-C again to stop at once)")
+        self.requested = signal.Signals(signum).name
+        logger.warning("%s: saving a checkpoint after this optimizer step, then stopping (again to stop at once)",
+                       self.requested)
 
     def __enter__(self):
         import signal
         import threading
 
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for name in self.SIGNALS:
+                if hasattr(signal, name):
+                    self._previous[name] = signal.signal(getattr(signal, name), self._handle)
         return self
 
     def __exit__(self, *exc):
         import signal
 
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for name, handler in self._previous.items():
+            signal.signal(getattr(signal, name), handler)
+        self._previous = {}
         return False
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.requested:
             control.should_training_stop = True
+            control.should_save = True

@@ -157,6 +157,11 @@ class CopyTrainingArguments(TrainingArguments):
                                          "OUTPUT_DIR.previous-N first (nothing is deleted). Without it such a folder "
                                          "is refused unless resuming."}
     )
+    resume_allow_changes: str | None = field(
+        default=None, metadata={"help": "Settings a resumed run may change, comma-separated (e.g. learning_rate,max_steps; "
+                                        "`all` for every one that does not change the data or the measurement); each "
+                                        "change is recorded in run_config.json with the step it took effect."}
+    )
     fast_path: bool = field(
         default=True, metadata={"help": "On a CUDA GPU: bf16 mixed precision and TF32 matmuls unless fp16/bf16/tf32 "
                                         "are set (fused AdamW and sdpa attention are already the defaults)."}

@@ -89,6 +89,10 @@ class CopyEvalCallback(AnalysisCallback):
         self.last_step = max(steps) if steps else None
         if state.global_step == 0 and 0 not in steps and eval_steps_schedule(0, self.schedule, self.every):
             self._evaluate(args, state, kwargs)
+        elif state.global_step > 0 and state.global_step not in steps:
+            # Resumed from a checkpoint whose save was cut short before its copy test: measure it now,
+            # or the history keeps a permanent gap at the step every later record builds on.
+            self.on_save(args, state, control, **kwargs)
 
     def build_task(self, kwargs) -> CopyTask:
         from grokcopy.analysis.architectures import model_context_length
@@ -168,6 +172,7 @@ class CopyEvalCallback(AnalysisCallback):
             "per_position": result["per_position"],
             "num_samples": result["num_samples"],
             "num_sequences": result["num_sequences"],
+            "copy_shape": self.copy_task.shape,
             "epoch": state.epoch,
         }
         split = self.copyable_loss(args, model, kwargs)

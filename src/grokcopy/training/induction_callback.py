@@ -75,6 +75,8 @@ class InductionHeadCallback(AnalysisCallback):
         self.done = self.history.resume_at(state.global_step, state.is_world_process_zero)
         if self.every and state.global_step == 0 and 0 not in self.done:
             self._analyse(args, state, kwargs)
+        elif state.global_step > 0 and state.global_step not in self.done:
+            self.on_save(args, state, control, **kwargs)  # resumed from a checkpoint whose analysis was cut short
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.every and eval_steps_schedule(state.global_step, "log", self.every):

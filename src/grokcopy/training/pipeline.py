@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
 from pathlib import Path
 
 import transformers
@@ -18,16 +17,16 @@ from grokcopy.analysis.architectures import model_context_length
 from grokcopy.analysis.grokking import first_step_reaching, formation_table, induction_formation
 from grokcopy.analysis.plots import plot_copy_curve, plot_formation, plot_induction_history
 from grokcopy.copytest.task import CopyTaskConfig, CopyTaskError, build_copy_task
-from grokcopy.errors import TrainingInterrupted, one_line
+from grokcopy.errors import EXIT_PREEMPTED, RunWriteError, TrainingInterrupted, one_line
 from grokcopy.run_dir import (
     COPY_CURVE,
     COPY_HISTORY,
     FORMATION_PLOT,
     INDUCTION_HISTORY,
     INDUCTION_HISTORY_PLOT,
-    RUN_CONFIG,
+    RUN_LOCK,
     SUMMARY,
-    checkpoint_problem,
+    checkpoint_step,
     last_complete_checkpoint,
     logged_losses,
     read_jsonl,
@@ -37,59 +36,56 @@ from grokcopy.run_dir import (
     writable_problem,
     write_json_atomic,
 )
+from grokcopy.training.run_lock import RunLock
+from grokcopy.training.callback_support import tokens_per_step
 from grokcopy.training.callbacks import StopOnInterrupt
 from grokcopy.training.config import ConfigError, CopyTrainingArguments, DataArguments, ModelArguments
 from grokcopy.training.data import prepare_datasets
 from grokcopy.training.modeling import build_model
+from grokcopy.training.resume import (
+    check_resume_settings,
+    resolve_resume,
+    settings_record,
+    tokenizer_change,
+    write_settings,
+)
 from grokcopy.training.trainer import CopyTrainer
 
 logger = logging.getLogger(__name__)
 
 
-def resolve_resume(training_args: CopyTrainingArguments) -> str | None:
-    """`resume_from_checkpoint`: a folder, or `last` for the newest complete checkpoint in output_dir.
-
-    A checkpoint left half-written by a crash is never resumed from: with `last`, newer broken ones
-    are renamed `incomplete-checkpoint-N` (by the main process) and the newest complete one is used.
-    """
-    value = training_args.resume_from_checkpoint
-    if value in (None, "", "false", "False"):
-        return None
-    if value in ("last", "true", "True"):
-        last = last_complete_checkpoint(training_args.output_dir, set_aside_broken=training_args.should_save)
-        if last is None:
-            raise ConfigError(f"resume_from_checkpoint: no complete checkpoint-* folder in {training_args.output_dir}")
-        return str(last)
-    if not Path(value).is_dir():
-        raise ConfigError(f"resume_from_checkpoint: not a folder: {value}")
-    problem = checkpoint_problem(value)
-    if problem:
-        last = last_complete_checkpoint(Path(value).parent)
-        hint = f"; the newest complete one is {last}" if last else ""
-        raise ConfigError(f"resume_from_checkpoint: {value} is incomplete: {problem}{hint}")
-    return value
-
-
-def prepare_output_dir(training_args: CopyTrainingArguments, resuming: bool) -> None:
-    """Before anything is written: output_dir must be a writable folder, and may hold a run only when
-    that run is resumed, or when `overwrite_output_dir` asks to move it aside (so two runs never mix)."""
+def check_output_folder(training_args: CopyTrainingArguments) -> None:
+    """output_dir must be a folder this process can write to (checked before the run's lock is taken there)."""
     out = Path(training_args.output_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output_dir: {out} is a file, not a folder")
     problem = writable_problem(out)
     if problem:
         raise ConfigError(f"output_dir: {problem}")
+
+
+def prepare_output_dir(training_args: CopyTrainingArguments, resuming: bool, lock: RunLock | None = None,
+                       start_over: bool = False) -> None:
+    """Before anything is written: output_dir may hold a run only when that run is resumed, or when
+    `overwrite_output_dir` (or `resume_from_checkpoint auto` finding no checkpoint: `start_over`) asks to
+    move it aside, so two runs never mix. The folder is moved only while this process holds its lock."""
+    out = Path(training_args.output_dir)
     found = run_contents(out)
     if not found or resuming:
         return
-    if not training_args.overwrite_output_dir:
+    if not (training_args.overwrite_output_dir or start_over):
         shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
         raise ConfigError(f"output_dir: {out} already holds a run ({shown}); continue it with --resume_from_checkpoint "
-                          "last, start over with --overwrite_output_dir true (the old run is moved aside), or choose "
+                          "auto, start over with --overwrite_output_dir true (the old run is moved aside), or choose "
                           "another output_dir")
     if training_args.should_save:  # the main process; the others only wait for the data it prepares
         moved = set_aside_run(out)
-        logger.warning("output_dir %s held a run: moved to %s (overwrite_output_dir)", out, moved)
+        if lock is not None:  # the lock moved with the folder: take it again in the fresh one
+            (moved / RUN_LOCK).unlink(missing_ok=True)
+            lock.release()
+            lock.acquire()
+        why = "overwrite_output_dir" if training_args.overwrite_output_dir else "no checkpoint to resume from"
+        logger.warning("output_dir %s held a run: moved to %s (%s)", out, moved, why)
 
 
 def check_report_to(training_args: CopyTrainingArguments) -> None:
@@ -142,14 +138,22 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
                        datasets=[data_args.dataset_name] if data_args.dataset_name else None)
 
 
-def interrupted_message(output_dir, step: int) -> str:
-    """Where an interrupted run can go on from, in one line."""
+def where_to_go_on(output_dir) -> str:
+    """How to continue a run that stopped, in words: from its newest complete checkpoint, or from scratch."""
     last = last_complete_checkpoint(output_dir)
     if last is not None:
-        return (f"interrupted at step {step}; continue from {last} with the same command and "
-                "--resume_from_checkpoint last")
-    return (f"interrupted at step {step}, before the first checkpoint: nothing to resume from; start over with "
-            f"--overwrite_output_dir true (the partial run in {output_dir} is moved aside)")
+        return f"continue from {last.name} with the same command and --resume_from_checkpoint auto"
+    return ("there is no checkpoint yet: the same command with --resume_from_checkpoint auto starts over (the "
+            f"partial run in {output_dir} is moved aside)")
+
+
+def interrupted_message(output_dir, step: int, signal_name: str | None = None) -> str:
+    """Where an interrupted run can go on from, in one line."""
+    return f"{signal_name or 'interrupted'}: training stopped at step {step}; {where_to_go_on(output_dir)}"
+
+
+def _exit_code(signal_name: str | None) -> int:
+    return 130 if signal_name in (None, "SIGINT") else EXIT_PREEMPTED
 
 
 def describe_data(data_args: DataArguments) -> str:
@@ -164,15 +168,6 @@ def describe_data(data_args: DataArguments) -> str:
         source = "local files " + ", ".join(f"`{Path(f).name}`" for f in data_args.train_files or [])
     return (f"Trained on {source}, column `{data_args.text_column}`, tokenized with an EOS after each document "
             f"and packed into {data_args.block_size}-token blocks.")
-
-
-def write_run_config(output_dir, model_args, data_args, training_args, tokens_per_step) -> None:
-    """Every argument of the run in one JSON file (tokens masked by TrainingArguments.to_dict), so
-    reports can tell runs apart (what differs besides the seed) without unpickling training_args.bin."""
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    record = {"model": asdict(model_args), "data": asdict(data_args), "training": training_args.to_dict(),
-              "world_size": training_args.world_size, "tokens_per_step": tokens_per_step}
-    write_json_atomic(Path(output_dir) / RUN_CONFIG, json.loads(json.dumps(record, default=str)))
 
 
 def summarize(output_dir: str | Path) -> dict:
@@ -200,14 +195,42 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
     summary.json is written, so the file is written once, whole."""
     # grokcopy's loggers follow the Trainer's log_level / log_level_replica, as transformers' own do
     logging.getLogger("grokcopy").setLevel(training_args.get_process_log_level())
+    check_output_folder(training_args)
+    out = Path(training_args.output_dir)
+    created = not out.exists()
+    lock = RunLock(out) if training_args.should_save else None  # one writer per folder (main process)
+    if lock is not None:
+        lock.acquire()
+    try:
+        return _run_locked(model_args, data_args, training_args, callbacks, annotate, lock)
+    finally:
+        if lock is not None:
+            lock.release()
+            if created and out.is_dir() and not any(out.iterdir()):  # failed before writing anything
+                out.rmdir()
+
+
+def _run_locked(model_args, data_args, training_args, callbacks, annotate, lock) -> dict:
     resume = resolve_resume(training_args)
     if resume and training_args.should_save:  # what a killed run left half-written can never be completed
         remove_stale_temporaries(training_args.output_dir)
     check_report_to(training_args)
-    prepare_output_dir(training_args, resuming=resume is not None)
+    start_over = training_args.resume_from_checkpoint == "auto" and resume is None
+    prepare_output_dir(training_args, resuming=resume is not None, lock=lock, start_over=start_over)
+    step = checkpoint_step(Path(resume)) if resume else 0
+    settings = None
+    if resume:  # refused in seconds, before the data is prepared
+        expected = settings_record(model_args, data_args, training_args,
+                                   tokens_per_step(training_args, data_args.block_size))
+        settings = check_resume_settings(training_args.output_dir, expected, training_args.resume_allow_changes, step)
     trainer = build_trainer(model_args, data_args, training_args, callbacks=callbacks)
+    if resume:
+        changed = tokenizer_change(resume, trainer.processing_class)
+        if changed:
+            raise ConfigError(f"resume_from_checkpoint: {changed}; a resumed run keeps its tokenizer")
     if trainer.is_world_process_zero():
-        write_run_config(training_args.output_dir, model_args, data_args, training_args, trainer.tokens_per_step)
+        write_settings(training_args.output_dir, settings or settings_record(
+            model_args, data_args, training_args, trainer.tokens_per_step))
     if trainer.copy_task.note and trainer.is_world_process_zero():
         print(trainer.copy_task.note)
     interrupt = StopOnInterrupt()
@@ -216,9 +239,15 @@ def run_training(model_args: ModelArguments, data_args: DataArguments, training_
         with interrupt:
             trainer.train(resume_from_checkpoint=resume)
     except KeyboardInterrupt:
-        raise TrainingInterrupted(interrupted_message(training_args.output_dir, trainer.state.global_step)) from None
-    if interrupt.requested:  # stopped at a step boundary: the run is not finished, nothing is saved as final
-        raise TrainingInterrupted(interrupted_message(training_args.output_dir, trainer.state.global_step))
+        raise TrainingInterrupted(interrupted_message(training_args.output_dir, trainer.state.global_step,
+                                                      interrupt.requested), _exit_code(interrupt.requested)) from None
+    except OSError as err:  # a full disk, a read-only folder: the cause and where to go on, in one line
+        raise RunWriteError(f"could not write {err.filename or training_args.output_dir} at step "
+                            f"{trainer.state.global_step}: {err.strerror or one_line(err)}; once fixed, "
+                            f"{where_to_go_on(training_args.output_dir)}") from None
+    if interrupt.requested:  # stopped at a step boundary, checkpoint saved: not finished, nothing saved as final
+        raise TrainingInterrupted(interrupted_message(training_args.output_dir, trainer.state.global_step,
+                                                      interrupt.requested), _exit_code(interrupt.requested))
     trainer.save_model()
     trainer.save_state()
     output_dir = Path(training_args.output_dir)

@@ -100,8 +100,10 @@ class CopyTrainer(Trainer):
             last = last_complete_checkpoint(self.args.output_dir)
             raise TrainingDivergedError(
                 f"training loss is not finite (nan/inf) at step {self.diverged_at}; training stopped there and "
-                f"saved nothing after it. Last good checkpoint: {last or 'none'} (resume from it with a lower "
-                "learning_rate, more warmup_steps or max_grad_norm)")
+                f"saved nothing after it. " + (f"Last good checkpoint: {last.name}; resume from it with "
+                "--resume_from_checkpoint auto --resume_allow_changes learning_rate (or warmup_steps, max_grad_norm) "
+                "and a lower value" if last else "No checkpoint was saved before it: start over with a lower "
+                "learning_rate, more warmup_steps or a max_grad_norm (--overwrite_output_dir true)"))
         return output  # the last pushes were waited for by HubCheckpointCallback.on_train_end
 
     def _raise_if_save_failed(self, err: Exception) -> None:
@@ -114,8 +116,10 @@ class CopyTrainer(Trainer):
             shutil.rmtree(folder, ignore_errors=True)
         last = last_complete_checkpoint(self.args.output_dir)
         raise CheckpointSaveError(
-            f"saving {folder.name} failed ({one_line(err)}); its partial folder was removed and the previous "
-            f"checkpoint {last or '(none)'} is intact: free space, then resume with --resume_from_checkpoint last"
+            f"saving {folder.name} failed ({one_line(err)}); its partial folder was removed. " + (
+                f"The previous checkpoint {last.name} is intact: free space, then resume with "
+                "--resume_from_checkpoint auto" if last else "There is no earlier checkpoint: free space, then "
+                "rerun with --resume_from_checkpoint auto (it starts over)")
         ) from err
 
     def _icl_input_ids(self):
