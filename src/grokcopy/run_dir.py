@@ -65,13 +65,24 @@ def atomic_write(path: str | Path, binary: bool = False):
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # per process and thread
     try:
-        with open(tmp, "wb" if binary else "w") as fh:
+        with _naming(path), open(tmp, "wb" if binary else "w") as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _naming(path: Path):
+    """An OSError of a write (a full disk says only "No space left on device") names the file it was for."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is None and err.errno is not None:
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
@@ -111,7 +122,7 @@ def write_jsonl(rows, path: str | Path) -> None:
 
 def append_jsonl(path: str | Path, record: dict) -> None:
     """One record more, on disk before this returns (a crash loses at most the line being written)."""
-    with open(path, "a") as fh:
+    with _naming(Path(path)), open(path, "a") as fh:
         fh.write(json.dumps(record) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
@@ -199,14 +210,26 @@ HISTORY_FILES = (RUN_CONFIG, COPY_HISTORY, INDUCTION_HISTORY, SUMMARY)
 def run_analysis_settings(folder: str | Path) -> dict:
     """The copy-test and induction settings a run used (its run_config.json, in this folder or the run
     folder above a checkpoint), so that analysing a run's model measures what the run measured. {} for
-    a folder that is no grokcopy run."""
+    a folder that is no grokcopy run; ValueError, naming the file, for settings no run could have had."""
     folder = Path(folder)
     for candidate in (folder, folder.parent):
-        config = read_json(candidate / RUN_CONFIG)
-        if isinstance(config, dict):
-            training = config.get("training") or {}
-            return {k: v for k, v in training.items() if k.startswith(("copy_", "induction_")) and v is not None}
+        path = candidate / RUN_CONFIG
+        config = read_json(path)
+        if config is None:
+            continue
+        training = config.get("training") if isinstance(config, dict) else None
+        if not isinstance(training, dict):
+            raise ValueError(f"{path}: not a grokcopy run config (no 'training' settings)")
+        settings = {k: v for k, v in training.items() if k.startswith(("copy_", "induction_")) and v is not None}
+        for key, value in settings.items():
+            if key.endswith(_COUNTS) and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{path}: {key} is {value!r}, not a positive integer")
+        return settings
     return {}
+
+
+_COUNTS = ("_num_samples", "_num_sequences", "_prefix_length", "_suffix_length", "_query_stride", "_seq_len",
+           "_batch_size", "_eval_steps")
 
 
 def archive_histories(run_dir: str | Path, dest: str | Path) -> Path:

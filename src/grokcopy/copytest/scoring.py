@@ -30,7 +30,9 @@ from grokcopy.resources import metric_path
 def load_copy_metric():
     import evaluate
 
-    return evaluate.load(str(metric_path()))
+    # A copy test's predictions are a few thousand ids: kept in memory rather than in an arrow cache file
+    # per score, which a full disk or a read-only HF_HOME would turn into a failed run.
+    return evaluate.load(str(metric_path()), keep_in_memory=True)
 
 
 @torch.inference_mode()

@@ -72,8 +72,26 @@ def _load_files(files: list[str], field_name: str, cache_dir: str | None, stream
         return load_dataset(builder, data_files={"train": files}, split="train", cache_dir=cache_dir,
                             streaming=streaming)
     except Exception as err:  # datasets raises many kinds; the user needs the file and the reason
+        written = _write_error(err)
+        if written is not None:  # the files were read; writing the cache failed (a full disk, a read-only cache)
+            raise ConfigError(f"cache_dir: could not write the datasets cache ({written.strerror}: "
+                              f"{written.filename or cache_dir or 'HF_DATASETS_CACHE'}); free space there or set "
+                              "--cache_dir / HF_DATASETS_CACHE to another folder") from err
         reason = "not UTF-8 text" if _decode_error(err) else one_line(err)
         raise ConfigError(f"{field_name}: could not read {', '.join(files)}: {reason}") from err
+
+
+def _write_error(err: BaseException) -> OSError | None:
+    """An OSError of writing (no space, quota, read-only, permission) anywhere in the exception's chain."""
+    import errno
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def load_raw_datasets(data_args: DataArguments, seed: int = 42) -> DatasetDict | dict:

@@ -242,9 +242,9 @@ def _run_locked(model_args, data_args, training_args, callbacks, annotate, lock)
         raise TrainingInterrupted(interrupted_message(training_args.output_dir, trainer.state.global_step,
                                                       interrupt.requested), _exit_code(interrupt.requested)) from None
     except OSError as err:  # a full disk, a read-only folder: the cause and where to go on, in one line
-        raise RunWriteError(f"could not write {err.filename or training_args.output_dir} at step "
-                            f"{trainer.state.global_step}: {err.strerror or one_line(err)}; once fixed, "
-                            f"{where_to_go_on(training_args.output_dir)}") from None
+        what = f"could not write {err.filename}" if err.filename else "a write failed"
+        raise RunWriteError(f"{what} at step {trainer.state.global_step}: {err.strerror or one_line(err)}; once "
+                            f"fixed, {where_to_go_on(training_args.output_dir)}") from None
     if interrupt.requested:  # stopped at a step boundary, checkpoint saved: not finished, nothing saved as final
         raise TrainingInterrupted(interrupted_message(training_args.output_dir, trainer.state.global_step,
                                                       interrupt.requested), _exit_code(interrupt.requested))
