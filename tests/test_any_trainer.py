@@ -138,10 +138,13 @@ def test_attach_analyses_logs_through_the_trainer(reference, corpus_file, tmp_pa
     assert all(r.get("copyable_loss") is not None for r in read_jsonl(out / "copy_history.jsonl"))
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(next((out / "runs").rglob("events.out.tfevents*")).parent))
+    events = EventAccumulator(str(next((out / "runs").rglob("events.out.tfevents*")).parent),
+                              size_guidance={"images": 0, "scalars": 0})  # keep all (the default samples 4 images)
     events.Reload()
     assert {"eval/copy_exact_match", "eval/induction_max_layer1"} <= set(events.Tags()["scalars"])
     assert [e.step for e in events.Scalars("eval/copy_exact_match")] == [0, 2, 4, 6, 8]
+    assert [e.step for e in events.Scalars("eval/induction_layer1_head0")] == [0, 1, 2, 4, 8]
+    assert [e.step for e in events.Images("induction/heatmap")] == [0, 1, 2, 4, 8]
 
 
 TORCHRUN_SCRIPT = """

@@ -150,7 +150,7 @@ def test_a_fresh_run_into_a_folder_holding_a_run_is_one_line_and_touches_nothing
     run = probe_env / "finished-run"
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
     proc = grokcopy("train", probe_env / "config.json", "--output_dir", run)
-    assert_one_line_error(proc, "output_dir:", "already holds a run", "--resume_from_checkpoint last",
+    assert_one_line_error(proc, "output_dir:", "already holds a run", "--resume_from_checkpoint auto",
                           "--overwrite_output_dir true")
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
 
@@ -205,7 +205,7 @@ def test_ctrl_c_says_where_to_resume_from(probe_env):
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     last = assert_one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr),
-                                 "interrupted at step", "--resume_from_checkpoint last", code=130)
+                                 "SIGINT: training stopped at step", "--resume_from_checkpoint auto", code=130)
     assert "checkpoint-" in last
     steps = [r["step"] for r in read_jsonl(out / "copy_history.jsonl")]
     assert steps == sorted(set(steps))  # what it wrote is whole

@@ -131,13 +131,14 @@ def test_sigusr1_also_stops_at_a_checkpoint(corpus_file, tmp_path):
 
 
 @pytest.mark.parametrize("field, value", [("per_device_train_batch_size", 4), ("seed", 1), ("block_size", 64),
-                                          ("copy_num_samples", 4), ("induction_seq_len", 20)])
+                                          ("copy_num_samples", 4), ("induction_seq_len", 20),
+                                          ("tokenizer_type", "bpe")])
 def test_a_resume_that_would_change_the_data_or_the_measurement_is_refused(corpus_file, tmp_path, field, value):
     out = tmp_path / "run"
     run_training(*parse_args(tiny_config(corpus_file, out, max_steps=4)))
     before = (out / "run_config.json").read_text()
     config = tiny_config(corpus_file, out, max_steps=4, resume_from_checkpoint="last", **{field: value})
-    with pytest.raises(ConfigError, match=rf"^resume_from_checkpoint: (.*, )?{field} \([^)]* -> {value}\).* differ from the run"):
+    with pytest.raises(ConfigError, match=rf"^resume_from_checkpoint: (.*, )?{field} \([^)]* -> '?{value}'?\).* differ from the run"):
         run_training(*parse_args(config, ["--resume_allow_changes", "all"]))
     assert (out / "run_config.json").read_text() == before
 
@@ -319,3 +320,74 @@ def test_the_lock_is_held_only_while_the_run_runs(corpus_file, tmp_path):
     assert not (tmp_path / "run" / RUN_LOCK).exists()
     with RunLock(tmp_path / "run"):  # free again
         pass
+
+
+def test_a_run_without_a_copy_test_is_not_counted_as_a_run_that_never_jumped(corpus_file, tmp_path):
+    run = finished_run(corpus_file, tmp_path)
+    (run / "copy_history.jsonl").write_text("")
+    proc = report(run)
+    assert proc.returncode == 2 and "no run in it (no copy_history.jsonl with a copy test" in last_line(proc.stderr)
+
+
+def test_copy_test_on_a_folder_of_another_tool_is_one_line(corpus_file, tmp_path):
+    run = finished_run(corpus_file, tmp_path)
+    (run / "run_config.json").write_text("[1, 2]")
+    proc = subprocess.run([*GROKCOPY, "copy-test", str(run)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "run_config.json: not a grokcopy run config" in last_line(proc.stderr)
+
+
+FULL_CACHE = """
+import resource, signal, sys
+from grokcopy.cli import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+sys.exit(main(["train", sys.argv[1]]))
+"""
+
+
+def test_a_full_datasets_cache_is_named_as_such(corpus_file, tmp_path):
+    cache = tmp_path / "cache"
+    path = write_config(tmp_path / "c.json", tiny_config(corpus_file, tmp_path / "run", cache_dir=str(cache)))
+    proc = subprocess.run([sys.executable, "-c", FULL_CACHE, str(path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    line = last_line(proc.stderr)
+    assert line.startswith("grokcopy: error: cache_dir: could not write the datasets cache (File too large")
+    assert "train_files" not in line
+
+
+def test_a_nan_before_the_first_checkpoint_does_not_point_at_a_checkpoint(corpus_file, tmp_path):
+    from test_robustness import PoisonWeights
+
+    from grokcopy.errors import TrainingDivergedError
+
+    with pytest.raises(TrainingDivergedError, match=r"at step 2; .*No checkpoint was saved before it: start over"):
+        run_training(*parse_args(tiny_config(corpus_file, tmp_path / "run", max_steps=8)), callbacks=[PoisonWeights(2)])
+
+
+FIRST_SAVE_FAILS = """
+import resource, signal, sys
+from transformers import TrainerCallback
+import grokcopy.training.pipeline as pipeline
+from grokcopy.cli import main
+
+class DiskFull(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 1:  # before checkpoint-4: no file may grow past 20 kB
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+build = pipeline.build_trainer
+pipeline.build_trainer = lambda *a, callbacks=None: build(*a, callbacks=[DiskFull()])
+sys.exit(main(["train", sys.argv[1]]))
+"""
+
+
+def test_a_first_save_that_fails_says_there_is_no_earlier_checkpoint(corpus_file, tmp_path):
+    path = write_config(tmp_path / "c.json", tiny_config(corpus_file, tmp_path / "run", max_steps=8))
+    proc = subprocess.run([sys.executable, "-c", FIRST_SAVE_FAILS, str(path)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    line = last_line(proc.stderr)
+    assert "saving checkpoint-4 failed" in line and "There is no earlier checkpoint" in line
+    assert "(none)" not in line and "--resume_from_checkpoint auto (it starts over)" in line

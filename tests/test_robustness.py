@@ -186,7 +186,7 @@ def test_a_killed_writers_temporary_is_removed_on_resume(tmp_path):
     """atomic_write's temporary of a process that died mid-write is deleted; a live process's is kept."""
     import os
 
-    from grokcopy.run_dir import remove_stale_temporaries
+    from grokcopy.training.resume import remove_stale_temporaries
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     stale = tmp_path / f"hub_pushes.json.{int(dead.stdout)}.140000.tmp"

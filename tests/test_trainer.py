@@ -82,9 +82,17 @@ def test_training_writes_history_logs_and_checkpoints(corpus_file, tmp_path):
     # report_to=tensorboard received the copy metrics through the Trainer's log
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(next((out / "runs").rglob("events.out.tfevents*")).parent))
+    events = EventAccumulator(str(next((out / "runs").rglob("events.out.tfevents*")).parent),
+                              size_guidance={"images": 0, "scalars": 0})  # keep all (the default samples 4 images)
     events.Reload()
     assert "eval/copy_exact_match" in events.Tags()["scalars"]  # one namespace with evaluate()'s
+    # per-head induction scores as scalars, and the pictures a researcher looks at, at their analysis steps
+    assert {f"eval/induction_layer{layer}_head{head}" for layer in range(2) for head in range(4)} <= set(
+        events.Tags()["scalars"])
+    assert {"copy/curve", "induction/heatmap"} <= set(events.Tags()["images"])
+    assert [e.step for e in events.Images("copy/curve")] == [0, 2, 4, 6, 8]
+    assert [e.step for e in events.Images("induction/heatmap")] == [4, 8]
+    assert events.Images("induction/heatmap")[0].width > 100
     # every checkpoint carries its induction analysis; the run has a history and figures
     for step in (4, 8):
         analysis = json.loads((out / f"checkpoint-{step}" / "induction.json").read_text())
@@ -102,7 +110,8 @@ def test_resume_continues_history_without_gap_or_duplicate(corpus_file, tmp_path
     assert [r["step"] for r in history(out)] == [0, 2, 4, 6]
     # A crash after step 6 was measured but before checkpoint-6 was written:
     shutil.rmtree(out / "checkpoint-6")
-    run_training(*parse_args(tiny_config(corpus_file, out, max_steps=10, resume_from_checkpoint="last")))
+    run_training(*parse_args(tiny_config(corpus_file, out, max_steps=10, resume_from_checkpoint="last",
+                                         resume_allow_changes="max_steps")))
     steps = [r["step"] for r in history(out)]
     assert steps == [0, 2, 4, 6, 8, 10]
     assert [r["step"] for r in read_jsonl(out / "induction_history.jsonl")] == [4, 8, 10]

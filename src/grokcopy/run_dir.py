@@ -85,25 +85,6 @@ def _naming(path: Path):
         raise
 
 
-def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Delete the temporaries of writers that died mid-write (SIGKILL, OOM): `atomic_write` names them
-    `<file>.<pid>.<thread>.tmp`, so one whose process is gone can never be completed. Returns them."""
-    removed = []
-    for tmp in Path(folder).glob("*.tmp"):
-        parts = tmp.name.split(".")
-        pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
-        if pid is None or pid == os.getpid():
-            continue
-        try:
-            os.kill(pid, 0)  # still alive (another process of this run): leave it
-        except ProcessLookupError:
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp)
-        except PermissionError:
-            pass
-    return removed
-
-
 def write_text_atomic(path: str | Path, text: str) -> None:
     with atomic_write(path) as fh:
         fh.write(text)

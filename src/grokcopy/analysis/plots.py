@@ -15,6 +15,12 @@ from grokcopy.run_dir import atomic_write, history_tokens_per_step  # noqa: E402
 
 def plot_copy_curve(history: list[dict], out: str | Path, losses: list[tuple[int, float]] | None = None,
                     title: str = "Training loss and context-copying accuracy"):
+    """copy_curve.png: `copy_curve_figure`, saved."""
+    return save_figure(copy_curve_figure(history, losses, title), out)
+
+
+def copy_curve_figure(history: list[dict], losses: list[tuple[int, float]] | None = None,
+                      title: str = "Training loss and context-copying accuracy"):
     """Training loss (left axis) and copy accuracy (right axis) against optimizer steps.
 
     `losses` are the Trainer's logged (step, loss) points (denser than the copy history's);
@@ -45,14 +51,31 @@ def plot_copy_curve(history: list[dict], out: str | Path, losses: list[tuple[int
         top = ax_loss.secondary_xaxis("top", functions=(lambda s: s * per_step, lambda t: t / per_step))
         top.set_xlabel("tokens seen")
     handles = ax_loss.get_legend_handles_labels()[0] + ax_acc.get_legend_handles_labels()[0]
-    ax_acc.legend(handles=handles, loc="center right")
+    # below the axes: inside, a legend always covers some curve (the jump, or the loss's fall)
+    ax_loss.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=8,
+                   frameon=False)
     ax_loss.set_title(title)
     ax_loss.grid(alpha=0.3)
-    return save_figure(fig, out)
+    return fig
 
 
 def plot_induction_heatmap(record: dict, out: str | Path):
     """I(L, H) per layer x head of one analysis (the checkpoint's own picture)."""
+    return save_figure(induction_heatmap_figure(record), out)
+
+
+def figure_image(fig):
+    """A figure as an RGB array (height x width x 3, uint8), for a logger's add_image; the figure is closed."""
+    import numpy as np
+
+    fig.tight_layout()
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return image
+
+
+def induction_heatmap_figure(record: dict):
     import numpy as np
 
     values = np.array(record["induction"])
@@ -65,7 +88,7 @@ def plot_induction_heatmap(record: dict, out: str | Path):
     ax.set_ylabel("layer")
     ax.set_title(f"induction score I = A x EP, step {record.get('step', '?')}", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.05)
-    return save_figure(fig, out)
+    return fig
 
 
 def plot_induction_history(history: list[dict], out: str | Path):
@@ -77,10 +100,12 @@ def plot_induction_history(history: list[dict], out: str | Path):
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), dpi=110, sharex=True, sharey=True,
                              squeeze=False)
     steps = [r["step"] for r in history]
+    colors = head_colors(n_heads)
     for layer in range(n_layers):
         ax = axes[layer // cols][layer % cols]
         for head in range(n_heads):
-            ax.plot(steps, [r["induction"][layer][head] for r in history], lw=1)
+            ax.plot(steps, [r["induction"][layer][head] for r in history], lw=1, color=colors[head],
+                    label=f"head {head}")
         ax.set_title(f"layer {layer}", fontsize=9)
         ax.set_ylim(-1.05, 1.05)
         ax.axhline(0, color="grey", lw=0.5)
@@ -88,8 +113,20 @@ def plot_induction_history(history: list[dict], out: str | Path):
     for k in range(n_layers, rows * cols):
         axes[k // cols][k % cols].axis("off")
     fig.supxlabel("optimizer step")
-    fig.supylabel("induction score I (one line per head)")
+    fig.supylabel("induction score I")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False,
+               ncol=1 + n_heads // 17, title="same colour,\nsame head", title_fontsize=7)
     return save_figure(fig, out)
+
+
+def head_colors(n_heads: int) -> list:
+    """One colour per head index, the same in every panel (distinct up to 20 heads, a gradient beyond)."""
+    if n_heads <= 10:
+        return [plt.get_cmap("tab10")(h) for h in range(n_heads)]
+    if n_heads <= 20:
+        return [plt.get_cmap("tab20")(h) for h in range(n_heads)]
+    return [plt.get_cmap("viridis")(h / (n_heads - 1)) for h in range(n_heads)]
 
 
 def plot_formation(rows: list[dict], out: str | Path, threshold: float, last_step: int | None = None):
@@ -114,8 +151,8 @@ def save_figure(fig, out) -> Path:
     """Lay out, write atomically (a reader never sees half a PNG) and close a figure."""
     fig.tight_layout()
     out = Path(out)
-    with atomic_write(out, binary=True) as fh:
-        fig.savefig(fh, format=out.suffix.lstrip(".") or "png")
+    with atomic_write(out, binary=True) as fh:  # "tight": labels and legends outside the axes are kept whole
+        fig.savefig(fh, format=out.suffix.lstrip(".") or "png", bbox_inches="tight")
     plt.close(fig)
     return out
 

@@ -47,8 +47,11 @@ LANDMARKS = {"jump_step": "jump_censored_at", "jump_tokens": "jump_censored_at",
 # --- Runs and conditions ----------------------------------------------------------------------
 
 def _is_run(path: Path) -> bool:
-    """A training run, or a `grokcopy series` output (its revisions are the run's evaluations)."""
-    return (path / COPY_HISTORY).is_file() or is_series(path)
+    """A training run with at least one copy test, or a `grokcopy series` output (its revisions are the
+    run's evaluations). A run killed before its first copy test has nothing to report: a sweep's report
+    lists it with the members that did not run, rather than count it as a run that never jumped."""
+    history = path / COPY_HISTORY
+    return (history.is_file() and history.stat().st_size > 0 and bool(history.read_text().strip())) or is_series(path)
 
 
 def _runs_below(path: Path) -> list[Path]:
@@ -75,8 +78,8 @@ def find_runs(paths) -> list[Path]:
         else:
             runs = _runs_below(path)
         if not runs:
-            raise ConfigError(f"{path}: no run in it (no copy_history.jsonl or series.json, in it or in its sweep "
-                              "members)")
+            raise ConfigError(f"{path}: no run in it (no copy_history.jsonl with a copy test, or series.json, in it "
+                              "or in its sweep members)")
         found += [r for r in runs if r.resolve() not in {f.resolve() for f in found}]
     return found
 

@@ -46,6 +46,28 @@ def log_metrics(trainer, metrics: dict) -> None:
     control.should_log = trainer.control.should_log = should_log
 
 
+def image_loggers(trainer) -> list:
+    """The `report_to` integrations of `trainer` that take images: TensorBoard's writer (others get scalars)."""
+    callbacks = getattr(getattr(trainer, "callback_handler", None), "callbacks", None) or []
+    return [c.tb_writer for c in callbacks if type(c).__name__ == "TensorBoardCallback"
+            and getattr(c, "tb_writer", None) is not None]
+
+
+def log_images(trainer, state, make_figures: dict) -> None:
+    """Draw each figure (name -> a function returning a matplotlib figure) and add it to every image-taking
+    integration at this step; nothing is drawn when none is there (drawing costs ~0.1 s a figure)."""
+    writers = image_loggers(trainer) if state.is_world_process_zero else []
+    if not writers:
+        return
+    from grokcopy.analysis.plots import figure_image
+
+    for name, make in make_figures.items():
+        image = figure_image(make())
+        for writer in writers:
+            writer.add_image(name, image, global_step=state.global_step, dataformats="HWC")
+            writer.flush()
+
+
 def tokens_per_step(args, block_size: int | None) -> int | None:
     """Tokens of one optimizer step: per-device batch x accumulation x processes x block size."""
     if block_size is None:

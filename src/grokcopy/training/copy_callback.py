@@ -15,7 +15,13 @@ from typing import Any
 
 from grokcopy.copytest.task import CopyTask, CopyTaskConfig, CopyTaskError
 from grokcopy.run_dir import CHECKPOINT_COPY_EVAL, COPY_HISTORY, checkpoint_dir, write_json_atomic
-from grokcopy.training.callback_support import AnalysisCallback, History, eval_steps_schedule, held_out_blocks
+from grokcopy.training.callback_support import (
+    AnalysisCallback,
+    History,
+    eval_steps_schedule,
+    held_out_blocks,
+    log_images,
+)
 
 logger = logging.getLogger(__name__)
 SEPARATOR_CHECK_ROWS = 2000
@@ -185,4 +191,11 @@ class CopyEvalCallback(AnalysisCallback):
         logged = {"eval_copy_exact_match": record["exact_match"], "eval_copy_token_accuracy": record["token_accuracy"]}
         logged.update({f"eval_{k}": v for k, v in (split or {}).items() if k != "copyable_share" and v is not None})
         self.log(state, logged)
+        log_images(self.trainer, state, {"copy/curve": lambda: self._curve(state)})
         return record
+
+    def _curve(self, state):
+        from grokcopy.analysis.plots import copy_curve_figure
+        from grokcopy.run_dir import losses_from_log, read_jsonl
+
+        return copy_curve_figure(read_jsonl(self.history.path), losses_from_log(state.log_history))

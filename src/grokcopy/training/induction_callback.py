@@ -20,7 +20,7 @@ from grokcopy.run_dir import (
     checkpoint_dir,
     write_json_atomic,
 )
-from grokcopy.training.callback_support import AnalysisCallback, History, eval_steps_schedule
+from grokcopy.training.callback_support import AnalysisCallback, History, eval_steps_schedule, log_images
 
 logger = logging.getLogger(__name__)
 
@@ -114,5 +114,11 @@ class InductionHeadCallback(AnalysisCallback):
         if state.is_world_process_zero and state.global_step not in self.done:
             self.history.append(record)
         self.done.add(state.global_step)
-        self.log(state, {f"eval_induction_max_layer{layer}": max(row) for layer, row in enumerate(record["induction"])})
+        metrics = {f"eval_induction_max_layer{layer}": max(row) for layer, row in enumerate(record["induction"])}
+        metrics.update({f"eval_induction_layer{layer}_head{head}": value  # per head: what Fig. 6 plots
+                        for layer, row in enumerate(record["induction"]) for head, value in enumerate(row)})
+        self.log(state, metrics)
+        from grokcopy.analysis.plots import induction_heatmap_figure
+
+        log_images(self.trainer, state, {"induction/heatmap": lambda: induction_heatmap_figure(record)})
         return record

@@ -30,7 +30,6 @@ from grokcopy.run_dir import (
     last_complete_checkpoint,
     logged_losses,
     read_jsonl,
-    remove_stale_temporaries,
     run_contents,
     set_aside_run,
     writable_problem,
@@ -44,6 +43,7 @@ from grokcopy.training.data import prepare_datasets
 from grokcopy.training.modeling import build_model
 from grokcopy.training.resume import (
     check_resume_settings,
+    remove_stale_temporaries,
     resolve_resume,
     settings_record,
     tokenizer_change,

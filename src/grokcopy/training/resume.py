@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -69,6 +70,25 @@ def resolve_resume(training_args) -> str | None:
         hint = f"; the newest complete one is {last}" if last else ""
         raise ConfigError(f"resume_from_checkpoint: {value} is incomplete: {problem}{hint}")
     return value
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporaries of writers that died mid-write (SIGKILL, OOM): `run_dir.atomic_write` names them
+    `<file>.<pid>.<thread>.tmp`, so one whose process is gone can never be completed. Returns them."""
+    removed = []
+    for tmp in Path(folder).glob("*.tmp"):
+        parts = tmp.name.split(".")
+        pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
+        if pid is None or pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)  # still alive (another process of this run): leave it
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+        except PermissionError:
+            pass
+    return removed
 
 
 def settings_record(model_args, data_args, training_args, tokens_per_step) -> dict:
