@@ -391,3 +391,23 @@ def test_a_first_save_that_fails_says_there_is_no_earlier_checkpoint(corpus_file
     line = last_line(proc.stderr)
     assert "saving checkpoint-4 failed" in line and "There is no earlier checkpoint" in line
     assert "(none)" not in line and "--resume_from_checkpoint auto (it starts over)" in line
+
+
+def test_a_requeued_finished_run_trains_nothing_and_one_killed_while_finishing_is_finished(corpus_file, tmp_path):
+    out = tmp_path / "run"
+    config = tiny_config(corpus_file, out, max_steps=8, resume_from_checkpoint="auto")
+    run_training(*parse_args(config))
+    before = (out / "copy_history.jsonl").read_text()
+    assert run_training(*parse_args(config))["steps"] == 8  # the Trainer alone would take step 9
+    assert (out / "copy_history.jsonl").read_text() == before and [p.name for p in checkpoints(out)] == [
+        "checkpoint-4", "checkpoint-8"]
+    (out / "summary.json").unlink()  # killed after checkpoint-8, before the final model and summary
+    (out / "model.safetensors").unlink()
+    summary = run_training(*parse_args(config))
+    assert summary["steps"] == 8 and steps(out / "copy_history.jsonl") == [0, 2, 4, 6, 8]
+    assert (out / "model.safetensors").is_file() and [p.name for p in checkpoints(out)] == ["checkpoint-4",
+                                                                                         "checkpoint-8"]
+    from safetensors.torch import load_file
+
+    final, saved = load_file(out / "model.safetensors"), load_file(out / "checkpoint-8" / "model.safetensors")
+    assert all((final[k] == saved[k]).all() for k in saved)  # the trained model, not a fresh one

@@ -26,9 +26,11 @@ from grokcopy.run_dir import (
     INDUCTION_HISTORY_PLOT,
     RUN_LOCK,
     SUMMARY,
+    TRAINER_STATE,
     checkpoint_step,
     last_complete_checkpoint,
     logged_losses,
+    read_json,
     read_jsonl,
     run_contents,
     set_aside_run,
@@ -152,6 +154,14 @@ def interrupted_message(output_dir, step: int, signal_name: str | None = None) -
     return f"{signal_name or 'interrupted'}: training stopped at step {step}; {where_to_go_on(output_dir)}"
 
 
+def finish_from_checkpoint(trainer, checkpoint: str) -> None:
+    """The trained model and state of a checkpoint at max_steps, for the final save, figures and summary."""
+    from transformers import TrainerState
+
+    trainer._load_from_checkpoint(checkpoint)
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE))
+
+
 def _exit_code(signal_name: str | None) -> int:
     return 130 if signal_name in (None, "SIGINT") else EXIT_PREEMPTED
 
@@ -223,6 +233,12 @@ def _run_locked(model_args, data_args, training_args, callbacks, annotate, lock)
         expected = settings_record(model_args, data_args, training_args,
                                    tokens_per_step(training_args, data_args.block_size))
         settings = check_resume_settings(training_args.output_dir, expected, training_args.resume_allow_changes, step)
+    complete = resume is not None and 0 < training_args.max_steps <= step  # a requeue of a run that finished
+    summary = read_json(Path(training_args.output_dir) / SUMMARY) if complete else None
+    if isinstance(summary, dict) and (summary.get("steps") or 0) >= training_args.max_steps:
+        logger.warning("%s is complete (step %d of %d): nothing to train", training_args.output_dir, step,
+                       training_args.max_steps)
+        return summary
     trainer = build_trainer(model_args, data_args, training_args, callbacks=callbacks)
     if resume:
         changed = tokenizer_change(resume, trainer.processing_class)
@@ -237,7 +253,10 @@ def _run_locked(model_args, data_args, training_args, callbacks, annotate, lock)
     trainer.add_callback(interrupt)
     try:
         with interrupt:
-            trainer.train(resume_from_checkpoint=resume)
+            if complete:  # killed while finishing: the Trainer would take one step past max_steps
+                finish_from_checkpoint(trainer, resume)
+            else:
+                trainer.train(resume_from_checkpoint=resume)
     except KeyboardInterrupt:
         raise TrainingInterrupted(interrupted_message(training_args.output_dir, trainer.state.global_step,
                                                       interrupt.requested), _exit_code(interrupt.requested)) from None
