@@ -88,7 +88,7 @@ def test_config_from_training_args():
 
     _, _, args = parse_args({"copy_num_samples": 7, "copy_symbols": "hex", "output_dir": "/tmp/unused"})
     config = CopyTaskConfig.from_training_args(args)
-    assert config.num_samples == 7 and config.symbols == "hex" and config.prefix_length == 12
+    assert config.num_samples == 7 and config.symbols == "hex" and config.prefix_length is None  # the paper's, fitted
     assert np.isclose(args.learning_rate, 5e-5)  # every TrainingArguments default untouched
 
 

@@ -198,7 +198,7 @@ def icl_score(model: nn.Module, input_ids: Any, *, batch_size: int = 8, per_row:
 
 
 def fit_seq_len(model: nn.Module, requested: int | None = None, *, with_bos: bool = True,
-                default: int = 100) -> tuple[int, str]:
+                default: int = 100, name: str = "seq_len") -> tuple[int, str]:
     """The repeated-sequence length s that fits the model's context ((1 if BOS) + 2 s tokens), and a
     note saying how it was chosen. `requested` None: the paper's 100, shortened to fit. A requested s
     that does not fit raises ValueError in one line: positions past the context were never trained,
@@ -207,13 +207,13 @@ def fit_seq_len(model: nn.Module, requested: int | None = None, *, with_bos: boo
     longest = None if context is None else (context - int(with_bos)) // 2
     if requested is not None:
         if longest is not None and requested > longest:
-            raise ValueError(f"seq_len: {requested} needs {int(with_bos) + 2 * requested} tokens, more than the "
-                             f"model's context of {context}; use at most {longest}")
+            raise ValueError(f"{name}: {requested} needs {int(with_bos) + 2 * requested} tokens, more than the "
+                             f"model's context of {context}; use at most {longest} (or leave it unset: it is fitted)")
         return requested, f"s = {requested} (as asked)"
     if longest is None or longest >= default:
         return default, f"s = {default} (the paper's)"
     if longest < 2:
-        raise ValueError(f"seq_len: the model's context of {context} tokens is too short for the analysis")
+        raise ValueError(f"{name}: the model's context of {context} tokens is too short for the analysis")
     return longest, f"s = {longest}: the longest repeat that fits the model's context of {context} tokens"
 
 

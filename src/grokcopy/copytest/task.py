@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -32,13 +32,20 @@ def check_symbol_kind(kind: str, name: str = "copy symbols") -> None:
         raise CopyTaskError(f"{name}: expected {' or '.join(SYMBOL_KINDS)}, got {kind!r}")
 
 
+# The paper's test (Fig. 1): 50 sequences of a 12-symbol prefix + 6-symbol suffix, every 5th queried.
+PAPER_SHAPE = {"num_sequences": 50, "prefix_length": 12, "suffix_length": 6, "query_stride": 5}
+
+
 @dataclass(frozen=True)
 class CopyTaskConfig:
+    """What to draw. A shape field left None is the paper's value fitted to the model's context
+    (`fit_shape`); a field that is set is taken as given, or refused when it cannot fit."""
+
     num_samples: int = 500
-    num_sequences: int = 50
-    prefix_length: int = 12
-    suffix_length: int = 6
-    query_stride: int = 5
+    num_sequences: int | None = None
+    prefix_length: int | None = None
+    suffix_length: int | None = None
+    query_stride: int | None = None
     symbols: str = "tokens"
     seed: int = 1234
     symbol_pattern: str | None = None  # `tokens`: only vocabulary entries whose text fully matches this regex
@@ -79,7 +86,7 @@ class CopyTask:
         history never mixes tests of two shapes unnoticed."""
         c = self.config
         return {"num_samples": len(self.samples), "num_sequences": self.num_sequences,
-                "prefix_length": c.prefix_length, "suffix_length": c.suffix_length,
+                "prefix_length": c.prefix_length, "suffix_length": c.suffix_length, "query_stride": c.query_stride,
                 "queries": list(self.query_indices), "symbols": c.symbols, "seed": c.seed, "separator": c.separator}
 
 
@@ -108,11 +115,67 @@ def eligible_token_ids(tokenizer, exclude=(), pattern: str | None = None) -> np.
 
 
 def fit_num_sequences(config: CopyTaskConfig, sep_len: int, max_length: int | None) -> int:
-    """How many sequences fit: N * (prefix + suffix + sep) + prefix + suffix <= max_length."""
-    per_seq = config.prefix_length + config.suffix_length + sep_len
+    """How many sequences fit: N * (prefix + suffix + sep) + prefix + suffix <= max_length (the query)."""
+    n_want = config.num_sequences or PAPER_SHAPE["num_sequences"]
     if max_length is None:
-        return config.num_sequences
-    return min(config.num_sequences, (max_length - config.prefix_length - config.suffix_length) // per_seq)
+        return n_want
+    prefix, suffix = config.prefix_length, config.suffix_length
+    return min(n_want, (max_length - prefix - suffix) // (prefix + suffix + sep_len))
+
+
+def fit_shape(config: CopyTaskConfig, sep_len: int, max_length: int | None,
+              prefix: str = "copy_") -> tuple[CopyTaskConfig, str]:
+    """The one fitting rule: the config with every shape field set, and a note saying what was fitted.
+
+    Unset fields take the paper's values, then give way in this order until one query fits the context:
+    fewer sequences; every sequence queried instead of every 5th; a shorter prefix and suffix (2:1, as
+    the paper's). A field that was set is never changed: when it keeps the test from fitting it is
+    refused in one line naming it (with `prefix`, e.g. `copy_query_stride`) and the largest value that fits."""
+    given = {k: getattr(config, k) for k in PAPER_SHAPE}
+    shape = {k: v if v is not None else PAPER_SHAPE[k] for k, v in given.items()}
+    fitted = replace(config, **shape)
+    if max_length is None:
+        return fitted, ""
+
+    def sequences(p: int, s: int) -> int:
+        return min(shape["num_sequences"], (max_length - p - s) // (p + s + sep_len))
+
+    n = sequences(shape["prefix_length"], shape["suffix_length"])
+    notes = []
+    if n < shape["query_stride"] and given["query_stride"] is None and n >= 1:
+        shape["query_stride"] = 1
+        notes.append("every sequence queried")
+    if n < shape["query_stride"] and given["prefix_length"] is None and given["suffix_length"] is None:
+        for p in range(shape["prefix_length"] - 1, 1, -1):
+            s = max(1, round(p * PAPER_SHAPE["suffix_length"] / PAPER_SHAPE["prefix_length"]))
+            stride = shape["query_stride"] if given["query_stride"] is not None else 1
+            if sequences(p, s) >= stride:
+                shape.update(prefix_length=p, suffix_length=s, query_stride=stride)
+                n = sequences(p, s)
+                notes.append(f"prefix {p} + suffix {s} symbols" + ("" if stride > 1 else ", every sequence queried"))
+                break
+    if n < shape["query_stride"]:
+        raise CopyTaskError(_does_not_fit(shape, given, sep_len, max_length, n, prefix))
+    if n < shape["num_sequences"]:
+        notes.insert(0, f"{n} of {shape['num_sequences']} sequences")
+    shape["num_sequences"] = n
+    note = (f"copy test fitted to the model's context of {max_length} tokens: {'; '.join(dict.fromkeys(notes))}; "
+            f"queries at i = {', '.join(str(i) for i in range(shape['query_stride'], n + 1, shape['query_stride']))}"
+            if notes else "")
+    return replace(config, **shape), note
+
+
+def _does_not_fit(shape: dict, given: dict, sep_len: int, max_length: int, n: int, prefix: str) -> str:
+    p, s, stride = shape["prefix_length"], shape["suffix_length"], shape["query_stride"]
+    need = stride * (p + s + sep_len) + p + s
+    head = (f"the model's context of {max_length} tokens is too short for the copy test: one query needs "
+            f"{stride} sequences of {p} + {s} symbols ({need} tokens)")
+    if given["query_stride"] is not None and n >= 1:
+        return f"{prefix}query_stride: {head}; use at most {n} (or leave it unset: it is fitted)"
+    blame = [k for k in ("prefix_length", "suffix_length") if given[k] is not None]
+    if blame:
+        return f"{prefix}{blame[0]}: {head}; use a shorter one (or leave both unset: they are fitted)"
+    return head
 
 
 def _unique_rows(rng, symbols: np.ndarray, n: int, length: int) -> np.ndarray:
@@ -129,21 +192,15 @@ def _unique_rows(rng, symbols: np.ndarray, n: int, length: int) -> np.ndarray:
     raise CopyTaskError(f"could not draw {n} distinct {length}-symbol strings")  # pragma: no cover
 
 
-def build_copy_task(tokenizer, config: CopyTaskConfig = CopyTaskConfig(), max_length: int | None = None) -> CopyTask:
-    """Draw the test's samples for this tokenizer, fitting the model's context `max_length`."""
+def build_copy_task(tokenizer, config: CopyTaskConfig = CopyTaskConfig(), max_length: int | None = None,
+                    prefix: str = "copy_") -> CopyTask:
+    """Draw the test's samples for this tokenizer, fitted to the model's context `max_length` (`fit_shape`;
+    `prefix` names the settings in its errors: `copy_` for the training arguments)."""
     check_symbol_kind(config.symbols)
     sep = separator_ids(tokenizer, config.separator)
-    n_fit = fit_num_sequences(config, len(sep), max_length)
-    if n_fit < config.query_stride:
-        need = config.query_stride * (config.prefix_length + config.suffix_length + len(sep)) \
-            + config.prefix_length + config.suffix_length
-        raise CopyTaskError(f"the model's context ({max_length} tokens) is too short for the copy test: one query "
-                            f"needs {config.query_stride} sequences ({need} tokens)")
-    note = ""
-    if n_fit < config.num_sequences:
-        note = (f"copy test: the model's context of {max_length} tokens fits {n_fit} of the "
-                f"{config.num_sequences} sequences per sample; queries at i = "
-                f"{', '.join(str(i) for i in range(config.query_stride, n_fit + 1, config.query_stride))}")
+    config, note = fit_shape(config, len(sep), max_length, prefix)
+    n_fit = config.num_sequences
+    if note:
         from transformers.utils import logging  # its loggers have warning_once
 
         logging.get_logger(__name__).warning_once(note)  # once per process: a series builds it per revision
@@ -174,7 +231,7 @@ def build_copy_task(tokenizer, config: CopyTaskConfig = CopyTaskConfig(), max_le
         context = [t for p, s in pairs for t in (*p, *s, *sep)]
         samples.append(CopySample(context, [(i, pairs[i - 1][0], pairs[i - 1][1]) for i in queries]))
     task = CopyTask(config, samples, n_fit, queries, note)
-    if max_length is not None and task.max_length > max_length:
+    if max_length is not None and task.max_length > max_length:  # a multi-token hex symbol: longer than planned
         raise CopyTaskError(f"copy test samples of {task.max_length} tokens exceed the model's context of "
-                            f"{max_length}; lower copy_num_sequences")
+                            f"{max_length}; set a smaller {prefix}num_sequences")
     return task

@@ -99,10 +99,12 @@ class CopyTrainingArguments(TrainingArguments):
     )
     copy_eval_steps: int = field(default=500, metadata={"help": "Copy-test interval in optimizer steps."})
     copy_num_samples: int = field(default=500, metadata={"help": "Samples per copy test (paper: 500)."})
-    copy_num_sequences: int = field(default=50, metadata={"help": "Random sequences per sample (paper: 50)."})
-    copy_prefix_length: int = field(default=12, metadata={"help": "Prefix symbols per sequence (paper: 12)."})
-    copy_suffix_length: int = field(default=6, metadata={"help": "Suffix symbols to reproduce (paper: 6)."})
-    copy_query_stride: int = field(default=5, metadata={"help": "Query sequences i = stride, 2*stride, ..."})
+    # Shape fields left unset are the paper's values fitted to the model's context (copytest.task.fit_shape)
+    copy_num_sequences: int | None = field(default=None, metadata={"help": "Random sequences per sample (paper: 50)."})
+    copy_prefix_length: int | None = field(default=None, metadata={"help": "Prefix symbols per sequence (paper: 12)."})
+    copy_suffix_length: int | None = field(default=None, metadata={"help": "Suffix symbols to reproduce (paper: 6)."})
+    copy_query_stride: int | None = field(default=None, metadata={"help": "Query sequences i = stride, 2*stride, ... "
+                                                                          "(paper: 5)"})
     copy_symbols: SymbolKind = field(default="tokens", metadata={"help": "tokens (random ids) or hex (as in Fig. 1)."})
     copy_symbol_pattern: str | None = field(
         default=None, metadata={"help": "tokens: use only vocabulary entries whose text fully matches this regex."}
@@ -131,7 +133,9 @@ class CopyTrainingArguments(TrainingArguments):
     induction_eval_steps: int | None = field(
         default=None, metadata={"help": "Also analyse every N steps (log-spaced below N), besides saves."}
     )
-    induction_seq_len: int = field(default=100, metadata={"help": "s: random tokens repeated twice (paper: 100)."})
+    induction_seq_len: int | None = field(
+        default=None, metadata={"help": "s: random tokens repeated twice (unset: the paper's 100, or the longest "
+                                        "that fits the model's context)."})
     induction_batch_size: int = field(default=8, metadata={"help": "Repeated sequences averaged per analysis."})
     induction_threshold: float = field(default=0.3, metadata={"help": "I above which a layer's head has formed."})
     hub_checkpoint_series: bool = field(
@@ -182,7 +186,7 @@ class CopyTrainingArguments(TrainingArguments):
         for name in ("copy_eval_steps", "copy_num_samples", "copy_num_sequences", "copy_prefix_length",
                      "copy_suffix_length", "copy_query_stride", "copy_eval_batch_size", "induction_seq_len",
                      "induction_batch_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.copyable_loss_blocks < 0:
             raise ConfigError(f"copyable_loss_blocks: must be >= 0 (0: off), got {self.copyable_loss_blocks}")

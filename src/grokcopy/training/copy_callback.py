@@ -108,7 +108,8 @@ class CopyEvalCallback(AnalysisCallback):
         if tokenizer is None:
             raise CopyTaskError("CopyEvalCallback: the Trainer has no tokenizer to draw the copy test with: pass "
                                 "processing_class=tokenizer to the Trainer, or copy_task= to the callback")
-        return build_copy_task(tokenizer, self.task_config(), max_length=model_context_length(self.model_of(kwargs)))
+        return build_copy_task(tokenizer, self.task_config(), max_length=model_context_length(self.model_of(kwargs)),
+                               prefix="CopyEvalCallback ")
 
     def warn_if_separator_unseen(self, state, kwargs) -> None:
         from grokcopy.copytest.task import separator_ids

@@ -24,24 +24,6 @@ from grokcopy.training.callback_support import AnalysisCallback, History, eval_s
 
 logger = logging.getLogger(__name__)
 
-PAPER_SEQ_LEN = 100  # s: random tokens repeated twice (the paper's setting)
-
-
-def fitting_seq_len(model, wanted: int | None) -> int:
-    """`wanted`, or the paper's s = 100 shortened to what the model's context holds (BOS + 2 s tokens)."""
-    if wanted is not None:
-        return wanted
-    from grokcopy.analysis.architectures import model_context_length, unwrap_model
-
-    context = model_context_length(unwrap_model(model))
-    if context is None or 1 + 2 * PAPER_SEQ_LEN <= context:
-        return PAPER_SEQ_LEN
-    seq_len = (context - 1) // 2
-    logger.warning("induction analysis: s = %d random tokens repeated twice, the most the model's context of %d "
-                   "tokens holds (the paper's s = %d does not fit)", seq_len, context, PAPER_SEQ_LEN)
-    return seq_len
-
-
 @dataclass(eq=False)
 class InductionHeadCallback(AnalysisCallback):
     """Induction-head analysis at every checkpoint save, and every `every` steps when set.
@@ -68,7 +50,13 @@ class InductionHeadCallback(AnalysisCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.begin(args, state, **kwargs)
-        self.seq_len = fitting_seq_len(self.model_of(kwargs), self.seq_len)
+        from grokcopy.analysis.induction import fit_seq_len
+
+        # one rule with every other entry point: unset is fitted to the context, an explicit s that does not fit
+        # is refused (positions past the context were never trained: scores read there mean nothing)
+        self.seq_len, note = fit_seq_len(self.model_of(kwargs), self.seq_len, name="InductionHeadCallback seq_len")
+        if self.seq_len < 100 and state.is_world_process_zero and state.global_step == 0:
+            logger.warning("induction analysis: %s", note)
         tokenizer = self.tokenizer_of(kwargs)
         self.vocab_size = len(tokenizer) if tokenizer is not None else None
         self.history = History(args.output_dir, self.history_name)

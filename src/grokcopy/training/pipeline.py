@@ -131,6 +131,13 @@ def build_trainer(model_args: ModelArguments, data_args: DataArguments, training
         copy_task = build_copy_task(tokenizer, CopyTaskConfig.from_training_args(training_args), max_length=context)
     except CopyTaskError as err:
         raise ConfigError(str(err)) from None
+    if training_args.induction_analysis:  # an explicit s past the context is refused now, not at the first analysis
+        from grokcopy.analysis.induction import fit_seq_len
+
+        try:
+            fit_seq_len(model, training_args.induction_seq_len, name="induction_seq_len")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     # Packed blocks all have block_size tokens: stacking them is all a batch needs (no padding pass).
     return CopyTrainer(model=model, args=training_args, train_dataset=blocks["train"],
                        eval_dataset=blocks["validation"], processing_class=tokenizer, copy_task=copy_task,
