@@ -32,6 +32,7 @@ setup(
         "matplotlib",
         "numpy",
         "pyyaml",
+        "scipy",
         "tqdm",
     ],
     extras_require={"dev": ["pytest>=8", "tensorboard", "starlette", "uvicorn", "trl>=1.0"]},

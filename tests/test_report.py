@@ -16,7 +16,6 @@ from grokcopy.experiments.claims import (
     claim_jump_follows_steps,
     claim_larger_lr_earlier,
     claim_loss_follows_tokens,
-    claim_regularization_helps,
 )
 from grokcopy.experiments.conditions import family, summarize
 
@@ -96,28 +95,50 @@ def test_claim_c_larger_learning_rate_groks_earlier():
     assert claim_larger_lr_earlier(batch_conditions([noisy(1)] * 3))["verdict"] == NOT_TESTABLE
 
 
-def reg_conditions(dropout, decay, base=(noisy(1000), [0.5] * 4)):
-    rows = {"baseline": ({"attention_dropout": 0.0, "weight_decay": 0.0}, base),
-            "attention_dropout=0.1": ({"attention_dropout": 0.1, "weight_decay": 0.0}, dropout),
-            "weight_decay=0.1": ({"attention_dropout": 0.0, "weight_decay": 0.1}, decay)}
-    return {label: cond({**config, "learning_rate": 3e-3}, jumps, ems=ems)
-            for label, (config, (jumps, ems)) in rows.items()}
+def reg_runs(jumps, final, at_300=None):
+    """A condition's runs as copy histories every 10 steps to 700: exact match 0 before the jump step,
+    then `final` (None: never jumps); `at_300` overrides the reading at step 300."""
+    runs = []
+    for jump, em in zip(jumps, final):
+        history = [{"step": s, "exact_match": 0.0 if jump is None or s < jump else em} for s in range(0, 701, 10)]
+        if at_300 is not None:
+            history[30]["exact_match"] = at_300
+        runs.append({"data": {"copy_history": history}})
+    return runs
 
 
-def test_claim_d_regularization_earlier_or_higher_with_intervals():
-    earlier = (noisy(500), [0.5] * 4)
-    higher = (noisy(1000), [0.8, 0.82, 0.84, 0.86])
-    same = (noisy(1000, spread=0.3), [0.45, 0.5, 0.55, 0.5])
-    worse = (noisy(1800), [0.2, 0.22, 0.24, 0.2])
-    assert claim_regularization_helps(reg_conditions(earlier, higher))["verdict"] == SUPPORTED
-    # "earlier OR higher" against noise is no longer a coin flip: no difference is not resolved
-    assert claim_regularization_helps(reg_conditions(earlier, same))["verdict"] == NOT_RESOLVED
-    result = claim_regularization_helps(reg_conditions(earlier, worse))
-    assert result["verdict"] == CONTRADICTED
-    assert result["numbers"]["conditions"]["weight_decay=0.1"]["later_or_lower"] is True
-    no_baseline = reg_conditions(earlier, higher)
-    del no_baseline["baseline"]
-    assert claim_regularization_helps(no_baseline)["verdict"] == NOT_TESTABLE
+def reg_conditions(rows: dict) -> dict:
+    configs = {"baseline": (0.0, 0.0), "dropout": (0.1, 0.0), "wd": (0.0, 0.6)}
+    return {label: {"config": {"attention_dropout": configs[label][0], "weight_decay": configs[label][1],
+                               "learning_rate": 1.5e-3}, "runs": runs, "n": len(runs)} for label, runs in rows.items()}
+
+
+def test_claim_d_by_the_protocols_rule_exact_permutation_tests_with_holm():
+    from grokcopy.experiments.regularization import claim_regularization, compare, holm
+
+    base = reg_runs([340, 350, 330, 360, 345, 355, 335, 365], [0.95] * 8)
+    earlier = reg_runs([200, 210, 220, 230, 240, 250, 260, 270], [0.95] * 8)
+    same = reg_runs([345, 350, 330, 360, 340, 355, 335, 365], [0.95] * 8)
+    never = reg_runs([None] * 8, [0.1] * 8)
+    result = claim_regularization(reg_conditions({"baseline": base, "dropout": earlier, "wd": earlier}))
+    assert result["verdict"] == "supported"
+    jump = next(t for t in result["numbers"]["tests"] if t["condition"] == "dropout" and t["readout"] == "jump_step")
+    assert jump["p_value"] == pytest.approx(2 / 12870) and jump["shift"] < 0 and jump["direction"] == "helps"
+    result = claim_regularization(reg_conditions({"baseline": base, "dropout": same, "wd": same}))
+    assert result["verdict"] == "not resolved"
+    assert {c["verdict"] for c in result["numbers"]["conditions"].values()} == {"no effect resolved"}
+    result = claim_regularization(reg_conditions({"baseline": base, "dropout": never, "wd": earlier}))
+    assert result["verdict"] == "contradicted"  # a dropout that never jumps (censored: ranked last)
+    assert result["numbers"]["conditions"]["dropout"]["verdict"] == "contradicted"
+    four = claim_regularization(reg_conditions({"baseline": base[:4], "dropout": earlier[:4], "wd": earlier[:4]}))
+    assert four["verdict"].startswith("interim: fewer than 8 seeds")
+    assert claim_regularization(reg_conditions({"dropout": earlier, "wd": earlier}))["verdict"].startswith("not testable")
+    # the pieces: an exact p from all splits agrees with scipy's own Mann-Whitney where it is exact (no ties)
+    from scipy.stats import mannwhitneyu
+
+    x, y = [1.0, 2.5, 3.1, 4.7], [2.0, 5.0, 6.2, 7.3, 8.8]
+    assert compare(x, y)["p_value"] == pytest.approx(mannwhitneyu(x, y, method="exact").pvalue)
+    assert holm([0.01, 0.04, 0.03]) == [True, False, False] and holm([0.01, 0.02, 0.03]) == [True, True, True]
 
 
 def test_family_picks_conditions_that_differ_only_in_the_claims_fields():

@@ -15,8 +15,8 @@ jump step) against ln(tokens per step) lies within +-ALIGNED (0 = steps govern, 
 (b) across batch sizes the loss reaches the shared target after the same number of tokens: the slope
 of ln(median tokens to the loss target) against ln(tokens per step) lies within +-ALIGNED; (c) a
 larger learning rate groks earlier: the slope of ln(median jump step) against ln(learning rate) is
-negative; (d) attention dropout / weight decay grok earlier or higher: each regularised condition's
-median jump step is earlier than the baseline's, or its mean final exact match higher; (e) induction heads
+negative; (d) attention dropout / weight decay make the jump earlier or the copy accuracy higher, by the
+rule of its protocol (grokcopy.experiments.regularization: exact permutation tests, Holm); (e) induction heads
 form from shallow to deep layers: among the layers that form in >= 3/4 of a condition's seeds, the shallower
 forms first in every seed (claim_shallow_to_deep).
 """
@@ -27,6 +27,7 @@ import numpy as np
 
 from grokcopy.analysis.survival import bootstrap_slope, interval
 from grokcopy.experiments.conditions import BATCH, family
+from grokcopy.experiments.regularization import claim_regularization
 
 # A batch condition's fields; max_steps with them: a batch sweep at one token budget gives each batch its own
 # number of steps (a run's budget, where the copy jump is censored if it has not come).
@@ -139,55 +140,6 @@ def claim_larger_lr_earlier(conditions: dict) -> dict:
     return _slope_claim(conditions, "c", text, labels, "learning_rate", "jump_step", (-np.inf, 0.0), outran)
 
 
-def _is_zero(value) -> bool:
-    return value is None or float(value) == 0.0
-
-
-def _difference(a: np.ndarray, b: np.ndarray) -> list | None:
-    """Interval of a - b over paired bootstrap samples; an undefined median (NaN) is +infinity."""
-    a, b = np.where(np.isnan(a), np.inf, a), np.where(np.isnan(b), np.inf, b)
-    with np.errstate(invalid="ignore"):
-        diff = a - b
-    both_inf = np.isnan(diff)  # inf - inf: neither jumped in that resample, no evidence either way
-    diff = np.where(both_inf, 0.0, diff)
-    low, high = np.quantile(diff, [0.025, 0.975])
-    return [float(low), float(high)]
-
-
-def claim_regularization_helps(conditions: dict) -> dict:
-    """(d) Attention dropout / weight decay grok earlier or reach a higher copy accuracy than the baseline."""
-    text = "(d) attention dropout and weight decay grok earlier or reach a higher copy accuracy than the baseline"
-    labels = family(conditions, ("attention_dropout", "weight_decay"))
-    base = [l for l in labels if all(_is_zero(conditions[l]["config"].get(f)) for f in ("attention_dropout", "weight_decay"))]
-    if not base or len(labels) < 2:
-        return _claim("d", text, NOT_TESTABLE, "needs a baseline (no dropout, no weight decay) and a regularised "
-                                               "condition that differ in nothing else")
-    b = conditions[base[0]]
-    rows, verdicts = {}, []
-    for label in (l for l in labels if l != base[0]):
-        c = conditions[label]
-        jump = _difference(c["samples"]["jump_step"], b["samples"]["jump_step"])
-        em = interval(c["samples"]["final_exact_match"] - b["samples"]["final_exact_match"]) \
-            if "final_exact_match" in c["samples"] and "final_exact_match" in b["samples"] else None
-        better = jump[1] < 0 or (em is not None and em[0] > 0)
-        worse = jump[0] > 0 or (em is not None and em[1] is not None and em[1] < 0)
-        rows[label] = {"jump_step_difference_ci95": jump, "final_exact_match_difference_ci95": em,
-                       "earlier_or_higher": better, "later_or_lower": worse}
-        verdicts.append(SUPPORTED if better else CONTRADICTED if worse else NOT_RESOLVED)
-    evidence = (f"against {base[0]}; jump step median [95% CI] (jumped/runs): "
-                + "; ".join(f"{l}: {describe(conditions[l])}" for l in labels) + "; "
-                + "; ".join(f"{l} - {base[0]}: jump {_fmt(r['jump_step_difference_ci95'][0])}.."
-                            f"{_fmt(r['jump_step_difference_ci95'][1])} steps" for l, r in rows.items()))
-    numbers = {"baseline": base[0], "conditions": rows}
-    few = _too_few(conditions, labels)
-    if few:
-        return _claim("d", text, NOT_RESOLVED, f"{evidence}; fewer than {MIN_SEEDS} seeds in {', '.join(few)}",
-                      numbers)
-    verdict = (SUPPORTED if all(v == SUPPORTED for v in verdicts) else
-               CONTRADICTED if CONTRADICTED in verdicts else NOT_RESOLVED)
-    return _claim("d", text, verdict, evidence, numbers)
-
-
 def _order_in_run(shallow: dict, deep: dict) -> str | None:
     """Which of two layers formed first in one run: "shallow" (first or at the same analysis), "deep"
     (strictly first), or None when the run cannot tell (neither formed, or one was censored before the other
@@ -256,5 +208,5 @@ def claim_shallow_to_deep(conditions: dict) -> dict:
 
 def evaluate_claims(conditions: dict) -> list[dict]:
     return [claim_jump_follows_steps(conditions), claim_loss_follows_tokens(conditions),
-            claim_larger_lr_earlier(conditions), claim_regularization_helps(conditions),
+            claim_larger_lr_earlier(conditions), claim_regularization(conditions),
             claim_shallow_to_deep(conditions)]
