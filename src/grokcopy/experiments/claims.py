@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from grokcopy.analysis.survival import bootstrap_slope, interval
+from grokcopy.analysis.survival import bootstrap_slope
 from grokcopy.experiments.conditions import BATCH, family
 from grokcopy.experiments.regularization import claim_regularization
 
