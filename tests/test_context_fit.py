@@ -75,3 +75,31 @@ def test_copytrainer_fits_an_unset_induction_s_and_refuses_an_explicit_one_that_
     with pytest.raises(ConfigError, match=r"^copy_query_stride: .*; use at most 2"):
         run_training(*parse_args(tiny_config(corpus_file, tmp_path / "other", copy_query_stride=5,
                                              copy_prefix_length=12, **SHORT)))
+
+
+def test_copytrainer_takes_plain_training_arguments_converted_with_the_copy_defaults(corpus_file, tmp_path):
+    import transformers
+    from transformers import TrainingArguments, default_data_collator
+
+    from grokcopy import CopyTrainer
+    from grokcopy.training.config import CopyTrainingArguments
+    from grokcopy.training.data import prepare_datasets
+    from grokcopy.training.modeling import build_model
+
+    out = tmp_path / "run"
+    model_args, data_args, copy_args = parse_args(tiny_config(corpus_file, out, max_steps=2, **SHORT))
+    transformers.set_seed(0)
+    tokenizer, blocks = prepare_datasets(data_args, model_args, seed=0)
+    args = TrainingArguments(output_dir=str(out), max_steps=2, per_device_train_batch_size=4, learning_rate=1e-3,
+                             report_to="none", disable_tqdm=True, save_strategy="no", use_cpu=True)
+    trainer = CopyTrainer(build_model(model_args, tokenizer), args, train_dataset=blocks["train"],
+                          eval_dataset=blocks["validation"], processing_class=tokenizer,
+                          data_collator=default_data_collator)
+    assert isinstance(trainer.args, CopyTrainingArguments) and trainer.args.learning_rate == 1e-3
+    assert trainer.args.copy_eval_schedule == CopyTrainingArguments.copy_eval_schedule  # the same defaults
+    trainer.train()
+    metrics = trainer.evaluate()  # the copy test in evaluate(): no AttributeError with converted arguments
+    assert "eval_copy_exact_match" in metrics
+    assert [r["step"] for r in read_jsonl(out / "copy_history.jsonl")] == [0, 1, 2]
+    with pytest.raises(TypeError, match="CopyTrainer: args must be CopyTrainingArguments"):
+        CopyTrainer(build_model(model_args, tokenizer), {"learning_rate": 1e-3})

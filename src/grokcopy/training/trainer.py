@@ -28,6 +28,27 @@ from grokcopy.training.noise_scale import GradientNoiseScaleCallback
 logger = logging.getLogger(__name__)
 
 
+def as_copy_training_arguments(args):
+    """CopyTrainer's arguments: CopyTrainingArguments as given; a plain TrainingArguments converted with every
+    field it sets and the copy test's defaults (as SFTTrainer converts to SFTConfig); None: the defaults."""
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    from grokcopy.training.config import CopyTrainingArguments
+
+    if args is None:
+        return CopyTrainingArguments(output_dir="trainer_output")
+    if isinstance(args, CopyTrainingArguments):
+        return args
+    if not isinstance(args, TrainingArguments):
+        raise TypeError(f"CopyTrainer: args must be CopyTrainingArguments (or TrainingArguments), got "
+                        f"{type(args).__name__}")
+    given = {f.name: getattr(args, f.name) for f in fields(TrainingArguments) if f.init and hasattr(args, f.name)}
+    logger.info("CopyTrainer: TrainingArguments converted to CopyTrainingArguments (the copy test's defaults)")
+    return CopyTrainingArguments(**given)
+
+
 class CopyTrainer(Trainer):
     """A Trainer for causal-LM pretraining that watches copying emerge.
 
@@ -36,11 +57,11 @@ class CopyTrainer(Trainer):
     training set when it can be indexed).
     """
 
-    def __init__(self, *args, copy_task: CopyTask | None = None, block_size: int | None = None,
+    def __init__(self, model=None, args=None, *rest, copy_task: CopyTask | None = None, block_size: int | None = None,
                  data_description: str = "", datasets: list[str] | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        schedule = getattr(self.args, "copy_eval_schedule", "none")
-        if copy_task is None and self.processing_class is not None and hasattr(self.args, "copy_num_samples"):
+        super().__init__(model, as_copy_training_arguments(args), *rest, **kwargs)
+        schedule = self.args.copy_eval_schedule
+        if copy_task is None and self.processing_class is not None:
             copy_task = build_copy_task(self.processing_class, CopyTaskConfig.from_training_args(self.args),
                                         max_length=model_context_length(self.model))
         self.copy_task = copy_task
@@ -54,24 +75,24 @@ class CopyTrainer(Trainer):
         self.add_callback(DivergenceGuard(self))  # first, so the analyses below can skip a diverged step
         if self.copy_task is not None and schedule != "none":
             self.add_callback(CopyEvalCallback(self, schedule=schedule, every=self.args.copy_eval_steps,
-                                               stop_at=getattr(self.args, "copy_stop_exact_match", None),
+                                               stop_at=self.args.copy_stop_exact_match,
                                                copy_task=self.copy_task,
-                                               batch_size=getattr(self.args, "copy_eval_batch_size", 16)))
-        if getattr(self.args, "gradient_noise_scale", False):
+                                               batch_size=self.args.copy_eval_batch_size))
+        if self.args.gradient_noise_scale:
             # first in the list, so the report_to integrations see the values it adds to each log entry
             self.callback_handler.callbacks.insert(0, GradientNoiseScaleCallback(block_size=self.block_size))
-        if getattr(self.args, "induction_analysis", False):
+        if self.args.induction_analysis:
             self.add_callback(InductionHeadCallback(
                 self, every=self.args.induction_eval_steps, seq_len=self.args.induction_seq_len,
                 batch_size=self.args.induction_batch_size, icl_input_ids=self._icl_input_ids()))
         self.hub_callback = None
-        if getattr(self.args, "hub_checkpoint_series", False):
+        if self.args.hub_checkpoint_series:
             self.hub_callback = HubCheckpointCallback(
                 self.args.hub_model_id, token=self.args.hub_token, private=self.args.hub_private_repo,
                 main_branch=self.args.hub_revision, card=self._card_renderer(data_description),
                 timeout=self.args.hub_push_timeout)
             self.add_callback(self.hub_callback)
-        if getattr(self.args, "save_schedule", "steps") == "log":
+        if self.args.save_schedule == "log":
             self.add_callback(LogSpacedSaves(self))  # last: step 0's on_save reaches the analyses and the Hub
 
     def get_decay_parameter_names(self, model) -> list[str]:
@@ -135,7 +156,7 @@ class CopyTrainer(Trainer):
     def copyable_loss(self) -> dict | None:
         """The held-out loss split into copyable tokens and the rest (grokcopy.analysis.copyable_loss), on
         a fixed batch of the first `copyable_loss_blocks` eval blocks; None without an eval set."""
-        blocks = getattr(self.args, "copyable_loss_blocks", 0)
+        blocks = self.args.copyable_loss_blocks
         if not blocks:
             return None
         if self._copyable_ids is None:
