@@ -57,13 +57,16 @@ def test_symbols_cover_the_vocabulary(char_tok):
 def test_fits_a_short_context_and_says_so(char_tok):
     task = build_copy_task(char_tok, PAPER, max_length=256)
     assert task.num_sequences == 12 and task.query_indices == [5, 10]
-    assert "fits 12 of the 50" in task.note
+    assert "12 of 50 sequences" in task.note
     assert task.max_length <= 256
 
 
 def test_context_too_short_is_an_error(char_tok):
+    explicit = CopyTaskConfig(num_samples=4, num_sequences=50, prefix_length=12, suffix_length=6, query_stride=5)
+    with pytest.raises(CopyTaskError, match="^copy_query_stride: .*too short.*use at most 3"):
+        build_copy_task(char_tok, explicit, max_length=80)
     with pytest.raises(CopyTaskError, match="too short"):
-        build_copy_task(char_tok, PAPER, max_length=80)
+        build_copy_task(char_tok, CopyTaskConfig(num_samples=4, prefix_length=12, suffix_length=6), max_length=18)
 
 
 def test_vocabulary_too_small(char_tok):
