@@ -2,12 +2,13 @@
 
 A full ablation (grokcopy.analysis.ablation.ablate_heads) scores the copy test 1 + L x H + L times: unablated,
 each head zero-ablated alone, each layer's whole attention. Timed here on the same model against one plain
-copy test (grokcopy.copytest.scoring.score_copy_task) at the score's own sample count, with
-`ablations_per_pass` G = 1 (one ablation per forward pass: what a loop over heads would cost) and larger G
-(G ablations share a pass: the batch repeated G times along the batch dimension, a head mask per copy), at
-the ablation's sample count (`grokcopy ablate`'s default: 100, or the score's own number if smaller).
-Every G must give the same numbers (`all_agree`). Each timing is the median of `--repeats` runs,
-interleaved (copy test, G1, G2, ..., copy test, G1, ...), after one untimed warm-up of each.
+copy test (grokcopy.copytest.scoring.score_copy_task) at the score's own sample count. Variants of the
+ablation, each at the ablation's sample count (`--ablation-samples`; `grokcopy ablate`'s default is 100, or
+the score's own number if smaller): `G1`, one ablation per forward pass (what a loop over heads costs);
+`G<k>`, k ablations share a pass (the batch repeated k times along the batch dimension, a head mask per
+copy); `G<k>+shared`, the same with the layers below each pass's lowest ablated layer computed once
+(`share_lower`); `layer+shared`, the default: all ablations of a layer in one pass, shared below it. Every variant must give the same numbers (`all_agree`). Each timing is the median of
+`--repeats` runs, interleaved (copy test, G1, G4, ..., copy test, G1, ...), after one untimed copy test.
 
 Shapes (random init, fp32, LLaMA, `tokens` symbols from a char tokenizer of 512 symbols):
   demo:  the demo's model (2 layers x 4 heads, hidden 128, MLP 128, context 40) and its copy test (64
@@ -23,7 +24,8 @@ Shapes (random init, fp32, LLaMA, `tokens` symbols from a char tokenizer of 512 
 
 JSON: machine, results (one per shape: shape, params, num_layers, num_heads, ablations, score_samples,
 ablation_samples, batch_size, queries_per_sample, copy_test_s, copy_test_500_s, ablation_s (median seconds per G), seconds
-(every repeat), ratio, ratio_to_500, exact_match,
+(every repeat), ratio (the full ablation / one copy test of the score's samples), ratio_to_500 (/ one of
+500 samples, projected), ratio_same_samples (/ one copy test of the ablation's samples), exact_match,
 all_agree).
 """
 
@@ -86,24 +88,40 @@ def timed(fn, device):
     return value, time.perf_counter() - start
 
 
+def variants(ns) -> dict:
+    """name -> (ablations_per_pass, share_lower): G = 1 (nothing shared: one ablation per pass), and each
+    larger G with and without the lower layers computed once."""
+    out = {}
+    for g in ns.per_pass:
+        if g == "layer":  # ablations_per_pass=None: all ablations of a layer in one pass (the default)
+            out["layer+shared"] = (None, True)
+            continue
+        out[f"G{g}"] = (int(g), False)
+        if int(g) > 1:
+            out[f"G{g}+shared"] = (int(g), True)
+    return out
+
+
 def bench_shape(shape: str, ns, device) -> dict:
     model, task = load(shape, ns, device)
     layers, heads = model.config.num_hidden_layers, model.config.num_attention_heads
     score_samples = len(task.samples)
-    ablation_samples = min(ABLATION_SAMPLES, score_samples)
+    ablation_samples = min(ns.ablation_samples, score_samples)
     runs = {"copy_test": lambda: score_copy_task(model, task, batch_size=ns.batch_size)}
-    for g in ns.per_pass:
-        runs[f"G{g}"] = lambda g=g: ablate_heads(model, task, num_samples=ablation_samples, batch_size=ns.batch_size,
-                                                 ablations_per_pass=g)
-    values = {name: fn() for name, fn in runs.items()}  # warm-up, and the numbers compared below
+    for name, (g, share) in variants(ns).items():
+        runs[name] = lambda g=g, share=share: ablate_heads(model, task, num_samples=ablation_samples,
+                                                           batch_size=ns.batch_size, ablations_per_pass=g,
+                                                           share_lower=share)
+    values = {"copy_test": runs["copy_test"]()}  # warm-up (an ablation's first pass warms up its own)
     seconds = {name: [] for name in runs}
     for _ in range(ns.repeats):
         for name, fn in runs.items():
-            seconds[name].append(timed(fn, device)[1])
+            values[name], took = timed(fn, device)
+            seconds[name].append(took)
     median = {name: statistics.median(s) for name, s in seconds.items()}
     copy_s = median.pop("copy_test")
-    ablated = [values[f"G{g}"] for g in ns.per_pass]
     per_sample = copy_s / score_samples
+    ablated = [json.dumps(values[name], sort_keys=True) for name in median]
     return {
         "shape": shape if not ns.model_name_or_path else ns.model_name_or_path,
         "params": sum(p.numel() for p in model.parameters()),
@@ -114,8 +132,9 @@ def bench_shape(shape: str, ns, device) -> dict:
         "ablation_s": median, "seconds": seconds,
         "ratio": {k: v / copy_s for k, v in median.items()},
         "ratio_to_500": {k: v / (per_sample * 500) for k, v in median.items()},
+        "ratio_same_samples": {k: v / ablation_samples / per_sample for k, v in median.items()},
         "exact_match": values["copy_test"]["exact_match"],
-        "all_agree": all(json.dumps(a, sort_keys=True) == json.dumps(ablated[0], sort_keys=True) for a in ablated),
+        "all_agree": len(set(ablated)) == 1,
     }
 
 
@@ -124,16 +143,19 @@ def main():
     add_common_arguments(parser, threads=1)
     parser.add_argument("--sizes", default="demo,wide", help=f"comma-separated, of {', '.join(SHAPES)}")
     parser.add_argument("--model_name_or_path", help="a trained run (its own copy test) instead of the demo shape")
-    parser.add_argument("--per-pass", default="1,4,16", help="ablations_per_pass values to time")
+    parser.add_argument("--per-pass", default="1,4,layer", help="ablations_per_pass values to time (layer: None, "
+                        "one pass per layer's ablations)")
+    parser.add_argument("--ablation-samples", type=int, default=ABLATION_SAMPLES,
+                        help="samples per ablation (at most the score's)")
     parser.add_argument("--batch_size", type=int, default=16, help="samples per batch (the copy test's default)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     ns = parser.parse_args()
     torch.set_num_threads(ns.threads)
-    ns.per_pass = [int(g) for g in ns.per_pass.split(",")]
+    ns.per_pass = ns.per_pass.split(",")
     sizes = ns.sizes.split(",")
     if ns.smoke:
-        sizes, ns.per_pass, ns.repeats = ["demo"], [1, 4], 1
+        sizes, ns.per_pass, ns.repeats = ["demo"], ["1", "4", "layer"], 1
     if ns.model_name_or_path:
         sizes = ["demo"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -65,9 +65,31 @@ def test_predictions_equal_zeroed_weight_columns_in_every_family(model_type, att
     ablations = head_ablations(2, 4) + [((0, 1), (1, 2))]
     got = ablated_predictions(model, task, ablations, batch_size=2, ablations_per_pass=3)
     assert got[0] == predict_suffixes(model, task)
+    assert ablated_predictions(model, task, ablations, batch_size=2, ablations_per_pass=3, share_lower=False) == got
     for pairs, predictions in zip(ablations, got):
         assert predictions == predict_suffixes(zeroed_copy(model, pairs), task), pairs
     assert sum(p != got[0] for p in got) >= 6  # the ablations change what a (sharply initialised) model predicts
+
+
+def test_layers_below_the_lowest_ablated_layer_run_once_per_pass():
+    model = tiny_model("llama", initializer_range=0.3, num_hidden_layers=3)
+    task = random_task(model.config.vocab_size, num_samples=4)
+    ablations = [((2, h),) for h in range(4)]  # four copies of the batch per pass, identical below layer 2
+    rows = {}
+
+    def count(index):
+        def hook(module, args, kwargs, output):
+            rows[index] = rows.get(index, 0) + output.shape[0]
+        return hook
+
+    handles = [layer.register_forward_hook(count(i), with_kwargs=True) for i, layer in enumerate(model.model.layers)]
+    shared = ablated_predictions(model, task, ablations, batch_size=4, ablations_per_pass=4)
+    counted, rows = rows, {}
+    separate = ablated_predictions(model, task, ablations, batch_size=4, ablations_per_pass=4, share_lower=False)
+    for handle in handles:
+        handle.remove()
+    assert shared == separate
+    assert counted == {0: 8, 1: 8, 2: 32} and rows == {0: 32, 1: 32, 2: 32}  # 2 forwards x 4 samples (x 4 copies)
 
 
 def test_lora_adapter_is_ablated_with_its_base():

@@ -125,8 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     abl.add_argument("--num-samples", "--num_samples", type=positive_int,
                      help="copy-test samples (default: 100, or the run's own number if smaller)")
     abl.add_argument("--batch-size", "--batch_size", type=positive_int, default=16)
-    abl.add_argument("--ablations-per-pass", "--ablations_per_pass", type=positive_int, default=4,
-                     help="ablations scored in one forward pass (batch size x this many rows)")
+    abl.add_argument("--ablations-per-pass", "--ablations_per_pass", type=positive_int,
+                     help="ablations scored in one forward pass, batch size x this many rows (default: all of a "
+                          "layer's, the layers below it computed once)")
     abl.add_argument("--json", help="write the result here")
     push = sub.add_parser("push", help="push a run's checkpoints that are not on the Hub yet, one branch each")
     push.add_argument("output_dir")
