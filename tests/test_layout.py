@@ -16,7 +16,7 @@ BASE = {"errors", "run_dir", "resources", "devices"}
 ALLOWED = {
     **{name: set() for name in BASE},
     "copytest": BASE,
-    "analysis": BASE,
+    "analysis": BASE | {"copytest"},
     "hub": BASE | {"copytest", "analysis"},
     "training": BASE | {"copytest", "analysis", "hub"},
     "experiments": BASE | {"copytest", "analysis", "hub", "training"},

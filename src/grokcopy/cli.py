@@ -4,6 +4,7 @@
     grokcopy demo [--any_field value ...]           the 2-core CPU demo (trainer_configs/demo.yaml)
     grokcopy copy-test MODEL [--revision R]         the paper's copy test on a saved or Hub model
     grokcopy induction MODEL [--revision R]         induction-head scores per layer x head
+    grokcopy ablate MODEL [--revision R]            the copy test with each head / layer's attention zero-ablated
     grokcopy series REPO --out DIR                  copy test + induction analysis of a checkpoint series
                                                     (torchrun --nproc_per_node N -m grokcopy.cli series ...: split)
     grokcopy sweep SWEEP.yaml [--field value ...]   train a sweep's members one after another (or print commands)
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from grokcopy.cli_commands import (
     OneLineParser,
+    ablate,
     add_series_parser,
     copy_test,
     induction,
@@ -114,6 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
     ind.add_argument("--icl-tokens", "--icl_tokens", help="a .pt LongTensor [batch, >=500] of held-out tokens for the ICL score")
     ind.add_argument("--json", help="write the scores here")
     ind.add_argument("--plot", help="write the layer x head heatmap of I here (.png)")
+    abl = sub.add_parser("ablate", help="copy test with each attention head (and each layer) zero-ablated",
+                         description="Head-level causal scores: the copy test (the run's own, as copy-test runs it) "
+                                     "with each head's slice of the attention output projection's input set to "
+                                     "zero, one head at a time, then each layer's whole attention.")
+    abl.add_argument("model")
+    abl.add_argument("--revision", default="main")
+    abl.add_argument("--num-samples", "--num_samples", type=positive_int,
+                     help="copy-test samples (default: 100, or the run's own number if smaller)")
+    abl.add_argument("--batch-size", "--batch_size", type=positive_int, default=16)
+    abl.add_argument("--ablations-per-pass", "--ablations_per_pass", type=positive_int,
+                     help="ablations scored in one forward pass, batch size x this many rows (default: all of a "
+                          "layer's, the layers below it computed once)")
+    abl.add_argument("--json", help="write the result here")
     push = sub.add_parser("push", help="push a run's checkpoints that are not on the Hub yet, one branch each")
     push.add_argument("output_dir")
     push.add_argument("--hub_model_id", help="repo (default: the one recorded in OUTPUT_DIR/hub_pushes.json)")
@@ -208,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_report(ns)
         if ns.command == "series":
             return series(ns)
-        commands = {"copy-test": copy_test, "induction": induction, "push": _push, "push-metric": _push_metric}
+        commands = {"copy-test": copy_test, "induction": induction, "ablate": ablate, "push": _push, "push-metric": _push_metric}
         try:
             return commands[ns.command](ns)
         except (OSError, ValueError) as err:  # a missing model, revision or file, an unknown architecture,

@@ -65,3 +65,19 @@ def embedding_vocab_size(lm: nn.Module) -> int:
     """Rows of the input embedding the config says are vocabulary (a padded embedding has more rows)."""
     rows = lm.get_input_embeddings().weight.shape[0]
     return min(rows, int(getattr(lm.config, "vocab_size", rows) or rows))
+
+
+def attention_output_projections(lm: nn.Module, model_type: str) -> list[nn.Module]:
+    """Each layer's attention output projection (LLaMA-like `o_proj`, GPT-NeoX `dense`, GPT-2 `c_proj`).
+
+    Its input is the heads' outputs side by side, head h in features h * d_head .. (h + 1) * d_head - 1
+    (every family concatenates them head-major), and everything attention writes to the residual
+    stream passes through it. Under PEFT the module returned is the LoRA layer that replaced the
+    projection, so whatever reads its input sees the input of the whole projection, adapter included.
+    """
+    layers, _ = layers_and_final_norm(lm, model_type)
+    if model_type == "gpt2":
+        return [layer.attn.c_proj for layer in layers]
+    if model_type == "gpt_neox":
+        return [layer.attention.dense for layer in layers]
+    return [layer.self_attn.o_proj for layer in layers]

@@ -72,8 +72,9 @@ def pack_queries(samples, device) -> tuple[torch.Tensor, ...]:
     return contexts, pad(rows, 0), pad(positions, 0), mask, pad(wanted, False)
 
 
-def _predict_batch(model, batch, device, additive_mask: bool) -> list:
-    """(sample, query_index, predicted ids, suffix ids) for each query of a batch of (k, sample).
+def predict_batch(model, batch, device, additive_mask: bool) -> list:
+    """(sample, query_index, predicted ids, suffix ids) for each query of a batch of (k, sample), in the
+    batch's order (a batch may hold a sample more than once: each row is its own).
 
     Two forwards: the contexts (causal, their KV cache kept once: never repeated per query), then every
     query of a sample in one row on that cache under the mask of `pack_queries`."""
@@ -106,19 +107,25 @@ def attention_that_takes_a_mask(model):
             lm.set_attn_implementation(previous)
 
 
+def sample_batches(task: CopyTask, samples: Sequence[int] | None, batch_size: int) -> list[list[int]]:
+    """`samples` (default: all) in batches of at most `batch_size`; samples share a batch only when their
+    contexts are equally long (always the case for `tokens` symbols)."""
+    chosen = range(len(task.samples)) if samples is None else samples
+    order = sorted(chosen, key=lambda k: (len(task.samples[k].context), k))
+    batches = []
+    for _, group in groupby(order, key=lambda k: len(task.samples[k].context)):
+        group = list(group)
+        batches += [group[i:i + batch_size] for i in range(0, len(group), batch_size)]
+    return batches
+
+
 def _predict(model, task: CopyTask, batch_size: int, progress: bool, samples: Sequence[int] | None):
     """(sample, query_index, predicted ids, suffix ids) for each query of `samples`, sorted by sample."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     results = []
-    chosen = range(len(task.samples)) if samples is None else samples
-    # Samples with equal context length share a batch (always the case for `tokens` symbols).
-    order = sorted(chosen, key=lambda k: (len(task.samples[k].context), k))
-    batches = []
-    for _, group in groupby(order, key=lambda k: len(task.samples[k].context)):
-        group = list(group)
-        batches += [group[i:i + batch_size] for i in range(0, len(group), batch_size)]
+    batches = sample_batches(task, samples, batch_size)
     iterator = batches
     if progress:
         from tqdm.auto import tqdm
@@ -127,7 +134,7 @@ def _predict(model, task: CopyTask, batch_size: int, progress: bool, samples: Se
     try:
         with attention_that_takes_a_mask(model) as additive_mask:
             for batch in iterator:
-                results += _predict_batch(model, [(k, task.samples[k]) for k in batch], device, additive_mask)
+                results += predict_batch(model, [(k, task.samples[k]) for k in batch], device, additive_mask)
     finally:
         model.train(was_training)
     return sorted(results, key=lambda r: r[0])  # stable: queries keep their order within a sample
