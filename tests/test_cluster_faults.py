@@ -201,30 +201,39 @@ def test_a_damaged_checkpoint_is_named_and_auto_falls_back_to_the_one_before(cor
     assert (out / "incomplete-checkpoint-8").is_dir()
 
 
-FULL_DISK_BETWEEN_SAVES = """
+# `python -c DISK_FILLS_UP CONFIG STEP LIMIT`: from STEP on no file may grow past LIMIT bytes (`history`: the copy
+# history's size then, so its next record cannot be written): a full disk, for a real training process.
+DISK_FILLS_UP = """
 import os, resource, signal, sys
 from transformers import TrainerCallback
 import grokcopy.training.pipeline as pipeline
 from grokcopy.cli import main
 
+config, at, limit = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+
 class DiskFillsUp(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == 5:  # after checkpoint-4: the history may not grow any more
-            size = os.path.getsize(os.path.join(args.output_dir, "copy_history.jsonl"))
+        if state.global_step == at:
+            size = os.path.getsize(os.path.join(args.output_dir, "copy_history.jsonl")) + 10
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-            resource.setrlimit(resource.RLIMIT_FSIZE, (size + 10, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+            resource.setrlimit(resource.RLIMIT_FSIZE, (size if limit == "history" else int(limit),
+                                                       resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 
 build = pipeline.build_trainer
 pipeline.build_trainer = lambda *a, callbacks=None: build(*a, callbacks=[DiskFillsUp()])
-sys.exit(main(["train", sys.argv[1]]))
+sys.exit(main(["train", config]))
 """
+
+
+def disk_fills_up(config: Path, at: int, limit: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", DISK_FILLS_UP, str(config), str(at), limit], capture_output=True,
+                          text=True, timeout=600)
 
 
 def test_a_full_disk_between_checkpoints_is_one_line_naming_the_file_and_the_checkpoint(corpus_file, tmp_path):
     out = tmp_path / "run"
     path = write_config(tmp_path / "c.json", tiny_config(corpus_file, out, max_steps=12))
-    proc = subprocess.run([sys.executable, "-c", FULL_DISK_BETWEEN_SAVES, str(path)], capture_output=True, text=True,
-                          timeout=600)
+    proc = disk_fills_up(path, 5, "history")  # after checkpoint-4
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     line = last_line(proc.stderr)
     assert line.startswith("grokcopy: error: could not write ") and "copy_history.jsonl at step 6" in line
@@ -365,28 +374,9 @@ def test_a_nan_before_the_first_checkpoint_does_not_point_at_a_checkpoint(corpus
         run_training(*parse_args(tiny_config(corpus_file, tmp_path / "run", max_steps=8)), callbacks=[PoisonWeights(2)])
 
 
-FIRST_SAVE_FAILS = """
-import resource, signal, sys
-from transformers import TrainerCallback
-import grokcopy.training.pipeline as pipeline
-from grokcopy.cli import main
-
-class DiskFull(TrainerCallback):
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == 1:  # before checkpoint-4: no file may grow past 20 kB
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-            resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
-
-build = pipeline.build_trainer
-pipeline.build_trainer = lambda *a, callbacks=None: build(*a, callbacks=[DiskFull()])
-sys.exit(main(["train", sys.argv[1]]))
-"""
-
-
 def test_a_first_save_that_fails_says_there_is_no_earlier_checkpoint(corpus_file, tmp_path):
     path = write_config(tmp_path / "c.json", tiny_config(corpus_file, tmp_path / "run", max_steps=8))
-    proc = subprocess.run([sys.executable, "-c", FIRST_SAVE_FAILS, str(path)], capture_output=True, text=True,
-                          timeout=300)
+    proc = disk_fills_up(path, 1, "20000")  # before checkpoint-4: its weights cannot be written
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     line = last_line(proc.stderr)
     assert "saving checkpoint-4 failed" in line and "There is no earlier checkpoint" in line

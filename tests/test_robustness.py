@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import GROKCOPY, tiny_config
+from test_cluster_faults import disk_fills_up
 from transformers import TrainerCallback
 
 from grokcopy.run_dir import checkpoint_problem, checkpoints, read_jsonl
@@ -94,30 +95,12 @@ def test_nan_loss_cli_is_one_line(corpus_file, tmp_path):
     assert last.startswith("grokcopy: error: training loss is not finite") and "Traceback" not in proc.stderr
 
 
-FULL_DISK = """
-import json, resource, signal, sys
-from transformers import TrainerCallback
-import grokcopy.training.pipeline as pipeline
-from grokcopy.cli import main
-
-class DiskFillsUp(TrainerCallback):
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == 5:  # after checkpoint-4: no file may grow past 20 kB any more
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-            resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
-
-build = pipeline.build_trainer
-pipeline.build_trainer = lambda *a, callbacks=None: build(*a, callbacks=[DiskFillsUp()])
-sys.exit(main(["train", sys.argv[1]]))
-"""
-
-
 def test_full_disk_while_saving_keeps_the_previous_checkpoint(corpus_file, tmp_path):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "run"
     path = write_config(tmp_path / "c.json", tiny_config(corpus_file, out, max_steps=12))
-    proc = subprocess.run([sys.executable, "-c", FULL_DISK, str(path)], capture_output=True, text=True, timeout=600)
+    proc = disk_fills_up(path, 5, "20000")  # after checkpoint-4: no file may grow past 20 kB
     assert proc.returncode == 1, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("grokcopy: error: saving checkpoint-8 failed") and "checkpoint-4 is intact" in last

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from grokcopy.experiments.sweep import (
     write_record,
 )
 from grokcopy.run_dir import SWEEP_RECORD, archive_histories
+from grokcopy.training.callbacks import HandlesPreemption
 from grokcopy.training.config import config_to_argv, parse_args
 
 
@@ -130,17 +130,15 @@ def _argv(sweep: Sweep, member: Member, overrides: list[str]) -> list[str]:
     return [sys.executable, "-m", "grokcopy.cli", "train", str(sweep.base), *args]
 
 
-class SignalRelay:
+class SignalRelay(HandlesPreemption):
     """While a parallel sweep runs: Ctrl-C, SIGTERM or SIGUSR1 to the sweep is passed on, once, to every
     member (each saves a checkpoint at its step boundary and stops); a second one stops them at once.
 
     Members run in their own session, so a terminal's Ctrl-C reaches them only through here (twice would
     be "stop at once"), and a scheduler that signals only the sweep (Kubernetes: PID 1) reaches them too."""
 
-    NAMES = ("SIGINT", "SIGTERM", "SIGUSR1")
-
     def __init__(self, running: dict):
-        self.running, self.received, self._previous = running, None, {}
+        self.running, self.received = running, None
 
     def _handle(self, signum, frame):
         name = signal.Signals(signum).name
@@ -152,18 +150,6 @@ class SignalRelay:
         self.received = name
         say(f"{name}: passed to {len(self.running)} running member(s); each saves a checkpoint and stops "
             "(again to stop them at once)")
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for name in self.NAMES:
-                if hasattr(signal, name):
-                    self._previous[name] = signal.signal(getattr(signal, name), self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for name, handler in self._previous.items():
-            signal.signal(getattr(signal, name), handler)
-        return False
 
 
 def run_parallel(sweep: Sweep, todo: list[Member], overrides: list[str], records: dict, own: set[str], k: int,

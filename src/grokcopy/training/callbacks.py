@@ -12,6 +12,8 @@ The analyses themselves never import the trainer.
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import math
 
@@ -134,7 +136,42 @@ class LogSpacedSaves(TrainerCallback):
             control.should_save = True
 
 
-class StopOnInterrupt(TrainerCallback):
+PREEMPTION_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1")  # Ctrl-C; SLURM / Kubernetes; SLURM's --signal
+
+
+@contextlib.contextmanager
+def preemption_handlers(handler):
+    """`handler` for Ctrl-C, SIGTERM and SIGUSR1 inside the block, the previous handlers after it (signal
+    handlers can only be set from the main thread: elsewhere this does nothing)."""
+    import signal
+    import threading
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in PREEMPTION_SIGNALS:
+            if hasattr(signal, name):
+                previous[name] = signal.signal(getattr(signal, name), handler)
+    try:
+        yield
+    finally:
+        for name, old in previous.items():
+            signal.signal(getattr(signal, name), old)
+
+
+class HandlesPreemption:
+    """`with obj:` routes Ctrl-C, SIGTERM and SIGUSR1 to `obj._handle(signum, frame)` for the block."""
+
+    def __enter__(self):
+        self._handlers = preemption_handlers(self._handle)
+        self._handlers.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._handlers.__exit__(*exc)
+        return False
+
+
+class StopOnInterrupt(HandlesPreemption, TrainerCallback):
     """Ctrl-C, SIGTERM or SIGUSR1: finish the optimizer step under way, save a checkpoint there, stop.
 
     SIGTERM is what SLURM and Kubernetes send before they kill a job (SLURM's `--signal` often SIGUSR1
@@ -147,11 +184,8 @@ class StopOnInterrupt(TrainerCallback):
     around `trainer.train()` in the main thread; `requested` names the signal that stopped training.
     """
 
-    SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1")
-
     def __init__(self):
         self.requested: str | None = None
-        self._previous: dict = {}
 
     def _handle(self, signum, frame):
         import signal
@@ -161,24 +195,6 @@ class StopOnInterrupt(TrainerCallback):
         self.requested = signal.Signals(signum).name
         logger.warning("%s: saving a checkpoint after this optimizer step, then stopping (again to stop at once)",
                        self.requested)
-
-    def __enter__(self):
-        import signal
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for name in self.SIGNALS:
-                if hasattr(signal, name):
-                    self._previous[name] = signal.signal(getattr(signal, name), self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        import signal
-
-        for name, handler in self._previous.items():
-            signal.signal(getattr(signal, name), handler)
-        self._previous = {}
-        return False
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.requested:
