@@ -268,7 +268,7 @@ def test_report_learning_rate_and_regularization_panels(tmp_path):
     assert sorted(c["label"] for c in record["conditions"]) == ["attention_dropout=0.1", "baseline", "lr=0.0015"]
     claims = {c["claim"]: c for c in record["claims"]}
     assert claims["c"]["verdict"] == SUPPORTED
-    assert claims["d"]["verdict"] == "interim: fewer than 8 seeds in baseline, attention_dropout=0.1"  # its protocol
+    assert claims["d"]["verdict"] == "interim: fewer than 8 seeds in baseline; attention_dropout=0.1"  # its protocol
     assert claims["d"]["numbers"]["baseline"] == "baseline"
     assert "| baseline | attention_dropout=0, lr=0.006 | 3 | 3 |" in (out / "report.md").read_text()
 

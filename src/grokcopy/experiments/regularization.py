@@ -115,7 +115,7 @@ def claim_regularization(conditions: dict) -> dict:
     decay = [lab for lab in others if conditions[lab]["config"].get("weight_decay")]
     verdicts = lambda labs: [per[lab]["verdict"] for lab in labs]  # noqa: E731
     if few:
-        overall = f"interim: fewer than {MIN_SEEDS} seeds in {', '.join(few)}"
+        overall = f"interim: fewer than {MIN_SEEDS} seeds in {'; '.join(few)}"
     elif CONTRADICTED in verdicts(dropout) or (decay and all(v == CONTRADICTED for v in verdicts(decay))):
         overall = CONTRADICTED
     elif SUPPORTED in verdicts(dropout) and SUPPORTED in verdicts(decay):
