@@ -401,3 +401,13 @@ def test_a_requeued_finished_run_trains_nothing_and_one_killed_while_finishing_i
 
     final, saved = load_file(out / "model.safetensors"), load_file(out / "checkpoint-8" / "model.safetensors")
     assert all((final[k] == saved[k]).all() for k in saved)  # the trained model, not a fresh one
+
+
+def test_a_run_of_an_earlier_version_with_the_paper_shape_written_out_resumes():
+    from grokcopy.training.resume import setting_changes
+
+    stored = {"training": {"copy_num_sequences": 50, "copy_query_stride": 5, "induction_seq_len": 100, "seed": 0}}
+    now = {"training": {"copy_num_sequences": None, "copy_query_stride": None, "induction_seq_len": None, "seed": 0}}
+    assert setting_changes(stored, now) == {}
+    assert setting_changes(stored, {"training": {**now["training"], "copy_query_stride": 1}}) == {
+        "copy_query_stride": (5, 1)}

@@ -98,13 +98,18 @@ def settings_record(model_args, data_args, training_args, tokens_per_step) -> di
     return json.loads(json.dumps(record, default=str))
 
 
+# Unset (None) means the paper's value, which is what runs of earlier versions stored explicitly: the same test.
+UNSET_MEANS = {"copy_num_sequences": 50, "copy_prefix_length": 12, "copy_suffix_length": 6, "copy_query_stride": 5,
+               "induction_seq_len": 100}
+
+
 def _flat(record: dict) -> dict:
     flat = {}
     for part in ("model", "data", "training"):
         section = record.get(part)
         flat.update(section if isinstance(section, dict) else {})
     flat.update({k: record.get(k) for k in ("world_size", "tokens_per_step")})
-    return flat
+    return {k: UNSET_MEANS[k] if v is None and k in UNSET_MEANS else v for k, v in flat.items()}
 
 
 def _kind(name: str) -> str:
