@@ -367,3 +367,45 @@ def test_cli_on_a_short_context_run_uses_the_runs_own_length_and_refuses_a_longe
                           timeout=300)
     assert copy.returncode == 0 and "the run's own settings" in copy.stderr
     assert json.loads(copy.stdout)["num_sequences"] == 2  # the run's copy test shape, not the paper's 50
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+def test_the_residual_copying_score_equals_the_heads_own_write_read_off_the_forward_pass(model_type):
+    """One position: each head attends to it fully, so its slice of the output projection's input is its value
+    vector. Read it there (a hook, independent of the weight extraction), write it through the head's W_O
+    slice, the final norm's scale and the unembedding: the top-1 shares must be the score's."""
+    import transformers
+
+    from grokcopy.analysis.architectures import attention_output_projections, layers_and_final_norm
+    from grokcopy.analysis.ov_circuit import residual_copying_score
+
+    torch.manual_seed(0)
+    if model_type == "llama":
+        config = transformers.LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=16)
+        model = transformers.LlamaForCausalLM(config)
+    else:
+        config = transformers.GPT2Config(vocab_size=96, n_embd=32, n_layer=3, n_head=4, n_positions=16)
+        model = transformers.GPT2LMHeadModel(config)
+    model.eval()
+    scores = residual_copying_score(model, num_tokens=96)
+    assert scores.shape == (3, 4) and ((scores >= 0) & (scores <= 1)).all()
+    projections = attention_output_projections(model, model_type)
+    _, final_norm = layers_and_final_norm(model.model if model_type == "llama" else model.transformer, model_type)
+    captured = {}
+    hooks = [p.register_forward_pre_hook(lambda m, args, i=i: captured.__setitem__(i, args[0].detach()))
+             for i, p in enumerate(projections)]
+    tokens = torch.arange(96)
+    with torch.no_grad():
+        model(input_ids=tokens[:, None])
+    for h in hooks:
+        h.remove()
+    unemb = model.get_output_embeddings().weight.double()
+    for layer, projection in enumerate(projections):
+        weight = projection.weight.double() if model_type == "llama" else projection.weight.double().T
+        values = captured[layer][:, 0].double()
+        for head in range(4):
+            cols = slice(head * 8, (head + 1) * 8)
+            write = values[:, cols] @ weight[:, cols].T * final_norm.weight.double()
+            expected = float((write @ unemb.T).argmax(-1).eq(tokens).double().mean())
+            assert scores[layer, head] == pytest.approx(expected), (layer, head)

@@ -38,7 +38,12 @@ import torch
 from torch import nn
 
 from grokcopy.analysis.architectures import embedding_vocab_size, model_context_length, model_family, unwrap_model
-from grokcopy.analysis.ov_circuit import eigenvalue_positivity, ov_circuit_eigenvalues, ov_circuit_matrices
+from grokcopy.analysis.ov_circuit import (
+    eigenvalue_positivity,
+    ov_circuit_eigenvalues,
+    ov_circuit_matrices,
+    residual_copying_score,
+)
 from grokcopy.devices import gather_across_processes, split_across_processes
 from grokcopy.errors import UnsupportedArchitectureError
 
@@ -62,14 +67,16 @@ class InductionScores:
     icl_score: float | None
     seq_len: int
     with_bos: bool
+    copying: np.ndarray | None = None  # residual_copying_score: the OV copying score where the head reads
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict; matrices become lists of lists indexed [layer][head]."""
         icl = None if self.icl_score is None else float(self.icl_score)
         out: dict[str, Any] = dict(num_layers=int(self.num_layers), num_heads=int(self.num_heads),
                                    icl_score=icl, seq_len=int(self.seq_len), with_bos=bool(self.with_bos))
-        for key in ("attention", "ep", "induction", "prev_token", "prefix_matching"):
-            out[key] = np.asarray(getattr(self, key), dtype=float).tolist()
+        for key in ("attention", "ep", "induction", "prev_token", "prefix_matching", "copying"):
+            if getattr(self, key) is not None:
+                out[key] = np.asarray(getattr(self, key), dtype=float).tolist()
         return out
 
 
@@ -260,6 +267,7 @@ def analyze_induction(
         vocab, seq_len, batch_size, seed=seed, bos_token_id=bos_token_id, exclude=tuple(specials)
     )
     ep = eigenvalue_positivity(model, vocab_size=vocab)
+    copying = residual_copying_score(model, vocab_size=vocab, exclude=specials, seed=seed)
     with split_across_processes(range(len(ids))) as mine:
         with eager_eval_mode(model):
             local = attention_pattern_scores(model, ids[mine], seq_len=seq_len, with_bos=with_bos)
@@ -277,5 +285,5 @@ def analyze_induction(
             icl = float(np.mean(list(by_row.values())))
     return InductionScores(
         num_layers=ep.shape[0], num_heads=ep.shape[1], ep=ep, induction=patterns["attention"] * ep,
-        **patterns, icl_score=icl, seq_len=seq_len, with_bos=with_bos,
+        **patterns, icl_score=icl, seq_len=seq_len, with_bos=with_bos, copying=copying,
     )

@@ -155,3 +155,57 @@ def eigenvalue_positivity(model: nn.Module, *, fold_norms: bool = True, vocab_si
     num = eig.sum(-1).real
     den = np.abs(eig).sum(-1)
     return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+
+# ----------------------------------------------------------------------------- through the residual stream
+
+COPYING_TOKENS = 2048  # tokens scored per head: enough for a share, cheap for any vocabulary
+
+
+@torch.inference_mode()
+def residual_copying_score(model: nn.Module, *, vocab_size: int | None = None, exclude=(), seed: int = 0,
+                           num_tokens: int = COPYING_TOKENS) -> np.ndarray:
+    """Per head [L, H], in [0, 1]: the share of tokens t that head (L, h) would copy, read where it reads.
+
+    EP uses the direct path W_U W_O W_V W_E, so a head in layer L > 0 is scored on embeddings it never
+    sees: what it reads is the residual stream, embeddings plus what the layers below wrote. Here each
+    token t is run alone (one position: every head attends to it fully) through the layers below L; the
+    residual stream entering layer L goes through that layer's input norm, head h's W_V and W_O, the final
+    norm's scale and the unembedding (Olsson et al. 2022's copying score, top-1 form), and the head
+    copies t when t is the top-1 token. Layer 0 reads the embeddings, so there it is the direct path.
+    """
+    lm = unwrap_model(model)
+    model_type = model_family(lm)
+    n_heads = int(lm.config.num_attention_heads)
+    vocab = int(vocab_size or lm.get_input_embeddings().weight.shape[0])
+    candidates = np.setdiff1d(np.arange(vocab), np.asarray(list(exclude), dtype=np.int64))
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(candidates, size=min(num_tokens, len(candidates)), replace=False))
+    device = lm.get_input_embeddings().weight.device
+    tokens = torch.as_tensor(chosen, device=device)
+    modes = [(m, m.training) for m in model.modules()]  # each module's own flag back, as eager_eval_mode does
+    model.eval()
+    try:
+        hidden = model(input_ids=tokens[:, None], output_hidden_states=True).hidden_states
+    finally:
+        for module, training in modes:
+            module.training = training
+    layers, final_norm = layers_and_final_norm(lm, model_type)
+    unemb = effective_weight(lm.get_output_embeddings())[:vocab].double()
+    g_final = _norm_scale(final_norm, unemb.device)
+    scores = np.zeros((len(layers), n_heads))
+    for index, layer in enumerate(layers):
+        w_v, w_o, in_norm, out_norm = _layer_ov_weights(layer, model_type, n_heads)
+        x = hidden[index][:, 0]
+        x = (in_norm(x) if in_norm is not None else x).double()
+        d_head = w_o.shape[1] // n_heads
+        n_kv = w_v.shape[0] // d_head
+        values = (x @ w_v.double().T).view(len(tokens), n_kv, d_head)
+        for head in range(n_heads):
+            write = values[:, head // (n_heads // n_kv)] @ w_o.double()[:, head * d_head:(head + 1) * d_head].T
+            if out_norm is not None:  # OLMo-2 normalises the attention output: its scale
+                write = write * _norm_scale(out_norm, write.device)
+            if g_final is not None:
+                write = write * g_final
+            scores[index, head] = float((write @ unemb.T).argmax(-1).eq(tokens.to(write.device)).double().mean())
+    return scores
