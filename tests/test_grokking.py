@@ -12,12 +12,22 @@ from grokcopy.analysis.grokking import (
     formation_steps,
     grokking_stats,
     jump_step,
+    jump_width,
     loss_fall_step,
     loss_target_step,
     shared_loss_target,
     smooth,
 )
-from grokcopy.analysis.survival import bootstrap_medians, bootstrap_slope, interval, km_median, landmark_summary
+from grokcopy.analysis.survival import (
+    bootstrap_medians,
+    bootstrap_slope,
+    interval,
+    km_median,
+    landmark_summary,
+    mean_interval,
+    median_interval,
+    proportion_interval,
+)
 
 LOG_STEPS = [0, 1, 2, 4, 8, 16, 32, 64] + list(range(100, 3001, 100))  # copy_eval_schedule log, every 100
 
@@ -94,25 +104,81 @@ def test_lag_is_jump_minus_loss_target_and_tokens_follow_steps():
 
 def test_kaplan_meier_median_with_and_without_censoring():
     assert km_median([300, 100, 200], [True] * 3) == 200
-    assert km_median([100, 200, 300, 400], [True] * 4) == 200  # S falls to 0.5 at the second event
+    # S sits at 0.5 from the second event to the third: the middle (for complete data, the sample median)
+    assert km_median([100, 200, 300, 400], [True] * 4) == 250
     # censored at 200: at risk 2 at 300, S = 3/4 x 1/2 = 0.375 <= 0.5
     assert km_median([100, 200, 300, 400], [True, False, True, True]) == 300
     assert km_median([100, 500, 500], [True, False, False]) is None  # fewer than half reached it
     assert km_median([], []) is None
 
 
-def test_bootstrap_intervals_cover_and_say_when_they_are_unbounded():
+def test_median_intervals_say_their_coverage_and_when_they_are_unbounded():
     rng = np.random.default_rng(1)
     times = rng.lognormal(np.log(800), 0.3, size=8)
     summary = landmark_summary(times, [True] * 8)
     low, high = summary["ci95"]
     assert low < summary["median"] < high and summary["n_reached"] == 8
-    assert low > 300 and high < 2000
+    assert summary["ci95_coverage"] >= 0.95 and "order-statistic" in summary["ci95_method"]
+    # 8 seeds: [X_(2), X_(7)] covers 93.0% only, so the interval is the range [X_(1), X_(8)] (99.2%)
+    assert [low, high] == [min(times), max(times)] and summary["ci95_coverage"] == pytest.approx(0.9922, abs=1e-4)
+    # 4 seeds cannot reach 95%: the range, labelled 87.5%
+    four = median_interval([1, 2, 3, 4], [1, 2, 3, 4])
+    assert four["ci95"] == [1, 4] and four["ci95_coverage"] == 0.875 and "87.5%" in four["ci95_method"]
+    # 16 seeds: [X_(4), X_(13)] (97.9%), the exact interval the review computed for the demo
+    sixteen = median_interval(np.arange(16), np.arange(16))
+    assert sixteen["ci95"] == [3, 12] and sixteen["ci95_coverage"] == pytest.approx(0.9787, abs=1e-4)
     # half the seeds censored early: the median exists, the interval's upper end does not
     censored = landmark_summary([500, 600, 700, 800, 900, 900, 900, 900], [True] * 4 + [False] * 4)
+    # (the curve stays at 0.5 after 800 with no later event: the stretch has no end, the median is its start)
     assert censored["median"] == 800 and censored["ci95"][1] is None
-    assert landmark_summary([900] * 4, [False] * 4)["ci95"] is None  # none reached: no interval at all
+    assert landmark_summary([900] * 4, [False] * 4)["median"] is None  # none reached
     assert np.isnan(bootstrap_medians([], [], n=5)).all() and interval(np.array([])) is None
+
+
+@pytest.mark.parametrize("n", [4, 5, 8, 16])
+def test_stated_coverage_is_the_real_coverage(n):
+    """Draw seeds from a known distribution many times: the share of intervals holding the true median is
+    what `ci95_coverage` says (within simulation noise), at few seeds too."""
+    rng = np.random.default_rng(n)
+    true_median = 800.0
+    hits, stated = 0, None
+    for _ in range(4000):
+        times = rng.lognormal(np.log(true_median), 0.4, size=n)
+        result = median_interval(times, times)
+        stated = result["ci95_coverage"]
+        hits += result["ci95"][0] <= true_median <= result["ci95"][1]
+    assert hits / 4000 == pytest.approx(stated, abs=0.015)
+
+
+def test_interval_censored_landmarks_are_never_narrower_than_the_grid():
+    """Copy tests every 50 steps: each jump is only known between two tests, and so is the interval's end."""
+    jumps = np.array([333.0, 338.0, 341.0, 347.0, 352.0, 361.0, 372.0, 379.0, 390.0])
+    low, high = np.floor(jumps / 50) * 50, np.ceil(jumps / 50) * 50
+    exact = median_interval(jumps, jumps)["ci95"]
+    bracketed = median_interval(low, high)["ci95"]
+    assert bracketed[0] <= exact[0] and bracketed[1] >= exact[1]
+    assert bracketed[0] % 50 == 0 and bracketed[1] % 50 == 0
+
+
+def test_rates_and_means_carry_method_and_coverage():
+    rate = proportion_interval(7, 8)
+    assert rate["ci95"] == pytest.approx([0.4735, 0.9968], abs=1e-3) and "Clopper-Pearson" in rate["ci95_method"]
+    assert proportion_interval(0, 8)["ci95"][0] == 0 and proportion_interval(8, 8)["ci95"][1] == 1
+    assert proportion_interval(0, 0)["ci95"] is None
+    mean = mean_interval([0.9, 0.95, 1.0, 0.98], bounds=(0, 1))
+    assert mean["ci95"][0] < mean["mean"] < mean["ci95"][1] <= 1 and mean["ci95_coverage"] == 0.95
+
+
+def test_jump_width_and_its_bounds_from_the_copy_tests():
+    dense = _history([(s, 0.95 / (1 + np.exp(-(s - 500) / 20))) for s in range(0, 1001, 10)])
+    width = jump_width(dense)
+    # a logistic of scale 20 rises from 10% to 90% in 2 ln 9 x 20 = 88 steps
+    assert width["jump_width"] == pytest.approx(88, abs=3)
+    low, high = width["jump_width_bounds"]
+    assert low <= width["jump_width"] <= high and high - low <= 20
+    sparse = jump_width(_history([(s, 0.95 / (1 + np.exp(-(s - 500) / 20))) for s in range(0, 1001, 50)]))
+    assert sparse["jump_width_bounds"][1] - sparse["jump_width_bounds"][0] >= 50  # the grid says no more
+    assert jump_width(_history([(s, 0.1) for s in range(0, 500, 50)]))["jump_width"] is None  # no jump
 
 
 def test_bootstrap_slope_recovers_a_power_law():

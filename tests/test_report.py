@@ -208,7 +208,9 @@ def test_report_end_to_end_two_batch_sizes_four_seeds(tmp_path, capsys):
     assert bs64["n_runs"] == 4 and bs64["n_jumped"] == 4
     assert bs64["jump_step_median"] == pytest.approx(800 + 7, abs=15)  # seeds shift the jump by 0, 7, 14, 21
     low, high = bs64["jump_step_ci95"]
-    assert low <= bs64["jump_step_median"] <= high and high - low < 60
+    # 4 seeds: the range of the copy tests around their jumps, labelled with its 87.5% coverage
+    assert low <= bs64["jump_step_median"] <= high and high - low <= 200
+    assert bs64["stats"]["jump_step_ci95_coverage"] == 0.875
     assert all(r["jump_step"] is not None and r["censored_at"] is None for r in record["runs"])
     assert record["settings"]["loss_target"] > 2.0
     report = (out / "report.md").read_text()
@@ -457,10 +459,6 @@ def test_neighbouring_learning_rates_show_the_sign_a_u_shaped_row_hides(tmp_path
 
 
 def test_demo_criteria_rate_and_the_held_out_seeds(tmp_path):
-    from grokcopy.analysis.survival import wilson_interval
-
-    assert wilson_interval(7, 8) == pytest.approx([0.529, 0.978], abs=0.002)
-    assert wilson_interval(0, 8)[0] == 0 and wilson_interval(8, 8)[1] == 1 and wilson_interval(0, 0) is None
     runs = [write_run(tmp_path / f"seed{s}", batch=128, seed=s, jump=600 if s % 4 else 5000) for s in range(8)]
     out = tmp_path / "report"
     assert main(["report", *map(str, runs), "--out", str(out), "--held-out-from", "4"]) == 0

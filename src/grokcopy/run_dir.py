@@ -46,6 +46,7 @@ INDUCTION_HISTORY_PLOT = "induction_history.png"
 FORMATION_PLOT = "induction_formation.png"
 PUSH_RECORD = "hub_pushes.json"
 SWEEP_RECORD = "sweep.json"
+EXPERIMENT = "experiment.json"  # beside archived members: the sweep file and its fixed report settings
 RUN_LOCK = "grokcopy.lock"  # held by the process writing the run (grokcopy.training.run_lock)
 CHECKPOINT_COPY_EVAL = "copy_eval.json"  # inside checkpoint-N/
 CHECKPOINT_INDUCTION = "induction.json"
@@ -225,6 +226,28 @@ def archive_histories(run_dir: str | Path, dest: str | Path) -> Path:
     if isinstance(state, dict):  # the logged losses, without the per-step state of the callbacks
         write_json_atomic(dest / TRAINER_STATE, {k: state.get(k) for k in ("global_step", "max_steps", "log_history")})
     return dest
+
+
+def write_experiment(archive: str | Path, sweep_path: str | Path, report: dict) -> Path:
+    """`archive/experiment.json`: which sweep file the archived members come from and the report settings
+    it fixes (e.g. `loss_target`), so that a report of these runs measures them the same way whatever other
+    runs it holds."""
+    path = Path(archive) / EXPERIMENT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, {"sweep": str(sweep_path), "report": dict(report)})
+    return path
+
+
+def experiment_settings(run_path: str | Path) -> dict:
+    """The report settings fixed by the experiment a run was archived in: the nearest `experiment.json`
+    in its folder's parent or grandparent (an experiment may group its members in subfolders); {} when
+    there is none."""
+    for folder in list(Path(run_path).resolve().parents)[:2]:
+        record = read_json(folder / EXPERIMENT)
+        if isinstance(record, dict):
+            report = record.get("report")
+            return report if isinstance(report, dict) else {}
+    return {}
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -7,7 +7,13 @@ every run whatever its length or evaluation spacing:
   threshold (0.5: half the copy queries exactly right);
 - `loss_target_step`: the first logged step at which the smoothed training loss reaches one
   absolute target shared by all compared runs (steps and tokens to it then compare across runs);
-- `formation_step` per layer: the first analysed step at which the layer's best head has I >= 0.3.
+- `formation_step` per layer: the first analysed step at which the layer's best head has I >= 0.3;
+- `jump_width`: the steps copy exact match takes from 10% to 90% of its rise (from its first copy
+  test to its final level), beside `plateau_steps`, from the loss's 80% fall to that 10% point.
+
+Each landmark read from measurements some steps apart also carries `*_bounds`: the measured steps
+around it (the last before, the first at or after), between which it happened. The statistics over
+seeds treat it so (interval-censored), so no interval is narrower than the measurement grid.
 
 A run that never reaches a threshold is right-censored at its last measured step
 (`*_censored_at`): kept and shown, never dropped, and counted as such by the statistics over
@@ -40,6 +46,20 @@ def loss_fall_step(points: list[tuple[int, float]], share: float = 0.8, window: 
     start, final = points[0][1], sum(v for _, v in points[-window:]) / len(points[-window:])
     target = start - share * (start - final)
     return next((s for s, v in zip(steps, values) if v <= target), None)
+
+
+def step_before(steps, step) -> float:
+    """The last of `steps` before `step` (0 when there is none): where an interval-censored landmark
+    measured at `step` may have happened at the earliest."""
+    return float(max((s for s in steps if s < step), default=0))
+
+
+def bounds(steps, step) -> list[float] | None:
+    """[last measured step before `step`, first measured step at or after it]: where a landmark read
+    (or interpolated) at `step` from measurements at `steps` can lie. None for None."""
+    if step is None:
+        return None
+    return [step_before(steps, step), float(min((s for s in steps if s >= step), default=step))]
 
 
 def first_step_reaching(points: list[tuple[int, float]], threshold: float) -> int | None:
@@ -139,10 +159,34 @@ def formation_steps(induction_history: list[dict], threshold: float = 0.3) -> li
     """Per layer: `formation_step` (first analysed step whose best head has I >= threshold) or
     `censored_at` (the last analysed step), with the head and the best I seen."""
     rows = induction_formation(induction_history, threshold)
-    last = max((r["step"] for r in induction_history), default=None)
+    steps = [r["step"] for r in induction_history]
+    last = max(steps, default=None)
     return [{"layer": r["layer"], "formation_step": r["first_step"], "formation_tokens": r["tokens"],
+             "formation_bounds": bounds(steps, r["first_step"]),
              "censored_at": None if r["first_step"] is not None else last, "head": r["head"],
              "max_induction": r["max_induction"]} for r in rows]
+
+
+def jump_width(copy_history: list[dict], low: float = 0.1, high: float = 0.9, tail: int = 3) -> dict:
+    """How abrupt the jump is: `jump_width` = steps from `low` to `high` of the exact match's rise, the
+    rise running from the first copy test to the mean of the last `tail` (linear interpolation), and its
+    bounds from the copy tests around each crossing (`jump_width_bounds`: [shortest, longest] the
+    measurements allow); `jump_start` is the `low` crossing. All None for a run whose exact match rose by
+    less than 0.5 (no jump to measure)."""
+    points = sorted((r["step"], r["exact_match"]) for r in copy_history)
+    none = {"jump_width": None, "jump_width_bounds": None, "jump_start": None, "jump_start_bounds": None}
+    if len(points) < 2:
+        return none
+    start, end = points[0][1], sum(v for _, v in points[-tail:]) / len(points[-tail:])
+    if end - start < 0.5:
+        return none
+    a, b = (crossing_step(points, start + share * (end - start)) for share in (low, high))
+    if a is None or b is None:
+        return none
+    steps = [s for s, _ in points]
+    (a0, a1), (b0, b1) = bounds(steps, a), bounds(steps, b)
+    return {"jump_width": b - a, "jump_width_bounds": [max(0.0, b0 - a1), b1 - a0], "jump_start": a,
+            "jump_start_bounds": [a0, a1]}
 
 
 def grokking_stats(source, *, jump_threshold: float = 0.5, loss_target: float | None = None,
@@ -162,6 +206,7 @@ def grokking_stats(source, *, jump_threshold: float = 0.5, loss_target: float | 
     per_step = data.get("tokens_per_step") or history_tokens_per_step(copy)
     jump, jump_censored = jump_step(copy, jump_threshold)
     target, target_censored = loss_target_step(losses, loss_target, loss_window)
+    width = jump_width(copy)
 
     def tokens(step):
         return None if step is None or not per_step else step * per_step
@@ -178,14 +223,20 @@ def grokking_stats(source, *, jump_threshold: float = 0.5, loss_target: float | 
     stopped = stop_at is not None and bool(copy) and copy[-1]["exact_match"] >= float(stop_at)  # the stop rule
     return {
         "steps": steps, "tokens_per_step": per_step,
+        "stopped_by_rule": stopped,
         "finished": True if stopped else None if not max_steps or max_steps < 0 or steps is None else steps >= max_steps,
         "final_loss": sum(tail) / len(tail) if tail else None,
         "final_exact_match": final_em,
         "max_exact_match": max((r["exact_match"] for r in copy), default=None),
         "final_token_accuracy": copy[-1].get("token_accuracy") if copy else None,
         "jump_step": jump, "jump_tokens": tokens(jump), "jump_censored_at": jump_censored,
+        "jump_bounds": bounds([r["step"] for r in copy], jump),
+        **width, "plateau_steps": None if width["jump_start"] is None or fall80 is None else width["jump_start"] - fall80,
+        "plateau_steps_bounds": (None if width["jump_start"] is None or fall80 is None
+                                 else [b - fall80 for b in width["jump_start_bounds"]]),
         "loss_target": loss_target, "loss_target_step": target, "loss_target_tokens": tokens(target),
         "loss_censored_at": target_censored,
+        "loss_target_bounds": bounds([s for s, _ in losses], target),
         "lag_steps": None if jump is None or target is None else jump - target,
         "formation": formation,
         # the demo's criteria (issue #14): the loss made 80% of its fall before the jump, copying ends >= 0.9,

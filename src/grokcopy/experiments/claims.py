@@ -15,7 +15,7 @@ jump step) against ln(tokens per step) lies within +-ALIGNED (0 = steps govern, 
 (b) across batch sizes the loss reaches the shared target after the same number of tokens: the slope
 of ln(median tokens to the loss target) against ln(tokens per step) lies within +-ALIGNED; (c) a
 larger learning rate groks earlier: the slope of ln(median jump step) against ln(learning rate) is
-negative; (d) attention dropout / weight decay make the jump earlier or the copy accuracy higher, by the
+negative, read per batch size (a verdict per family, "differs by condition" when they disagree); (d) attention dropout / weight decay make the jump earlier or the copy accuracy higher, by the
 rule of its protocol (grokcopy.experiments.regularization: exact permutation tests, Holm); (e) induction heads
 form from shallow to deep layers: among the layers that form in >= 3/4 of a condition's seeds, the shallower
 forms first in every seed (claim_shallow_to_deep).
@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from grokcopy.analysis.survival import bootstrap_slope
-from grokcopy.experiments.conditions import BATCH, family
+from grokcopy.experiments.conditions import BATCH, families, family
 from grokcopy.experiments.regularization import claim_regularization
 
 # A batch condition's fields; max_steps with them: a batch sweep at one token budget gives each batch its own
@@ -35,6 +35,7 @@ BATCH_FIELDS = ("tokens_per_step", "per_device_train_batch_size", "gradient_accu
                 "max_steps", BATCH)
 SUPPORTED, CONTRADICTED, NOT_RESOLVED = "supported", "contradicted", "not resolved"
 NOT_TESTABLE = "not testable with these runs"
+DIFFERS = "differs by condition"  # per-family verdicts that disagree (e.g. claim (c) per batch size)
 MIN_SEEDS = 3
 ALIGNED = 0.2  # |d ln S / d ln B| below this: aligned (McCandlish's steps-governed regime is slope ~0)
 
@@ -56,8 +57,9 @@ def _fmt(value, kind="steps") -> str:
 def describe(condition: dict, key: str = "jump_step") -> str:
     """`median [low, high] (k/n)`: a censored landmark of a condition, as the report prints it."""
     s, kind = condition["stats"], "tokens" if key.endswith("tokens") else "steps"
-    ci = s.get(f"{key}_ci95")
-    shown = "-" if ci is None else f"[{_fmt(ci[0], kind)}, {_fmt(ci[1], kind)}]"
+    ci, coverage = s.get(f"{key}_ci95"), s.get(f"{key}_ci95_coverage")
+    shown = "-" if ci is None else f"[{_fmt(ci[0], kind)}, {_fmt(ci[1], kind)}]" + (
+        f" ({coverage:.1%})" if coverage is not None and coverage < 0.95 else "")
     reached = s["n_jumped"] if key.startswith("jump") else s["n_runs"]
     median = s.get(f"{key}_median")
     return f"{'not reached' if median is None else _fmt(median, kind)} {shown} ({reached}/{s['n_runs']})"
@@ -90,9 +92,10 @@ def _slope_claim(conditions, name, text, labels, x_key, landmark, region, outran
     fit = bootstrap_slope([conditions[l]["config"][x_key] for l in labels],
                           [conditions[l]["stats"].get(f"{landmark}_median") for l in labels],
                           [conditions[l]["samples"][landmark] for l in labels])
-    numbers = {"conditions": labels, "slope": fit["slope"], "slope_ci95": fit["ci95"], "region": list(region),
+    numbers = {"conditions": labels, "slope": fit["slope"], "slope_ci95": fit["ci95"],
+               "slope_ci95_coverage": fit["ci95_coverage"], "slope_ci95_method": fit["ci95_method"], "region": list(region),
                "undefined_share": fit["undefined_share"], "outran": list(outran)}
-    evidence = f"{landmark.replace('_', ' ')} median [95% CI] (reached/runs): {shown}"
+    evidence = f"{landmark.replace('_', ' ')} median [95% CI, coverage if below] (reached/runs): {shown}"
     if outran:
         return _claim(name, text, CONTRADICTED, f"{evidence}; {', '.join(outran)} trained past another condition's "
                       "jump without jumping in most seeds", numbers)
@@ -130,14 +133,30 @@ def claim_loss_follows_tokens(conditions: dict) -> dict:
 
 
 def claim_larger_lr_earlier(conditions: dict) -> dict:
-    """(c) A larger learning rate groks earlier: d ln(jump step) / d ln(learning rate) < 0."""
+    """(c) A larger learning rate groks earlier: d ln(jump step) / d ln(learning rate) < 0, read in every
+    family of conditions that differ only in learning_rate (one per batch size), each with its own verdict
+    (`numbers["per_family"]`). The claim's verdict is theirs when they agree; DIFFERS when they do not (the
+    answer depends on the batch: which one is read is not a tie to break)."""
     text = "(c) a larger learning rate groks earlier"
-    labels = family(conditions, ("learning_rate",), key="learning_rate")
-    if not labels:
+    groups = families(conditions, ("learning_rate",), key="learning_rate")
+    if not groups:
         return _claim("c", text, NOT_TESTABLE, "needs conditions that differ only in learning_rate")
-    lr = {label: conditions[label]["config"]["learning_rate"] for label in labels}
-    outran = _outran(conditions, labels, lambda a, b: lr[a] > lr[b])  # a larger LR outran by a smaller one
-    return _slope_claim(conditions, "c", text, labels, "learning_rate", "jump_step", (-np.inf, 0.0), outran)
+    per_family = []
+    for labels in groups:
+        lr = {label: conditions[label]["config"]["learning_rate"] for label in labels}
+        outran = _outran(conditions, labels, lambda a, b: lr[a] > lr[b])  # a larger LR outran by a smaller one
+        result = _slope_claim(conditions, "c", text, labels, "learning_rate", "jump_step", (-np.inf, 0.0), outran)
+        shared = {k: v for k, v in conditions[labels[0]]["config"].items() if k != "learning_rate"}
+        batch = shared.get("tokens_per_step")
+        per_family.append({"tokens_per_step": batch, "verdict": result["verdict"], "evidence": result["evidence"],
+                           **result["numbers"]})
+    verdicts = {f["verdict"] for f in per_family}
+    verdict = verdicts.pop() if len(verdicts) == 1 else DIFFERS
+    if len(per_family) == 1:
+        return _claim("c", text, verdict, per_family[0]["evidence"], {**per_family[0], "per_family": per_family})
+    evidence = "; ".join(f"at {_fmt(f['tokens_per_step'])} tokens per step: {f['verdict']} ({f['evidence']})"
+                         for f in per_family)
+    return _claim("c", text, verdict, evidence, {"per_family": per_family})
 
 
 def _order_in_run(shallow: dict, deep: dict) -> str | None:

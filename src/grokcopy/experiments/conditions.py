@@ -15,17 +15,16 @@ import numpy as np
 
 from grokcopy.analysis.grokking import grokking_stats, shared_loss_target
 from grokcopy.analysis.survival import (
-    N_BOOTSTRAP,
-    data_rng,
-    interval,
     landmark_summary,
+    mean_interval,
+    median_interval,
     median_lower_bound,
-    wilson_interval,
+    proportion_interval,
 )
 from grokcopy.errors import ConfigError
 from grokcopy.hub.store import is_series, series_histories
 from grokcopy.experiments.run_checks import check_histories, sweep_members
-from grokcopy.run_dir import COPY_HISTORY, SUMMARY, load_histories
+from grokcopy.run_dir import COPY_HISTORY, SUMMARY, experiment_settings, load_histories
 
 # run_config fields that do not change what a run learns (or are the seed): never split conditions.
 # Bookkeeping: how a run was named, placed, logged or restarted, not what it trained (a member the sweep
@@ -123,19 +122,24 @@ def flat_config(run_config: dict) -> dict:
 
 
 def load_runs(dirs: list[Path], loss_target: float | None = None, loss_window: int = 5, **settings) -> list[dict]:
-    """Each run's histories, flattened config, seed and landmarks. The loss target is one for all
-    runs of the report (`shared_loss_target` of their losses unless given), so that steps and tokens
-    to it compare across runs."""
+    """Each run's histories, flattened config, seed and landmarks. Steps and tokens to a loss are measured
+    to one target per experiment, so that they compare across its runs and do not move with the other runs
+    a report holds: `loss_target` when given; else the one the run's experiment fixes (`report:
+    loss_target` in its sweep file, archived as experiment.json); else, for runs of no such experiment,
+    `shared_loss_target` of their losses (`loss_target_source` says which)."""
     names = [d.name for d in dirs]
     for d in dirs:
         if not is_series(d):
             check_histories(d)
     histories = [series_histories(d) if is_series(d) else load_histories(d) for d in dirs]
-    if loss_target is None:
-        loss_target = shared_loss_target([h["losses"] for h in histories], loss_window)
+    fixed = [loss_target if loss_target is not None else experiment_settings(d).get("loss_target") for d in dirs]
+    shared = shared_loss_target([h["losses"] for h, t in zip(histories, fixed) if t is None], loss_window)
     runs = []
-    for d, data in zip(dirs, histories):
-        stats = grokking_stats(data, loss_target=loss_target, loss_window=loss_window, **settings)
+    for d, data, target in zip(dirs, histories, fixed):
+        stats = grokking_stats(data, loss_target=shared if target is None else target, loss_window=loss_window,
+                               **settings)
+        stats["loss_target_source"] = ("given" if loss_target is not None else "experiment" if target is not None
+                                       else "shared by the report's runs")
         runs.append({"name": d.name if names.count(d.name) == 1 else f"{d.parent.name}/{d.name}", "path": str(d),
                      "config": flat_config(data["run_config"]), "seed": (data["run_config"].get("training") or {})
                      .get("seed"), "data": data, "induction": data["induction_history"], "stats": stats,
@@ -241,11 +245,31 @@ def group_conditions(runs: list[dict]) -> list[dict]:
     return conditions
 
 
+def _bounds(s: dict, key: str, censor: str, observed: bool) -> tuple[float, float]:
+    """Where run `s`'s landmark lies: its measured `*_bounds` (the analyses around it), [time, inf)
+    when censored, the time itself when nothing says more."""
+    steps_key = key.replace("_tokens", "_step") if key.endswith("_tokens") else key
+    scale = (s.get("tokens_per_step") or 0) if key.endswith("_tokens") else 1
+    if not observed:
+        return s[censor] * scale, np.inf
+    measured = s.get(f"{steps_key.removesuffix('_step')}_bounds") or s.get(f"{steps_key}_bounds")
+    if measured is None:
+        return s[key], s[key]
+    return measured[0] * scale, measured[1] * scale
+
+
+def _interval_keys(summary: dict, prefix: str, result: dict) -> None:
+    for k in ("ci95", "ci95_coverage", "ci95_method"):
+        summary[f"{prefix}_{k}"] = result[k]
+
+
 def summarize(stats: list[dict]) -> tuple[dict, dict]:
-    """A condition over its seeds: for each censored landmark its Kaplan-Meier median and 95% bootstrap
-    interval (`jump_step_median`, `jump_step_ci95`, ...), `n_runs`, `n_jumped`; the mean final exact
-    match with its interval; per layer the formation median. Also the bootstrap samples behind the
-    intervals (for claims across conditions; not written to report.json)."""
+    """A condition over its seeds: for each censored landmark its Kaplan-Meier median and the
+    distribution-free interval from each run's bounds (`jump_step_median`, `jump_step_ci95`,
+    `jump_step_ci95_coverage`, `jump_step_ci95_method`, ...), `n_runs`, `n_jumped`; the jump's width and
+    the plateau before it; the mean final exact match with its t interval; per layer the formation
+    median. Also the bootstrap samples of the medians (for slopes across conditions; not written to
+    report.json)."""
     summary: dict = {"n_runs": len(stats), "n_jumped": sum(s.get("jump_step") is not None for s in stats),
                      "n_unfinished": sum(s.get("finished") is False for s in stats),
                      "tokens_per_step": stats[0].get("tokens_per_step") if stats else None,
@@ -253,56 +277,76 @@ def summarize(stats: list[dict]) -> tuple[dict, dict]:
     samples = {}
     for key, censor in LANDMARKS.items():
         usable = [s for s in stats if s.get(key) is not None or s.get(censor) is not None]
-        times = [s[key] if s.get(key) is not None else s[censor] for s in usable]
         observed = [s.get(key) is not None for s in usable]
-        if key.endswith("tokens"):  # censored in tokens too: the censoring step x tokens per step
-            times = [t if o else t * (s.get("tokens_per_step") or 0) for t, o, s in zip(times, observed, usable)]
-        result = landmark_summary(times, observed)
-        summary[f"{key}_median"], summary[f"{key}_ci95"] = result["median"], result["ci95"]
+        times = [s[key] if o else s[censor] * ((s.get("tokens_per_step") or 0) if key.endswith("tokens") else 1)
+                 for s, o in zip(usable, observed)]  # censored in tokens: the censoring step x tokens per step
+        low, high = zip(*(_bounds(s, key, censor, o) for s, o in zip(usable, observed))) if usable else ((), ())
+        result = landmark_summary(times, observed, low, high)
+        summary[f"{key}_median"] = result["median"]
+        _interval_keys(summary, key, result)
         summary[f"{key}_lower_bound"] = median_lower_bound(times, observed)  # where the median is undefined
         samples[key] = result["samples"]
-    finals = np.array([s["final_exact_match"] for s in stats if s.get("final_exact_match") is not None])
-    if finals.size:
-        picks = data_rng(finals).integers(0, finals.size, size=(N_BOOTSTRAP, finals.size))
-        samples["final_exact_match"] = finals[picks].mean(axis=1)
-        summary["final_exact_match_mean"] = float(finals.mean())
-        summary["final_exact_match_ci95"] = interval(samples["final_exact_match"])
+    for key in ("jump_width", "plateau_steps"):  # over the runs that jumped: how abrupt, after how long a plateau
+        measured = [s for s in stats if s.get(key) is not None]
+        summary[f"{key}_n"] = len(measured)
+        summary[f"{key}_median"] = float(np.median([s[key] for s in measured])) if measured else None
+        _interval_keys(summary, key, median_interval([(s.get(f"{key}_bounds") or [s[key]] * 2)[0] for s in measured],
+                                                     [(s.get(f"{key}_bounds") or [s[key]] * 2)[1] for s in measured]))
+    finals = [s["final_exact_match"] for s in stats if s.get("final_exact_match") is not None]
+    if finals:
+        result = mean_interval(finals, bounds=(0.0, 1.0))
+        summary["final_exact_match_mean"] = result["mean"]
+        _interval_keys(summary, "final_exact_match", result)
     summary["formation"] = formation_summary(stats)
     # Copying without an induction head (exact match ~0.67: the "other solution") also passes the jump's 0.5.
-    # None when no run has induction scores (a sweep without the analysis), not "no head".
-    summary["n_with_head"] = (sum(any(r.get("formation_step") is not None for r in s.get("formation") or [])
-                                  for s in stats) if any(s.get("formation") for s in stats) else None)
+    # None when no run has induction scores (a sweep without the analysis), not "no head". A run the stop rule
+    # ended before any head formed is not headless: it is undetermined (its next analysis never came).
+    if any(s.get("formation") for s in stats):
+        has_head = [any(r.get("formation_step") is not None for r in s.get("formation") or []) for s in stats]
+        summary["n_with_head"] = sum(has_head)
+        summary["n_head_undetermined"] = sum(not h and bool(s.get("stopped_by_rule")) for h, s in zip(has_head, stats))
+    else:
+        summary["n_with_head"] = summary["n_head_undetermined"] = None
     summary.update(rate_summary(stats))
     return summary, samples
 
 
 def rate_summary(stats: list[dict]) -> dict:
     """How many runs meet the demo's criteria (`groks`: loss first, final exact match >= 0.9, a formed
-    induction head), as a rate with its 95% Wilson interval."""
+    induction head), as a rate with its exact (Clopper-Pearson) 95% interval."""
     n, k = len(stats), sum(bool(s.get("groks")) for s in stats)
-    return {"n_groks": k, "n_rated": n, "groks_rate": k / n if n else None, "groks_ci95": wilson_interval(k, n)}
+    summary = {"n_groks": k, "n_rated": n, "groks_rate": k / n if n else None}
+    _interval_keys(summary, "groks", proportion_interval(k, n))
+    return summary
 
 
 def formation_summary(stats: list[dict]) -> list[dict]:
-    """Per layer over seeds: how many formed, the KM median formation step and its interval."""
+    """Per layer over seeds: how many formed, the KM median formation step and its interval (each run's
+    formation lying between two analyses, or after its last one when censored)."""
     layers = max((len(s.get("formation") or []) for s in stats), default=0)
     rows = []
     for layer in range(layers):
         rows_ = [s["formation"][layer] for s in stats if layer < len(s.get("formation") or [])]
         usable = [r for r in rows_ if r["formation_step"] is not None or r["censored_at"] is not None]
-        result = landmark_summary([r["formation_step"] if r["formation_step"] is not None else r["censored_at"]
-                                   for r in usable], [r["formation_step"] is not None for r in usable])
+        formed = [r["formation_step"] is not None for r in usable]
+        low = [(r.get("formation_bounds") or [r["formation_step"]] * 2)[0] if f else r["censored_at"]
+               for r, f in zip(usable, formed)]
+        high = [(r.get("formation_bounds") or [r["formation_step"]] * 2)[1] if f else np.inf
+                for r, f in zip(usable, formed)]
+        result = landmark_summary([r["formation_step"] if f else r["censored_at"] for r, f in zip(usable, formed)],
+                                  formed, low, high)
         rows.append({"layer": layer, "n_runs": len(rows_), "n_formed": result["n_reached"],
-                     "median": result["median"], "ci95": result["ci95"],
+                     "median": result["median"], "ci95": result["ci95"], "ci95_coverage": result["ci95_coverage"],
+                     "ci95_method": result["ci95_method"],
                      "max_induction": max(r["max_induction"] for r in rows_)})
     return rows
 
 
 # --- The paper's claims: pure functions of {label: {"config": {...}, "stats": {...}}} ------------
 
-def family(conditions: dict, fields, key: str | None = None) -> list[str]:
-    """The largest set of conditions equal in every config field except `fields` and taking at
-    least two values of `key` (default: of `fields` together). [] when there is none."""
+def families(conditions: dict, fields, key: str | None = None) -> list[list[str]]:
+    """Every set of conditions equal in every config field except `fields` and taking at least two values
+    of `key` (default: of `fields` together), largest first (ties in the conditions' order)."""
     groups: dict[str, list[str]] = {}
     for label, c in conditions.items():
         config = c.get("config", {})
@@ -315,5 +359,11 @@ def family(conditions: dict, fields, key: str | None = None) -> list[str]:
         return len({_key(conditions[l]["config"].get(key) if key else
                          [conditions[l]["config"].get(f) for f in fields]) for l in labels})
 
-    best = max(groups.values(), key=lambda g: (distinct(g), len(g)), default=[])
-    return best if distinct(best) >= 2 else []
+    found = [g for g in groups.values() if distinct(g) >= 2]
+    return sorted(found, key=lambda g: (-distinct(g), -len(g)))
+
+
+def family(conditions: dict, fields, key: str | None = None) -> list[str]:
+    """The largest of `families` ([] when there is none)."""
+    found = families(conditions, fields, key)
+    return found[0] if found else []

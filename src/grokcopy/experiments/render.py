@@ -220,8 +220,12 @@ def _rate_text(s: dict) -> str:
     return f"{s['n_groks']}/{s['n_rated']} [{low:.2f}, {high:.2f}]"
 
 
-def _interval_text(ci) -> str:
-    return "" if not ci else f" [{_num(ci[0])}, {'inf' if ci[1] is None else _num(ci[1])}]"
+def _interval_text(ci, coverage=None) -> str:
+    """` [low, high]`, tagged with its coverage where that falls short of 95% (few seeds)."""
+    if not ci:
+        return ""
+    tag = f" ({coverage:.1%})" if coverage is not None and coverage < 0.95 else ""
+    return f" [{_num(ci[0])}, {'inf' if ci[1] is None else _num(ci[1])}]{tag}"
 
 
 def _censored(stats: dict, key: str, censor: str) -> str:
@@ -234,13 +238,20 @@ DEFINITIONS = """\
 - **jump step**: the first step (linearly interpolated between copy tests) at which copy exact match reaches
   {jump:g}. A run that never does is right-censored at its last copy test ("> N (censored)"): kept, never dropped.
 - **loss target step**: the first logged step at which the training loss (trailing mean of {loss_window} logged
-  losses) reaches {target}, one target for every run of this report (so steps and tokens to it compare across runs).
+  losses) reaches {target}, one target per experiment, fixed in its sweep file (`report: loss_target`) so that it
+  does not move with the runs a report holds (runs of no such experiment share one: {source}).
 - **formation step** (per layer): the first analysed step at which the layer's best head has I = A x EP >= {threshold}.
 - **lag**: jump step - loss target step (positive: copying jumped after the loss got to the target).
+- **jump width**: steps from 10% to 90% of the copy exact match's rise (first copy test to the mean of the last
+  three); **plateau**: steps from the loss's 80% fall to the jump's 10% point.
 - Per condition (runs whose configs differ only in the seed): the Kaplan-Meier median over seeds (censored runs
-  count as "later than their last step"; undefined when fewer than half can be said to have reached it) and a 95%
-  percentile interval from 2,000 bootstrap resamples of the seeds (upper bound "inf" when over 2.5% of resamples
-  have no median); (k/n): runs that reached it.
+  count as "later than their last step"; undefined when fewer than half can be said to have reached it; where the
+  curve sits at exactly one half, the middle of that stretch, so for complete data the sample median) and the
+  distribution-free order-statistic interval for the median, built from each run's bounds (the two measurements
+  around its landmark, or [last step, inf) when censored), so it is never narrower than the measurement grid. Its
+  coverage is exact, from the binomial: at least 95% from 6 seeds; with fewer the interval is the seeds' range and
+  its coverage is printed beside it (87.5% at 4 seeds). Rates: Clopper-Pearson; means: Student t. (k/n): runs that
+  reached it.
 - Verdicts (rules fixed before the runs; grokcopy.experiments.claims): **supported** when the claim's interval lies
   inside its region, **contradicted** when outside (or when a condition trained past another's jump without jumping
   in most seeds), **not resolved** when it straddles the edge, medians are undefined, or a condition has fewer than
@@ -278,17 +289,26 @@ def write_markdown(record: dict, out: Path) -> None:
     for member in record.get("missing", []):
         lines.append(f"\nSweep member **{member['name']}** has no run in this report ({member['status']}"
                      + (f": {member['error']}" if member["error"] else "") + ").")
-    lines += ["", "## Per condition (Kaplan-Meier median over seeds [95% bootstrap CI] (reached/runs))", "",
+    lines += ["", "## Per condition (Kaplan-Meier median over seeds [95% CI, coverage if below] (reached/runs))", "",
               "| condition | config | runs | jumped | jump step | jump tokens | loss target tokens | final EM | grok |",
               "|---|---|---|---|---|---|---|---|---|"]
+    widths = ["", "## How abrupt (median over the runs that jumped [95% CI from the copy tests' bounds])", "",
+              "| condition | runs measured | jump width (steps, 10% to 90%) | plateau (steps, loss 80% fall to jump 10%) |",
+              "|---|---|---|---|"]
     for c in record["conditions"]:
         s = c["stats"]
         em = s.get("final_exact_match_ci95")
         em_text = "-" if s.get("final_exact_match_mean") is None else (
             f"{s['final_exact_match_mean']:.3f}" + (f" [{em[0]:.3f}, {em[1]:.3f}]" if em and em[1] is not None else ""))
+        widths.append(f"| {c['label']} | {s.get('jump_width_n', 0)} | "
+                      + " | ".join("-" if s.get(f"{k}_median") is None else
+                                   f"{_num(s[f'{k}_median'])}{_interval_text(s[f'{k}_ci95'], s[f'{k}_ci95_coverage'])}"
+                                   for k in ("jump_width", "plateau_steps")) + " |")
         lines.append(f"| {c['label']} | {c['description'] or '-'} | {s['n_runs']} | {s['n_jumped']} | "
                      f"{describe(c)} | {describe(c, 'jump_tokens')} | {describe(c, 'loss_target_tokens')} | "
                      f"{em_text} | {_rate_text(s)} |")
+    if any(c["stats"].get("jump_width_n") for c in record["conditions"]):
+        lines += widths
     formation = [(c["label"], c["stats"]["formation"]) for c in record["conditions"] if c["stats"]["formation"]]
     if formation:
         lines += ["", f"## Induction-head formation (KM median step at which a head's I >= {settings['threshold']})",
@@ -299,7 +319,7 @@ def write_markdown(record: dict, out: Path) -> None:
             for _, rows in formation:
                 r = rows[layer] if layer < len(rows) else None
                 cells.append("-" if r is None else f"{'never' if r['median'] is None else _num(r['median'])}"
-                             f"{_interval_text(r['ci95'])} ({r['n_formed']}/{r['n_runs']})")
+                             f"{_interval_text(r['ci95'], r.get('ci95_coverage'))} ({r['n_formed']}/{r['n_runs']})")
             lines.append(f"| {layer} | " + " | ".join(cells) + " |")
     split = record.get("seed_split")
     if split:
@@ -372,7 +392,9 @@ def write_markdown(record: dict, out: Path) -> None:
         lines.append(f"- **{claim['text']}**: **{claim['verdict']}**. {claim['evidence']}.")
     lines += ["", "## Definitions", "",
               DEFINITIONS.format(jump=settings.get("jump_threshold", 0.5), loss_window=settings.get("loss_window", 5),
-                                 target="-" if target is None else f"{target:.3f} nats",
+                                 target="-" if target is None else f"{target:.3f} nats" if not isinstance(target, list)
+                                 else " / ".join(f"{t:.3f}" for t in target) + " nats (one per experiment)",
+                                 source=", ".join(settings.get("loss_target_sources") or []) or "-",
                                  threshold=settings.get("threshold", 0.3))]
     write_text_atomic(out, "\n".join(lines) + "\n")
 

@@ -58,12 +58,14 @@ def build_report(paths, out, *, threshold: float = 0.3, jump_threshold: float = 
         figures.append(collapse_figure(by_label, fit, out / "critical_batch_collapse.png"))
     if grid:
         figures.append(lr_batch_figure(grid, out / "lr_batch.png"))
-    target = runs[0]["stats"]["loss_target"] if runs else None
+    targets = sorted({r["stats"]["loss_target"] for r in runs if r["stats"]["loss_target"] is not None})
+    target = targets[0] if len(targets) == 1 else targets or None  # one per experiment the report holds
     record = {
         "generated": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "settings": {"threshold": threshold, "jump_threshold": jump_threshold, "loss_target": target,
                      "held_out_from": held_out_from,
-                     "loss_target_given": loss_target is not None, "loss_window": loss_window},
+                     "loss_target_given": loss_target is not None, "loss_window": loss_window,
+                     "loss_target_sources": sorted({r["stats"]["loss_target_source"] for r in runs})},
         "runs": [{"name": r["name"], "path": r["path"], "seed": r["seed"], "unfinished": r["unfinished"],
                   "stats": r["stats"],
                   "jump_step": r["stats"]["jump_step"], "censored_at": r["stats"]["jump_censored_at"],
@@ -71,7 +73,9 @@ def build_report(paths, out, *, threshold: float = 0.3, jump_threshold: float = 
         "conditions": [{"label": c["label"], "description": c["description"], "config": c["config"],
                         **{k: c["stats"][k] for k in ("n_runs", "n_jumped")},
                         "jump_step_median": c["stats"]["jump_step_median"],
-                        "jump_step_ci95": c["stats"]["jump_step_ci95"], "stats": c["stats"]} for c in conditions],
+                        **{k: c["stats"][k] for k in ("jump_step_ci95", "jump_step_ci95_coverage",
+                                                      "jump_step_ci95_method")},
+                        "stats": c["stats"]} for c in conditions],
         "claims": claims, "critical_batch": fit, "lr_batch": grid, "noise_scale": noise, "figures": [p.name for p in figures], "missing": missing_members(paths),
         "seed_split": None if held_out_from is None else seed_split(conditions, runs, held_out_from),
     }

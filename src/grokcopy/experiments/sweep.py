@@ -30,7 +30,9 @@ from pathlib import Path
 from grokcopy.run_dir import SUMMARY, SWEEP_RECORD, TRAINER_STATE, read_json, run_contents, write_json_atomic
 from grokcopy.training.config import ConfigError, GrokcopyArgumentParser, config_to_argv, load_config_file, parse_args
 
-SWEEP_KEYS = ("base", "output_dir", "fixed", "grid", "names", "members", "seeds")
+SWEEP_KEYS = ("base", "output_dir", "fixed", "grid", "names", "members", "seeds", "report")
+# Report settings a sweep fixes for its experiment (written beside its archived members, experiment.json).
+REPORT_KEYS = ("loss_target",)
 # Hardware flags a machine without a GPU cannot accept; neutralised only to validate the rest of a
 # config meant for another machine (--print-commands / --dry-run).
 HARDWARE_NEUTRAL = ["--use_cpu", "true", "--bf16", "false", "--fp16", "false", "--tf32", "false"]
@@ -53,6 +55,7 @@ class Sweep:
     output_dir: Path
     varied: set[str]
     members: list[Member] = field(default_factory=list)
+    report: dict = field(default_factory=dict)  # settings `grokcopy report` uses for these runs (REPORT_KEYS)
 
     def config(self, member: Member) -> dict:
         """The member's full config: base + fixed + its fields + its output_dir."""
@@ -133,7 +136,15 @@ def _build(path: Path, raw: dict, output_dir: str | None) -> Sweep:
     if seeds:
         axes.append([(f"seed{s}", {"seed": s}) for s in seeds])
     varied = set(grid) | member_fields | ({"seed"} if seeds else set())
-    sweep = Sweep(path=path, base=base, output_dir=Path(out), varied=varied)
+    report = _mapping(raw, "report")
+    bad = sorted(set(report) - set(REPORT_KEYS))
+    if bad:
+        raise ConfigError(f"report: unknown setting{'s' if len(bad) > 1 else ''}: {', '.join(bad)} "
+                          f"(expected {', '.join(REPORT_KEYS)})")
+    target = report.get("loss_target")
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float)) or target <= 0):
+        raise ConfigError(f"report: loss_target: expected a positive number (a training loss), got {target!r}")
+    sweep = Sweep(path=path, base=base, output_dir=Path(out), varied=varied, report=report)
     for combo in itertools.product(*axes):
         name = "-".join(n for n, _ in combo)
         overrides = dict(fixed)

@@ -31,7 +31,7 @@ from grokcopy.experiments.sweep import (
     validate,
     write_record,
 )
-from grokcopy.run_dir import SWEEP_RECORD, archive_histories
+from grokcopy.run_dir import SWEEP_RECORD, archive_histories, write_experiment
 from grokcopy.training.callbacks import HandlesPreemption
 from grokcopy.training.config import config_to_argv, parse_args
 
@@ -72,6 +72,8 @@ def run_sweep(path, overrides: list[str], only: str | None = None, output_dir: s
     if dry_run:
         return 0
     write_record(sweep, records, own)
+    if archive:
+        write_experiment(archive, sweep.path, sweep.report)
     if parallel > 1:
         failed = run_parallel(sweep, todo, overrides, records, own, parallel, archive)
     else:
