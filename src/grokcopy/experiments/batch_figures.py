@@ -113,14 +113,79 @@ def lr_effect(by_label: dict, row: list[str], level: float = 0.95) -> dict:
             "censored_cells": censored}
 
 
+FLIP_ALPHA = 0.05  # family-wise error of a reported sign flip
+
+
+def _headless(condition: dict) -> bool:
+    """At least half of the cell's seeds that jumped formed no induction head (the "other solution", exact
+    match ~0.67): its median jump may be that solution's. A seed the stop rule ended before its next induction
+    analysis is undetermined, not headless; a cell without induction scores is not called headless."""
+    stats = [r["stats"] for r in condition.get("runs") or []]
+    if not any(s.get("formation") for s in stats):
+        return False
+    jumped = [s for s in stats if s.get("jump_step") is not None]
+    headless = [s for s in jumped if not s.get("stopped_by_rule")
+                and not any(f.get("formation_step") is not None for f in s.get("formation") or [])]
+    return bool(jumped) and 2 * len(headless) >= len(jumped)
+
+
+def _flagged(by_label: dict, row: list[str]) -> dict:
+    """The row's cells a direction may not rest on: {label: "censored" (median not reached) | "headless"}."""
+    return {l: "censored" if by_label[l]["stats"]["jump_step_median"] is None else "headless" for l in row
+            if by_label[l]["stats"]["jump_step_median"] is None or _headless(by_label[l])}
+
+
+def _call_without_flagged(by_label: dict, row: list[str], level: float) -> dict:
+    """`lr_effect` of `row` at `level`, and whether a direction it reads rests on flagged cells: it does unless
+    the row's other cells (>= 2 of them) read the same direction at the same level."""
+    both = {"larger LR earlier", "larger LR later"}
+    effect, flagged = lr_effect(by_label, row, level=level), _flagged(by_label, row)
+    clean = [l for l in row if l not in flagged]
+    holds = effect["verdict"] not in both or not flagged or (
+        len(clean) >= 2 and lr_effect(by_label, clean, level=level)["verdict"] == effect["verdict"])
+    return {"learning_rates": effect["learning_rates"], "verdict": effect["verdict"], "ci": effect["ci"],
+            "level": level, "flagged_cells": flagged, "rests_on_flagged": not holds}
+
+
+def _pair_effect(by_label: dict, pair: list[str], level: float) -> dict:
+    """`lr_effect` between two neighbouring learning rates; a direction there rests on a flagged cell whenever
+    either cell is censored or headless (no other cell can carry it)."""
+    effect = lr_effect(by_label, pair, level=level)
+    return {**effect, "flagged_cells": (flagged := _flagged(by_label, pair)),
+            "rests_on_flagged": bool(flagged) and effect["verdict"] in {"larger LR earlier", "larger LR later"}}
+
+
+def sign_flip_test(by_label: dict, rows: list[list[str]], batches: list) -> dict:
+    """Does the sign of the learning-rate effect flip with the batch? One test per batch row (the whole-row
+    slope, `lr_effect`), m rows: each row's direction is read at the Bonferroni-adjusted level 1 - 0.05 / m
+    (two-sided), so the chance that any of the m directions is a false call, and hence of a false flip, is
+    <= 0.05. A direction counts only if it does not rest on censored or headless cells (`_flagged`): the
+    row without them (>= 2 learning rates left) reads the same direction at that level. `verdict`: "flips"
+    (an earlier and a later row that count), "not resolved (rests on headless or censored cells)" (a flip
+    only with rows that rest on them), else "no flip shown"."""
+    both = {"larger LR earlier", "larger LR later"}
+    level = 1 - FLIP_ALPHA / max(1, len(rows))
+    calls = [{"tokens_per_step": b, **_call_without_flagged(by_label, row, level)} for b, row in zip(batches, rows)]
+    counted = {c["verdict"] for c in calls if not c["rests_on_flagged"]}
+    verdict = ("flips" if counted >= both else "not resolved (rests on headless or censored cells)"
+               if {c["verdict"] for c in calls} >= both else "no flip shown")
+    return {"rule": f"Bonferroni over the {len(rows)} per-batch tests, each at level 1 - {FLIP_ALPHA}/{len(rows)}; "
+                    "a direction resting on headless or censored cells does not count",
+            "level": level, "n_tests": len(rows), "rows": calls, "verdict": verdict}
+
+
 def lr_batch_grid(by_label: dict) -> dict | None:
     """Conditions that differ only in learning rate and batch (>= 2 of each): per cell the KM median jump
     step with its interval and k/n jumped; per batch with >= 2 learning rates the learning-rate effect over
-    all of them (`lr_effect`, the protocol's rule), and, because a slope over a U-shaped row reads as "no
-    effect", the effect between each pair of neighbouring learning rates (`pairs`) and the learning rate
-    with the earliest median (`fastest_learning_rate`). The sign flips if "earlier" and "later" both occur
-    over whole rows (`sign_flips`) or between the same pair of neighbours at different batches
-    (`pair_sign_flips`)."""
+    all of them (`lr_effect`, the protocol's rule, at 95%), and, because a slope over a U-shaped row reads as
+    "no effect", the effect between each pair of neighbouring learning rates (`pairs`, Bonferroni over every
+    pair) and the learning rate with the earliest median (`fastest_learning_rate`).
+
+    The sign flips (`sign_flips` True) if "earlier" and "later" both occur over whole rows at the
+    Bonferroni-corrected level, neither resting on censored or headless cells (`sign_flip_test`, whose
+    `verdict` also says "not resolved" where the flip rests on them); `pair_sign_flips`: pairs of neighbours
+    whose direction flips between batches, counting only pairs of cells neither censored nor headless (the
+    pairs whose flip needs such a cell are `pair_sign_flips_not_resolved`)."""
     labels = family(by_label, ("learning_rate", *BATCH_FIELDS))
     lrs = sorted({by_label[l]["config"]["learning_rate"] for l in labels})
     batches = sorted({by_label[l]["config"]["tokens_per_step"] for l in labels})
@@ -135,7 +200,7 @@ def lr_batch_grid(by_label: dict) -> dict | None:
             c = by_label[label]
             cells.append({"label": label, "learning_rate": c["config"]["learning_rate"], "tokens_per_step": batch,
                           "n_runs": c["stats"]["n_runs"], "n_jumped": c["stats"]["n_jumped"],
-                          "n_with_head": c["stats"].get("n_with_head"),
+                          "n_with_head": c["stats"].get("n_with_head"), "headless": _headless(c),
                           "jump_step_median": c["stats"]["jump_step_median"],
                           "jump_step_ci95": c["stats"]["jump_step_ci95"],
                           "jump_step_lower_bound": c["stats"].get("jump_step_lower_bound")})
@@ -144,17 +209,24 @@ def lr_batch_grid(by_label: dict) -> dict | None:
         defined = [l for l in row if by_label[l]["stats"]["jump_step_median"] is not None]
         fastest = min(defined, key=lambda l: by_label[l]["stats"]["jump_step_median"]) if defined else None
         effects.append({"tokens_per_step": batch, **lr_effect(by_label, row),
-                        "pairs": [lr_effect(by_label, pair, level=pair_level) for pair in zip(row, row[1:])],
+                        "pairs": [_pair_effect(by_label, list(pair), pair_level) for pair in zip(row, row[1:])],
                         "fastest_learning_rate": by_label[fastest]["config"]["learning_rate"] if fastest else None})
     both = {"larger LR earlier", "larger LR later"}
-    flips = {e["verdict"] for e in effects} >= both
-    by_pair = {}
+    tested = [(row, batch) for batch, row in zip(batches, rows) if len(row) >= 2]
+    flip = sign_flip_test(by_label, [r for r, _ in tested], [b for _, b in tested])
+    by_pair, clean_pair = {}, {}
     for e in effects:
         for pair in e["pairs"]:
-            by_pair.setdefault(tuple(pair["learning_rates"]), set()).add(pair["verdict"])
-    pair_flips = [list(pair) for pair, verdicts in sorted(by_pair.items()) if verdicts >= both]
+            key = tuple(pair["learning_rates"])
+            by_pair.setdefault(key, set()).add(pair["verdict"])
+            if not pair["rests_on_flagged"]:
+                clean_pair.setdefault(key, set()).add(pair["verdict"])
+    pair_flips = [list(p) for p in sorted(by_pair) if clean_pair.get(p, set()) >= both]
     return {"learning_rates": lrs, "tokens_per_step": batches, "cells": cells, "lr_effect": effects,
-            "sign_flips": flips, "pair_sign_flips": pair_flips}
+            "sign_flips": flip["verdict"] == "flips", "sign_flip_test": flip,
+            "pair_sign_flips": pair_flips,
+            "pair_sign_flips_not_resolved": [list(p) for p in sorted(by_pair) if by_pair[p] >= both
+                                             and list(p) not in pair_flips]}
 
 
 def lr_batch_figure(grid: dict, out: Path) -> Path:
@@ -192,38 +264,72 @@ def lr_batch_figure(grid: dict, out: Path) -> Path:
     return save_figure(fig, out)
 
 
-def plateau_noise_scale(log: list[dict], jump_step: float | None, censored_at: float | None) -> float | None:
-    """Median logged noise scale (tokens) over the second half of the plateau: from half the jump step (or of
-    the run's end, if it never jumped) to the jump. Not earlier: the callback averages its last 100 steps, and
-    within ~100 steps of the loss's fast fall that window still holds the first steps' large gradients (the
-    demo: negative or ~10x low values until step ~140). None when the run logged none."""
-    end = jump_step if jump_step is not None else censored_at
-    values = [r[NOISE_SCALE_KEY] for r in log if NOISE_SCALE_KEY in r and r[NOISE_SCALE_KEY] is not None
-              and end is not None and 0.5 * end <= r["step"] <= end and np.isfinite(r[NOISE_SCALE_KEY])]
-    return float(np.median(values)) if values else None
+# The noise-scale callback logs the mean over its last 100 usable steps (GradientNoiseScaleCallback.window):
+# a value logged at step s describes steps (s - 100, s].
+NOISE_AVERAGING_STEPS = 100
+MIN_PLATEAU_POINTS = 3
+WINDOW_RULE = (f"each run's own plateau: logged values from its 80%-loss-fall step + {NOISE_AVERAGING_STEPS} "
+               f"(the callback's averaging window, so no value averages steps of the fall) to its jump step (its "
+               f"last step if it never jumped); runs with fewer than {MIN_PLATEAU_POINTS} values there are left out")
+
+
+def plateau_window(stats: dict) -> list[float] | None:
+    """[first, last] logged step whose noise scale describes the run's own plateau only: from its 80% loss
+    fall (`loss_80pct_fall_step`, the run's own, not a target shared with other runs) plus the callback's
+    averaging window, to its jump (or its last step, censored). None without a fall step or an end, or
+    when the plateau is shorter than the averaging window."""
+    start = stats.get("loss_80pct_fall_step")
+    end = stats.get("jump_step") if stats.get("jump_step") is not None else stats.get("jump_censored_at")
+    if start is None or end is None or start + NOISE_AVERAGING_STEPS > end:
+        return None
+    return [float(start + NOISE_AVERAGING_STEPS), float(end)]
+
+
+def plateau_noise_scale(log: list[dict], stats: dict) -> dict:
+    """The run's median logged noise scale (tokens) over its plateau window (`plateau_window`): `window`,
+    `n_points` and `median` (None when the window holds fewer than MIN_PLATEAU_POINTS finite values). Not
+    a fixed number of steps before the jump: at large batches the plateau is a couple of hundred steps and
+    such a window reaches back into the loss's fast fall, whose large early gradients read ~10x low.
+    `left_out` says why a run gives no value (None when it gives one)."""
+    window = plateau_window(stats)
+    logged = [r for r in log if r.get(NOISE_SCALE_KEY) is not None and np.isfinite(r[NOISE_SCALE_KEY])]
+    values = [] if window is None else [r[NOISE_SCALE_KEY] for r in logged if window[0] <= r["step"] <= window[1]]
+    enough = len(values) >= MIN_PLATEAU_POINTS
+    reason = (None if enough else "no noise scale logged" if not logged else "no plateau window" if window is None
+              else f"fewer than {MIN_PLATEAU_POINTS} values on the plateau")
+    return {"window": window, "n_points": len(values), "median": float(np.median(values)) if enough else None,
+            "left_out": reason}
 
 
 def noise_scale_summary(by_label: dict, fit: dict | None) -> dict | None:
-    """Per batch condition, the seeds' plateau noise scales and their median; beside the fitted B_crit."""
+    """Per batch condition, the seeds' plateau noise scales (`runs`: each with the window it used) and their
+    median; beside the fitted B_crit. A run that logged no noise scale, or fewer than MIN_PLATEAU_POINTS
+    values on its plateau, is left out and counted (`n_left_out` per condition; `n_runs_left_out` and, by
+    reason, `left_out` over all)."""
     if not fit:
         return None
-    rows = []
+    rows, left_out = [], {}
     for label, batch in zip(fit["conditions"], fit["tokens_per_step"]):
-        values = [v for v in (plateau_noise_scale(r["data"].get("log_history") or [], r["stats"].get("jump_step"),
-                                                  r["stats"].get("jump_censored_at"))
-                              for r in by_label[label]["runs"]) if v is not None]
+        runs = [{"name": r.get("name"), **plateau_noise_scale(r.get("data", {}).get("log_history") or [], r["stats"])}
+                for r in by_label[label]["runs"]]
+        values = [r["median"] for r in runs if r["median"] is not None]
+        for r in runs:
+            if r["left_out"]:
+                left_out[r["left_out"]] = left_out.get(r["left_out"], 0) + 1
         if values:
             rows.append({"label": label, "tokens_per_step": batch, "n_runs": len(values),
-                         "median": float(np.median(values)), "range": [float(min(values)), float(max(values))]})
+                         "n_left_out": len(runs) - len(values), "median": float(np.median(values)),
+                         "range": [float(min(values)), float(max(values))], "runs": runs})
     if not rows:
         return None
     fitted = [r for r in rows if r["label"] in (fit.get("fitted") or [r["label"] for r in rows])] or rows
     overall = float(np.median([r["median"] for r in fitted]))  # over the batches the fit describes
-    out = {"per_condition": rows, "median_tokens": overall, "over": [r["label"] for r in fitted]}
+    out = {"per_condition": rows, "median_tokens": overall, "over": [r["label"] for r in fitted],
+           "window_rule": WINDOW_RULE, "n_runs_left_out": sum(left_out.values()), "left_out": left_out}
     if fit.get("resolved"):
-        low, high = fit["b_crit_ci95"]
-        out.update(b_crit=fit["b_crit"], b_crit_ci95=fit["b_crit_ci95"], ratio=overall / fit["b_crit"],
-                   within_b_crit_ci=bool(low <= overall <= high))
+        ci = fit.get("b_crit_ci95")
+        out.update(b_crit=fit["b_crit"], b_crit_ci95=ci, ratio=overall / fit["b_crit"],
+                   within_b_crit_ci=bool(ci and ci[0] <= overall <= ci[1]))
     return out
 
 
@@ -254,8 +360,19 @@ def lr_effect_table(grid: dict) -> list[str]:
         lines.append(f"| {e['tokens_per_step']:,} | {'-' if fastest is None else f'{fastest:g}'} | {_effect_text(e)} | "
                      + " | ".join(_effect_text(by_pair[p]) if p in by_pair else "-" for p in pairs) + " |")
     flips = [f"{a:g} -> {b:g}" for a, b in grid.get("pair_sign_flips") or []]
-    lines += ["", ("Over whole rows: the sign flips with the batch. " if grid["sign_flips"] else
-                   "Over whole rows: the sign does not flip. ")
+    unresolved = [f"{a:g} -> {b:g}" for a, b in grid.get("pair_sign_flips_not_resolved") or []]
+    test = grid.get("sign_flip_test") or {}
+    def call_text(c):
+        cells = ", ".join(f"{label} {why}" for label, why in c["flagged_cells"].items())
+        return f"{c['tokens_per_step']:,}: {c['verdict']}" + (f" (rests on {cells})" if c["rests_on_flagged"] else "")
+    calls = "; ".join(call_text(c) for c in test.get("rows") or [])
+    verdict = test.get("verdict") or ("flips" if grid["sign_flips"] else "no flip shown")
+    said = {"flips": "the sign flips with the batch", "no flip shown": "no flip of the sign is shown"}.get(
+        verdict, "the sign flip is not resolved: it rests on headless or censored cells")
+    lines += ["", f"Over whole rows: {said}" + (f" ({test['rule']}; each row's direction at "
+                                               f"{100 * test['level']:.1f}%: {calls}). " if test else ". ")
               + (f"Between neighbours (exploratory) it flips for {', '.join(flips)}." if flips else
-                 "Between neighbouring learning rates it does not flip.")]
+                 "Between neighbouring learning rates it does not flip.")
+              + (f" Not resolved between neighbours (the flip rests on headless or censored cells): "
+                 f"{', '.join(unresolved)}." if unresolved else "")]
     return lines
