@@ -373,6 +373,14 @@ def write_markdown(record: dict, out: Path) -> None:
             lines += ["", "| tokens per step | local slope d ln S / d ln B [95% CI] | regime |", "|---|---|---|"]
             lines += [f"| {s['tokens_per_step']:,} | {s['slope']:.2f} [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}] | "
                       f"{s['regime']} |" for s in fit["local_slopes"]]
+            lines += ["", "Intervals: " + (fit.get("b_crit_ci95_method") or "percentile bootstrap over seeds") + ".",
+                      "", "Where the fit starts changes B_crit (the start is chosen by the fewest-tokens rule above, "
+                      "re-applied in every resample):", "", "| fit starts at | B_crit (tokens) | S_min (steps) |",
+                      "|---|---|---|"]
+            lines += [f"| {r['start']}{' (chosen)' if r.get('chosen') else ''} | "
+                      f"{'-' if r.get('b_crit') is None else _num(r['b_crit'], 'tokens')} | "
+                      f"{'-' if r.get('s_min') is None else _num(r['s_min'])} |"
+                      for r in fit.get("fit_range_sensitivity") or []]
         for row in fit.get("below_fewest_tokens") or []:
             e = (_num(row["jump_tokens_median"], "tokens") if row["jump_tokens_median"] is not None else
                  f"> {_num(row['jump_tokens_lower_bound'], 'tokens')}" if row["jump_tokens_lower_bound"] else "-")
