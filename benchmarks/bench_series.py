@@ -2,10 +2,11 @@
 
 Random-init checkpoints of `paper-162m` (LLaMA 12 x 768, 1,024 context, untied embeddings, a 32,000-token
 BPE vocabulary trained on random words) are pushed as branches to the project's local Hub server
-(tests/hub_server.py); `analyze_series` analyses them with the series defaults (100 copy-test samples,
-induction on 100 repeated tokens) unless told otherwise. Each record's `seconds_without_download` is what a
-revision costs once its files are on disk: load (from_pretrained in --dtype), move to --device, sample the
-parameters for the continuity distances, copy test, induction analysis. One extra revision is timed by parts.
+(tests/hub_server.py); `analyze_series` analyses them with 100 copy-test samples (--copy-samples; the
+series' own default is 500, as a training run's) and induction on 100 repeated tokens. Each record's
+`seconds_without_download` is what a revision costs once its files are on disk: load (from_pretrained in
+--dtype), move to --device, sample the parameters for the continuity distances, copy test, induction
+analysis. One extra revision is timed by parts.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_series.py [--revisions 2] [--copy-samples 100]
     # on a GPU node (bf16, the default there):
@@ -35,6 +36,7 @@ os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="bench_hf_")
 import torch  # noqa: E402
 from common import add_common_arguments, finish, machine  # noqa: E402
 
+from grokcopy.copytest.task import CopyTaskConfig  # noqa: E402
 from grokcopy.hub.series import analyze_series  # noqa: E402
 from grokcopy.training.data import train_tokenizer  # noqa: E402
 from grokcopy.training.modeling import PRESETS  # noqa: E402
@@ -78,7 +80,7 @@ def time_parts(folder: Path, dtype: str, device: str, copy_samples: int, batch_s
     from grokcopy.analysis.architectures import model_context_length
     from grokcopy.analysis.induction import analyze_induction
     from grokcopy.copytest.scoring import score_copy_task
-    from grokcopy.copytest.task import CopyTaskConfig, build_copy_task
+    from grokcopy.copytest.task import build_copy_task
     from grokcopy.hub.continuity import sample_parameters
     from grokcopy.hub.runner import torch_dtype
 
@@ -124,8 +126,8 @@ def main():
         tokenizer = random_words_tokenizer(args.vocab_size)
         repo, first = push_revisions(root, args.revisions, len(tokenizer), tokenizer, preset)
         start = time.perf_counter()
-        records = analyze_series(repo, out_dir=root / "series", copy_samples=args.copy_samples, device=args.device,
-                                 dtype=args.dtype, batch_size=args.batch_size, progress=False)
+        records = analyze_series(repo, out_dir=root / "series", copy=CopyTaskConfig(num_samples=args.copy_samples),
+                                 device=args.device, dtype=args.dtype, batch_size=args.batch_size, progress=False)
         wall = time.perf_counter() - start
         parts = time_parts(first, args.dtype, args.device, args.copy_samples, args.batch_size)
     finally:

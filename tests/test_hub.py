@@ -51,8 +51,11 @@ def test_every_checkpoint_is_a_branch_with_its_analyses(api, corpus_file, tmp_pa
     # Downloading the series and analysing it reproduces what training measured locally.
     from grokcopy.hub.series import analyze_series
 
-    records = analyze_series(repo, out_dir=tmp_path / "series", copy_samples=trainer.args.copy_num_samples,
-                             seed=trainer.args.copy_seed, progress=False)
+    from grokcopy.analysis.induction_config import InductionConfig
+    from grokcopy.copytest.task import CopyTaskConfig
+
+    records = analyze_series(repo, out_dir=tmp_path / "series", copy=CopyTaskConfig.from_training_args(trainer.args),
+                             induction=InductionConfig.from_training_args(trainer.args), progress=False)
     assert [r["revision"] for r in records] == ["step4", "step8"]
     for record in records:
         local_copy = json.loads((out / f"checkpoint-{record['step']}" / "copy_eval.json").read_text())
@@ -198,6 +201,67 @@ def test_a_refused_push_is_not_retried_and_says_so(api, hub, corpus_file, tmp_pa
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "refused" in errors[0] and "grokcopy push" in errors[0]
     hub.heal()
+
+
+def fake_run(out, steps):
+    """A run folder with complete (tiny) checkpoints, as the Trainer leaves them: pushing needs no training."""
+    from safetensors.torch import save_file
+
+    for step in steps:
+        folder = out / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        save_file({"w": torch.full((2,), float(step))}, str(folder / "model.safetensors"))
+        (folder / "config.json").write_text("{}")
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": []}))
+    (out / "copy_history.jsonl").write_text("".join(json.dumps({"step": s, "exact_match": 0.0}) + "\n" for s in steps))
+    return out
+
+
+def commits_sent(hub, repo):
+    return [path for method, path in hub.requests if method == "POST" and f"/{repo}/commit/" in path]
+
+
+@pytest.mark.parametrize("status, retried", [(408, True), (429, True), (500, True), (503, True), (401, False),
+                                             (403, False), (404, False)])
+def test_a_failed_commit_is_retried_unless_refused_and_commits_keep_their_order(api, hub, tmp_path, status, retried):
+    """huggingface_hub's background commits with grokcopy's retry policy: 408/429/5xx are retried (the next
+    checkpoint waits its turn), 401/403/404 stop all pushing after that one request; hub_pushes.json says what
+    landed."""
+    from grokcopy.hub.push import HubCheckpointCallback
+
+    out = fake_run(tmp_path / "run", (1, 2, 3))
+    repo = f"user/policy-{uuid.uuid4().hex[:6]}"
+    callback = HubCheckpointCallback(repo, timeout=5)
+    hub.fail_with(status, times=1, match="/commit/")
+    assert callback.push_pending(out, timeout=60) is retried
+    assert callback.failures == 1 and not callback.pending
+    pushed = json.loads((out / "hub_pushes.json").read_text())
+    if retried:
+        assert callback.refused is None and pushed == {"repo_id": repo, "pushed": [1, 2, 3]}
+        assert branches(api, repo) == ["main", "step1", "step2", "step3"]
+        assert [c.title for c in api.list_repo_commits(repo)][:3] == [f"main follows step {s}" for s in (3, 2, 1)]
+        assert len(commits_sent(hub, repo)) == 7  # the failed one again, then a branch and a main commit per step
+    else:
+        assert callback.refused and str(status) in callback.refused and pushed == {"repo_id": repo, "pushed": []}
+        assert len(commits_sent(hub, repo)) == 1 and not callback.wait(1)
+
+
+def test_close_gives_up_what_has_not_landed(api, hub, tmp_path):
+    """After the final wait, `close()` drops the queued pushes and stops the retrying one, so that the process
+    can exit while the Hub is unreachable; the record keeps them unpushed, and `grokcopy push` sends them."""
+    import time
+
+    from grokcopy.hub.push import HubCheckpointCallback
+
+    out = fake_run(tmp_path / "run", (1, 2))
+    callback = HubCheckpointCallback(f"user/closed-{uuid.uuid4().hex[:6]}", timeout=1)
+    with hub.down():
+        assert not callback.push_pending(out, timeout=0.5) and callback.pending == {1, 2}
+        start = time.monotonic()
+        callback.close()
+        assert not callback.wait(30) and not callback.pending and time.monotonic() - start < 10
+    assert callback.failures >= 1
+    assert json.loads((out / "hub_pushes.json").read_text())["pushed"] == []
 
 
 def test_card_metadata_names_a_hub_base_model(tmp_path):

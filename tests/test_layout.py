@@ -11,10 +11,12 @@ import pytest
 import grokcopy
 
 PACKAGE = Path(grokcopy.__file__).parent
-# Each stage may import only the stages listed for it (and itself); the base modules import nothing of grokcopy.
-BASE = {"errors", "run_dir", "resources", "devices"}
+# Each stage may import only the stages listed for it (and itself); the base modules import nothing of grokcopy
+# (but the run folder its safe reads and writes).
+BASE = {"errors", "run_dir", "safe_io", "resources", "devices"}
 ALLOWED = {
     **{name: set() for name in BASE},
+    "run_dir": {"safe_io"},
     "copytest": BASE,
     "analysis": BASE | {"copytest"},
     "hub": BASE | {"copytest", "analysis"},
@@ -97,3 +99,83 @@ def test_package_face_is_lazy_and_complete():
         assert getattr(grokcopy, name).__module__.startswith("grokcopy"), name
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         grokcopy.nope  # noqa: B018
+
+
+# ----------------------------------------------------------------------------- the run folder owns its paths
+
+RUN_FOLDER = "grokcopy.run_dir"
+# A file of another folder that happens to share a run file's name, and why.
+OTHER_FOLDERS = {("grokcopy.experiments.render", "induction_formation.png"): "the report's figure, in its folder"}
+
+
+def run_file_names() -> dict[str, str]:
+    """The run folder's file-name constants (RUN_CONFIG -> "run_config.json", ...), as run_dir defines them."""
+    from grokcopy import run_dir
+
+    return {name: value for name, value in vars(run_dir).items()
+            if name.isupper() and isinstance(value, str) and "." in value and "/" not in value}
+
+
+def docstrings(tree: ast.AST) -> set[int]:
+    return {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body
+            and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+
+
+def run_path_leaks(module: str, path: Path, names: dict[str, str]) -> list[str]:
+    """Where a module spells a run file's path itself: the name as a literal ("summary.json", or "/summary.json"
+    in an f-string), or a join of a run_dir constant (`x / SUMMARY`, `os.path.join(x, SUMMARY)`, `Path(x, SUMMARY)`,
+    `.joinpath(SUMMARY)`, `.with_name(SUMMARY)`). Words of a message or docstring may name a file."""
+    values, leaks = set(names.values()), []
+    tree = ast.parse(path.read_text())
+    skip = docstrings(tree)
+
+    def constant(node) -> str | None:
+        name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
+        return name if name in names else None
+
+    for node in ast.walk(tree):
+        found = None
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
+            if node.value in values and (module, node.value) not in OTHER_FOLDERS:
+                found = repr(node.value)
+        elif isinstance(node, ast.JoinedStr):
+            parts = [v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str)]
+            found = next((repr(p) for p in parts for v in values if f"/{v}" in p), None)
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and constant(node.right):
+            found = f"/ {constant(node.right)}"
+        elif isinstance(node, ast.Call):
+            func = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+            if func in ("join", "joinpath", "Path", "with_name", "PurePath"):
+                found = next((f"{func}(..., {constant(a)})" for a in node.args if constant(a)), None)
+        if found:
+            leaks.append(f"{module}:{node.lineno}: {found}")
+    return sorted(leaks, key=lambda leak: int(leak.split(":")[1]))
+
+
+def test_run_folder_module_owns_the_run_file_names():
+    """No file name of the run folder outside grokcopy.run_dir: every other module reaches a run's files through
+    `RunFolder` (or run_dir's functions), so a file is named, and its path built, in one place."""
+    names = run_file_names()
+    assert {"RUN_CONFIG", "COPY_HISTORY", "INDUCTION_HISTORY", "TRAINER_STATE", "SUMMARY", "PUSH_RECORD",
+            "RUN_LOCK", "CHECKPOINT_COPY_EVAL", "COPY_CURVE"} <= set(names)
+    leaks = [leak for module, path in sorted(modules().items()) if module != RUN_FOLDER
+             for leak in run_path_leaks(module, path, names)]
+    assert not leaks, "run-folder paths built outside grokcopy.run_dir (use RunFolder):\n" + "\n".join(leaks)
+
+
+def test_the_leak_check_finds_each_kind_of_leak(tmp_path):
+    source = tmp_path / "leaky.py"
+    source.write_text('''"""Writes summary.json (a docstring may say so)."""
+from pathlib import Path
+import os
+SUMMARY = "x"
+a = Path("out") / "summary.json"
+b = Path("out") / SUMMARY
+c = os.path.join("out", COPY_HISTORY)
+d = f"{a}/trainer_state.json"
+e = "no summary.json yet: a message may name the file"
+''')
+    leaks = run_path_leaks("leaky", source, run_file_names())
+    assert sorted(int(leak.split(":")[1]) for leak in leaks) == [5, 6, 7, 8], leaks  # not the docstring, nor e
+

@@ -56,8 +56,10 @@ def test_lora_adapter_trains_is_analysed_pushed_and_analysed_as_a_series(corpus_
     assert "library_name: peft" in card and f"adapter (PEFT LoRA) trained on top of `{base}`" in card
     assert "pretrained from scratch" not in card
 
-    records = analyze_series("user/lora-series", out_dir=tmp_path / "series", copy_samples=8, progress=False,
-                             device="cpu")
+    from grokcopy.copytest.task import CopyTaskConfig
+
+    records = analyze_series("user/lora-series", out_dir=tmp_path / "series", copy=CopyTaskConfig(num_samples=8),
+                             progress=False, device="cpu")
     assert [r["revision"] for r in records] == ["step4", "step8"]
     for record in records:
         assert record["adapter"] and record["base_model"] == str(base) and "error" not in record

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from grokcopy.cli import main as grokcopy_main
-from grokcopy.copytest.task import build_copy_task
+from grokcopy.copytest.task import CopyTaskConfig, build_copy_task
 from grokcopy.errors import SeriesError
 from grokcopy.hub import revisions, runner
 from grokcopy.hub.revisions import PYTHIA_TOKENS_PER_STEP, default_tokens_per_step, parse_revision, select_revisions
@@ -20,6 +20,7 @@ from grokcopy.hub.series import analyze_series
 torch.set_num_threads(1)
 
 SAMPLES = 6  # copy-test samples per revision: enough to compare numbers, quick on one thread
+COPY = CopyTaskConfig(num_samples=SAMPLES)
 
 
 def sha256(path):
@@ -169,7 +170,7 @@ def test_series_matches_local_analysis_dedupes_resumes_and_cleans_up(api, hub, s
     with monkeypatch.context() as patch:
         Counter(patch, "analyse_model", fail_on_call=2)
         with pytest.raises(KeyboardInterrupt):
-            analyze_series(repo_id, out_dir=out, copy_samples=SAMPLES, progress=False, device="cpu")
+            analyze_series(repo_id, out_dir=out, copy=COPY, progress=False, device="cpu")
     saved = json.loads((out / "series.json").read_text())
     assert [r["revision"] for r in saved["records"]] == ["step0"]
     first_step0 = saved["records"][0]["analysed_at"]
@@ -179,7 +180,7 @@ def test_series_matches_local_analysis_dedupes_resumes_and_cleans_up(api, hub, s
 
     builds = []
     monkeypatch.setattr(copy_task, "build_copy_task", lambda *a, **k: builds.append(1) or build_copy_task(*a, **k))
-    records = analyze_series(repo_id, out_dir=out, copy_samples=SAMPLES, progress=False, device="cpu")
+    records = analyze_series(repo_id, out_dir=out, copy=COPY, progress=False, device="cpu")
     assert (downloads.calls, analyses.calls) == (2, 2)  # step2, step4: step0 resumed, step6 a duplicate
     assert len(builds) == 1  # the same tokenizer files: one tokenizer, one copy task for both revisions
     assert [r["revision"] for r in records] == ["step0", "step2", "step4", "step6"]  # main, final: no checkpoint names
@@ -221,13 +222,14 @@ def test_series_matches_local_analysis_dedupes_resumes_and_cleans_up(api, hub, s
     # A rerun recomputes nothing and downloads no file; the records stay as they were.
     downloads.calls = analyses.calls = 0
     before = len(hub.requests)
-    again = analyze_series(repo_id, out_dir=out, copy_samples=SAMPLES, progress=False, device="cpu")
+    again = analyze_series(repo_id, out_dir=out, copy=COPY, progress=False, device="cpu")
     assert (downloads.calls, analyses.calls) == (0, 0)
     assert not any("/resolve/" in path for _, path in hub.requests[before:])
     assert again == records
 
     # Other copy-test settings are another measurement: those revisions are analysed again.
-    redone = analyze_series(repo_id, revisions="step0", out_dir=out, copy_samples=SAMPLES + 1, progress=False, device="cpu")
+    redone = analyze_series(repo_id, revisions="step0", out_dir=out, copy=CopyTaskConfig(num_samples=SAMPLES + 1),
+                            progress=False, device="cpu")
     assert analyses.calls == 1 and redone[0]["copy"]["num_samples"] == SAMPLES + 1
 
 
@@ -241,7 +243,7 @@ def test_cli_every_and_keep_weights(api, series_repo, tmp_path, capsys):
     records = json.loads((out / "series.json").read_text())["records"]
     assert [r["revision"] for r in records] == ["step0", "step4", "step6"]  # every 2nd of 0,2,4,6 + the last
     assert records[2]["duplicate_of"] == "step4"
-    assert records[0]["settings"]["symbols"] == "hex" and records[0]["copy"]["num_samples"] == 4
+    assert records[0]["settings"]["copy_symbols"] == "hex" and records[0]["copy"]["num_samples"] == 4
     copy, _ = local_analysis(folders["step4"], copy_samples=4, symbols="hex")
     assert records[1]["exact_match"] == copy["exact_match"] and records[1]["token_accuracy"] == copy["token_accuracy"]
     for name in ("step0", "step4"):  # kept, and only the files the analysis needs
@@ -257,8 +259,8 @@ def test_cli_every_and_keep_weights(api, series_repo, tmp_path, capsys):
 
 def test_named_revision_outside_the_patterns_gets_its_step_from_trainer_state(api, series_repo, tmp_path):
     repo_id, folders = series_repo
-    [record] = analyze_series(repo_id, revisions=["final"], out_dir=tmp_path / "final", copy_samples=4,
-                              tokens_per_step=10, progress=False, device="cpu")
+    [record] = analyze_series(repo_id, revisions=["final"], out_dir=tmp_path / "final",
+                              copy=CopyTaskConfig(num_samples=4), tokens_per_step=10, progress=False, device="cpu")
     assert record["revision"] == "final" and record["step"] == 8
     assert (record["tokens"], record["tokens_source"]) == (8000, "trainer_state.json")
     assert record["weights_sha256"] == [sha256(folders["final"] / "model.safetensors")]
@@ -337,10 +339,11 @@ def test_cli_sets_the_copy_tests_shape(api, series_repo, tmp_path):
             "--query-stride", "2"]
     assert grokcopy_main(argv) == 0
     [record] = json.loads((out / "series.json").read_text())["records"]
-    assert record["settings"]["copy_shape"] == {"num_sequences": 6, "prefix_length": 3, "query_stride": 2,
-                                                "suffix_length": 2}
+    shape = {k: record["settings"][f"copy_{k}"] for k in ("num_sequences", "prefix_length", "suffix_length",
+                                                             "query_stride")}
+    assert shape == {"num_sequences": 6, "prefix_length": 3, "query_stride": 2, "suffix_length": 2}
     assert record["copy"]["num_sequences"] == 6 and sorted(record["copy"]["per_position"]) == ["2", "4", "6"]
     assert grokcopy_main(argv[:-2]) == 0  # the paper's stride again: another measurement, analysed anew
     [again] = json.loads((out / "series.json").read_text())["records"]
-    assert "query_stride" not in again["settings"]["copy_shape"]
+    assert again["settings"]["copy_query_stride"] is None  # unset: the paper's, fitted
     assert sorted(again["copy"]["per_position"]) == ["5"]

@@ -19,9 +19,9 @@ SWEEP_FILES = sorted(p.name for p in SWEEPS.glob("*.yaml"))
 
 
 def test_the_sweeps_are_there():
-    assert SWEEP_FILES == ["cpu-batch-size.yaml", "cpu-critical-batch.yaml", "cpu-depth.yaml", "cpu-learning-rate.yaml",
-                           "cpu-lr-batch.yaml", "cpu-regularization.yaml", "paper-batch-size.yaml",
-                           "paper-critical-batch.yaml", "paper-learning-rate.yaml", "paper-regularization.yaml"]
+    assert SWEEP_FILES == ["cpu-batch-size.yaml", "cpu-claim1-stdlib.yaml", "cpu-critical-batch-tuned.yaml", "cpu-critical-batch.yaml",
+                           "cpu-depth-knockout.yaml", "cpu-depth.yaml", "cpu-learning-rate.yaml", "cpu-lr-batch.yaml",
+                           "cpu-regularization.yaml", "paper-batch-size.yaml", "paper-critical-batch.yaml", "paper-learning-rate.yaml", "paper-regularization.yaml"]
 
 
 TWINS = [n for n in SWEEP_FILES if n.split("-", 1)[1] in ("batch-size.yaml", "learning-rate.yaml",
@@ -66,25 +66,30 @@ def test_critical_batch_sweeps_share_a_budget_and_the_stop_rule():
     micro-batches for the noise scale; sweep B's grid leaves out the demo's LR (sweep A has it); the 4-layer twin."""
     demo_lr = load_config_file(REPO / "trainer_configs" / "demo.yaml")["learning_rate"]
     for name, n_members, seeds in (("cpu-critical-batch.yaml", 28, 4), ("cpu-lr-batch.yaml", 36, 4),
-                                   ("cpu-depth.yaml", 4, 4)):
+                                   ("cpu-depth.yaml", 4, 4), ("cpu-depth-knockout.yaml", 4, 4),
+                                   ("cpu-critical-batch-tuned.yaml", 24, 4)):
         sweep = load_sweep(SWEEPS / name)
         parsed = validate(sweep, sweep.members, [])
         assert len(sweep.members) == n_members and str(sweep.output_dir) == f"runs/sweeps/{name[:-5]}"
         training = [parsed[m.name][2] for m in sweep.members]
         assert len({t.seed for t in training}) == seeds
-        if name == "cpu-depth.yaml":
+        if name.startswith("cpu-depth"):
             assert {parsed[m.name][0].num_hidden_layers for m in sweep.members} == {4}
+            assert {parsed[m.name][0].knockout_attention_layers for m in sweep.members} == (
+                {"1"} if "knockout" in name else {None})
             continue
         assert {t.copy_stop_exact_match for t in training} == {0.8}
         assert all(t.gradient_noise_scale and t.gradient_accumulation_steps >= 2 for t in training)
         docs = {t.per_device_train_batch_size * t.gradient_accumulation_steps for t in training}
-        assert docs == ({32, 64, 128, 256, 512, 1024, 2048} if "critical" in name else {64, 512, 2048})
+        assert docs == ({64, 128, 256} if "tuned" in name else {32, 64, 128, 256, 512, 1024, 2048}
+                        if "critical" in name else {64, 512, 2048})
         for t in training:
             per_step = t.per_device_train_batch_size * t.gradient_accumulation_steps * 40
             assert t.max_steps == max(700, 12_000_000 // per_step)
             assert t.copy_eval_steps <= max(10, t.max_steps // 60)  # dense enough not to quantise the jump
         rates = {t.learning_rate for t in training}
-        assert rates == ({demo_lr} if "critical" in name else {0.00075, 0.003, 0.006})
+        assert rates == ({0.000375, 0.00075} if "tuned" in name else {demo_lr} if "critical" in name
+                         else {0.00075, 0.003, 0.006})
 
 
 def test_paper_critical_batch_spans_the_papers_batches_with_a_shared_budget():

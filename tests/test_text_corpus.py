@@ -4,7 +4,12 @@ import json
 
 import pytest
 
-from grokcopy.training.text_corpus import MANIFEST, TRAIN_FILE, build_stdlib_corpus, stdlib_sources
+from grokcopy.training.text_corpus import (
+    MANIFEST,
+    TRAIN_FILE,
+    build_stdlib_corpus,
+    stdlib_sources,
+)
 
 
 def _fake_stdlib(root):
@@ -31,3 +36,15 @@ def test_documents_manifest_and_a_rebuild_that_changes_nothing(tmp_path):
         build_stdlib_corpus(tmp_path / "bad", document_chars=1, root=root)
     with pytest.raises(FileNotFoundError, match="no .py files"):
         build_stdlib_corpus(tmp_path / "bad", root=tmp_path / "empty")
+
+
+def test_grokcopy_corpus_builds_it_from_the_command_line(tmp_path, monkeypatch, capsys):
+    import sysconfig
+
+    from grokcopy.cli import main
+
+    root = _fake_stdlib(tmp_path / "lib")
+    monkeypatch.setattr(sysconfig, "get_paths", lambda: {"stdlib": str(root)})
+    assert main(["corpus", str(tmp_path / "corpus"), "--document-chars", "32"]) == 0
+    assert "documents of 32 characters from 2 files" in capsys.readouterr().out
+    assert json.loads((tmp_path / "corpus" / MANIFEST).read_text())["document_chars"] == 32

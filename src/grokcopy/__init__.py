@@ -38,11 +38,13 @@ _EXPORTS = {
     "analyze_series": "grokcopy.hub.series",
     "build_report": "grokcopy.experiments.report",
     "ConfigError": "grokcopy.errors",
+    "RunFolder": "grokcopy.run_dir",
 }
 
 __all__ = [  # the names of _EXPORTS (tests/test_layout.py checks they agree)
     "ConfigError", "CopyEvalCallback", "CopyTaskConfig", "CopyTrainer", "CopyTrainingArguments", "DataArguments",
     "DivergenceGuard", "HubCheckpointCallback", "InductionHeadCallback", "InductionScores", "ModelArguments",
+    "RunFolder",
     "__version__", "analyze_induction", "analyze_series", "attach_analyses", "build_copy_task", "build_report", "grokking_stats",
     "parse_args", "run_training", "score_copy_task",
 ]
@@ -56,6 +58,7 @@ if TYPE_CHECKING:  # for editors and type checkers; at run time names load on fi
     from grokcopy.experiments.report import build_report
     from grokcopy.hub.push import HubCheckpointCallback
     from grokcopy.hub.series import analyze_series
+    from grokcopy.run_dir import RunFolder
     from grokcopy.training.callbacks import DivergenceGuard, attach_analyses
     from grokcopy.training.config import CopyTrainingArguments, DataArguments, ModelArguments, parse_args
     from grokcopy.training.copy_callback import CopyEvalCallback

@@ -17,21 +17,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
 from grokcopy.cli_commands import (
     OneLineParser,
     ablate,
-    add_series_parser,
+    add_settings,
     copy_test,
+    given,
     induction,
     positive_float,
     positive_int,
     series,
+    show_default,
 )
-from grokcopy.copytest.task import SYMBOL_KINDS
-from grokcopy.errors import ConfigError, RunWriteError, SeriesError, TrainingInterrupted, main_error, one_line
+from grokcopy.errors import (
+    ConfigError,
+    RunWriteError,
+    SeriesError,
+    TrainingInterrupted,
+    main_error,
+    one_line,
+)
 
 
 def _train(config, overrides) -> int:
@@ -47,20 +56,32 @@ def _train(config, overrides) -> int:
 
 def _push(ns) -> int:
     from grokcopy.hub.push import HubCheckpointCallback
-    from grokcopy.run_dir import PUSH_RECORD, SUMMARY
+    from grokcopy.run_dir import PUSH_RECORD, RunFolder
 
-    if not Path(ns.output_dir).is_dir():
+    run = RunFolder(ns.output_dir)
+    if not run.root.is_dir():
         raise ConfigError(f"{ns.output_dir}: not a folder (the output_dir of a run, with its {PUSH_RECORD})")
-    record_file = Path(ns.output_dir) / PUSH_RECORD
-    if not record_file.is_file() and not ns.hub_model_id:
-        raise ConfigError(f"{record_file} not found: not a run with hub_checkpoint_series; give --hub_model_id")
-    repo = ns.hub_model_id or json.loads(record_file.read_text())["repo_id"]
+    if not run.hub_pushes.is_file() and not ns.hub_model_id:
+        raise ConfigError(f"{run.hub_pushes} not found: not a run with hub_checkpoint_series; give --hub_model_id")
+    repo = ns.hub_model_id or run.read_hub_pushes().get("repo_id")
+    if not repo:
+        raise ConfigError(f"{run.hub_pushes} names no repo; give --hub_model_id")
     callback = HubCheckpointCallback(repo, private=ns.private or None, timeout=ns.timeout)
     done = callback.push_pending(ns.output_dir, timeout=ns.wait)
-    if done and (Path(ns.output_dir) / SUMMARY).is_file():  # a finished run: its final files onto main too
+    if done and run.summary.is_file():  # a finished run: its final files onto main too
         done = callback.push_final(ns.output_dir, timeout=ns.wait)
     print(f"{repo}: pushed {sorted(callback.pushed)}" + ("" if done else f"; still pending {sorted(callback.pending)}"))
+    callback.close()  # what did not land stays unpushed in the record; exiting does not wait for it
     return 0 if done else 1
+
+
+def _corpus(ns) -> int:
+    from grokcopy.training.text_corpus import TRAIN_FILE, build_stdlib_corpus
+
+    manifest = build_stdlib_corpus(ns.out_dir, ns.document_chars, ns.seed)
+    print(f"{manifest['documents']:,} documents of {manifest['document_chars']} characters from "
+          f"{manifest['files']:,} files (Python {manifest['python']}) -> {Path(ns.out_dir) / TRAIN_FILE}")
+    return 0
 
 
 def _push_metric(ns) -> int:
@@ -72,10 +93,18 @@ def _push_metric(ns) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="grokcopy", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Every subcommand's arguments. Settings come from the library's dataclasses (add_settings): their
+    defaults and help are defined there once. Builds without importing torch (the speed of `--help`)."""
     from grokcopy import __version__
+    from grokcopy.analysis.induction_config import InductionConfig
+    from grokcopy.analysis.saved_model import ABLATION_SAMPLES
+    from grokcopy.copytest.task import COPY_BATCH_SIZE, CopyTaskConfig
+    from grokcopy.experiments.options import ReportConfig, SweepOptions
 
+    def the_runs_own(f):
+        return f"the run's own, else {show_default(f.default)}"
+
+    parser = OneLineParser(prog="grokcopy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"grokcopy {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="pretrain from a config; --field value overrides any field", add_help=False,
@@ -90,18 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "it uses the run's own copy-test settings unless told otherwise.")
     copy.add_argument("model")
     copy.add_argument("--revision", default="main")
-    for name, kind, help_text in (("num-samples", positive_int, "samples (paper: 500)"),
-                                  ("num-sequences", positive_int, "sequences per sample (paper: 50; fitted to the "
-                                                                  "model's context)"),
-                                  ("prefix-length", positive_int, "prefix symbols per sequence (paper: 12)"),
-                                  ("suffix-length", positive_int, "suffix symbols to reproduce (paper: 6)"),
-                                  ("query-stride", positive_int, "query sequences i = stride, 2 stride, ... (paper: 5)"),
-                                  ("symbol-pattern", str, "tokens: only vocabulary entries matching this regex"),
-                                  ("separator", str, "after each sequence (paper: a newline; needs a trained token)"),
-                                  ("seed", int, "seed of the samples (paper setup: 1234)")):
-        copy.add_argument(f"--{name}", f"--{name.replace('-', '_')}", type=kind, help=help_text)
-    copy.add_argument("--symbols", choices=SYMBOL_KINDS)
-    copy.add_argument("--batch-size", "--batch_size", type=positive_int, default=16)
+    add_settings(copy, CopyTaskConfig, default_text=the_runs_own)
+    copy.add_argument("--batch-size", "--batch_size", type=positive_int, default=COPY_BATCH_SIZE,
+                      help=f"samples per forward pass (default: {COPY_BATCH_SIZE})")
     copy.add_argument("--json", help="also write the result to this file")
     ind = sub.add_parser("induction", help="induction-head analysis (A, EP, I, prev-token, prefix matching)",
                          description="Induction-head scores per layer x head. The repeated-sequence length s is the "
@@ -109,9 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "context; a longer one is refused.")
     ind.add_argument("model")
     ind.add_argument("--revision", default="main")
-    ind.add_argument("--seq-len", "--seq_len", type=positive_int, help="s: random tokens repeated twice")
-    ind.add_argument("--batch-size", "--batch_size", type=positive_int, default=8)
-    ind.add_argument("--seed", type=int, default=0)
+    add_settings(ind, InductionConfig, default_text=the_runs_own)
+    ind.add_argument("--seed", type=int, default=0, help="seed of the random tokens (default: 0)")
     ind.add_argument("--no-bos", "--no_bos", action="store_true", help="no leading BOS token")
     ind.add_argument("--icl-tokens", "--icl_tokens", help="a .pt LongTensor [batch, >=500] of held-out tokens for the ICL score")
     ind.add_argument("--json", help="write the scores here")
@@ -123,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     abl.add_argument("model")
     abl.add_argument("--revision", default="main")
     abl.add_argument("--num-samples", "--num_samples", type=positive_int,
-                     help="copy-test samples (default: 100, or the run's own number if smaller)")
-    abl.add_argument("--batch-size", "--batch_size", type=positive_int, default=16)
+                     help=f"copy-test samples (default: {ABLATION_SAMPLES}, or the run's own number if smaller)")
+    abl.add_argument("--batch-size", "--batch_size", type=positive_int, default=COPY_BATCH_SIZE,
+                     help=f"samples per forward pass (default: {COPY_BATCH_SIZE})")
     abl.add_argument("--ablations-per-pass", "--ablations_per_pass", type=positive_int,
                      help="ablations scored in one forward pass, batch size x this many rows (default: all of a "
                           "layer's, the layers below it computed once)")
@@ -135,36 +155,72 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true")
     push.add_argument("--timeout", type=positive_float, default=60.0, help="HTTP timeout of one request (s)")
     push.add_argument("--wait", type=positive_float, default=None, help="give up after this many seconds")
-    add_series_parser(sub)
+    _series_parser(sub, CopyTaskConfig, InductionConfig, COPY_BATCH_SIZE)
     sweep = sub.add_parser("sweep", allow_abbrev=False,
                            help="run a sweep file's members (trainer_configs/sweeps/); --field value applies to all")
     sweep.add_argument("sweep", help="sweep YAML: base config, grid / members / seeds")
-    sweep.add_argument("--only", help="comma-separated member names to run, in this order (default: all, in the file's order)")
-    sweep.add_argument("--output_dir", help="the sweep's folder (default: its output_dir); members go below it")
-    sweep.add_argument("--print-commands", action="store_true", help="print one train command per member instead")
-    sweep.add_argument("--launcher", choices=["torchrun", "accelerate"], help="with --print-commands")
-    sweep.add_argument("--nproc", type=positive_int, help="processes per member (torchrun --nproc_per_node)")
-    sweep.add_argument("--accelerate-config", help="accelerate launch --config_file")
-    sweep.add_argument("--dry-run", action="store_true", help="validate every member and print the plan only")
-    sweep.add_argument("--parallel", type=int, default=1, metavar="K",
-                       help="train K members at once, each in its own process with cores/K threads")
-    sweep.add_argument("--archive", metavar="DIR", help="copy each finished member's histories (no weights) to "
-                       "DIR/<member>, e.g. docs/reproduction/<sweep>")
+    sweep.set_defaults(parameter_flags=add_settings(sweep, SweepOptions))
     report = sub.add_parser("report", help="compare runs or sweeps: figures, grokking statistics, the paper's claims")
     report.add_argument("runs", nargs="+", help="run folders or sweep folders (their members are used)")
     report.add_argument("--out", required=True, help="folder for report.md, report.json and the figures")
-    report.add_argument("--jump-threshold", type=float, default=0.5,
-                        help="copy exact match that defines the jump (first interpolated step reaching it)")
-    report.add_argument("--loss-target", type=float, help="training loss (nats) every run's steps and tokens are "
-                        "measured to (default: the highest of the runs' lowest smoothed losses + 5%% of the fall)")
-    report.add_argument("--loss-window", type=positive_int, default=5, help="logged losses in the moving average")
-    report.add_argument("--held-out-from", type=int, metavar="SEED", help="seeds >= SEED were never used to choose the "
-                        "recipe: report their rate of runs that grok apart from the others")
-    report.add_argument("--threshold", type=float, default=0.3, help="induction score I of a formed head")
+    report.set_defaults(parameter_flags={"out": "--out", **add_settings(report, ReportConfig)})
+    corpus = sub.add_parser("corpus", help="build a real-text corpus that needs no download: the Python standard "
+                                           "library's source as fixed-size documents (train.jsonl + manifest.json)")
+    corpus.add_argument("out_dir", help="folder for train.jsonl and manifest.json")
+    corpus.add_argument("--document-chars", type=int, default=128, help="characters per document (default 128)")
+    corpus.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
     metric = sub.add_parser("push-metric", help="upload metrics/copy_accuracy as a Hub Space")
     metric.add_argument("space_id", help="NAMESPACE/copy_accuracy")
     metric.add_argument("--private", action="store_true")
     return parser
+
+
+def _series_parser(subparsers, copy_config, induction_config, copy_batch_size: int) -> None:
+    """`grokcopy series REPO [--revisions A,B | --all | --every K] --out DIR [...]`."""
+    parser = subparsers.add_parser(
+        "series", allow_abbrev=False, help="copy test + induction heads across a Hub repo's checkpoint branches",
+        description="Run the copy test and the induction analysis on every checkpoint branch of a Hub repo "
+                    "(Pythia stepN, OLMo stepN-tokensXB, Trainer checkpoint-N); writes series.json, series.csv, "
+                    "series_copy.png and series_induction.png to --out and resumes there. The copy test's and the "
+                    "induction analysis's settings and defaults are those of a training run (copy_*, induction_*).")
+    parser.add_argument("repo", help="Hub model repo id, e.g. EleutherAI/pythia-160m")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--revisions", help="comma-separated branches / tags to analyse (any naming)")
+    which.add_argument("--revisions-file", metavar="FILE", help="revisions published outside the refs: one per "
+                       "line, or a CSV with a 'revision' column (e.g. OLMo's revisions.txt)")
+    which.add_argument("--all", action="store_true", help="every checkpoint branch and tag (the default)")
+    which.add_argument("--every", type=positive_int, metavar="K", help="every K-th checkpoint branch (and the last)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (a rerun resumes there)")
+    add_settings(parser, copy_config, aliases={"num_samples": ["--copy-samples"]})  # the copy test, as copy-test's
+    add_settings(parser, induction_config, "induction_")
+    parser.add_argument("--tokens-per-step", type=positive_int, help="tokens per optimizer step where the name and "
+                        "trainer_state.json give none (default: 2097152 for EleutherAI/pythia*)")
+    parser.add_argument("--batch-size", type=positive_int, default=copy_batch_size,
+                        help=f"copy-test samples per forward pass (default: {copy_batch_size})")
+    parser.add_argument("--device", help="torch device for the analysis (default: cuda if available, each process "
+                        "its own under torchrun, else cpu)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"),
+                        help="weights' dtype for the analysis (default: bfloat16 on a GPU, else float32)")
+    parser.add_argument("--include-suspect", action="store_true", help="keep suspect revisions (weights of the "
+                        "final model under an earlier name, ...) on the curves and in the landmarks")
+    parser.add_argument("--keep-weights", action="store_true", help="keep downloaded files in DIR/weights")
+    parser.add_argument("--base-model", help="base model of a PEFT adapter series (default: each adapter's own "
+                        "base_model_name_or_path)")
+    parser.add_argument("--base-revision", default="main", help="revision of --base-model")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def flag_wording(message: str, flags: dict[str, str]) -> str:
+    """A library error names its parameters (`out: ...`, `launcher, nproc and accelerate_config: only with
+    print_commands ...`); on the command line they are flags: `--out: ...`."""
+    head, colon, rest = message.partition(": ")
+    if not colon or not all(name in flags for name in re.split(r", | and | or ", head)):
+        return message
+    head = re.sub(r"[\w-]+", lambda m: flags.get(m[0], m[0]), head)
+    for name, flag in flags.items():  # a parameter named further on (only names that cannot be English words)
+        if "_" in name:
+            rest = re.sub(rf"(?<![\w-]){name}(?![\w-])", flag, rest)
+    return f"{head}: {rest}"
 
 
 class FieldsHelp(argparse.Action):
@@ -174,16 +230,44 @@ class FieldsHelp(argparse.Action):
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from grokcopy.training.config import field_groups
-
         print(parser.format_usage().rstrip() + " [--field value ...]\n")
         print(parser.description + "\n")
         for title, rows in field_groups().items():
             print(f"{title}:")
             for name, default, text in rows:
-                print(f"  --{name} (default: {default})" + (f"\n      {text}" if text else ""))
+                print(f"  --{name} (default: {show_default(default)})" + (f"\n      {text}" if text else ""))
             print()
         parser.exit()
+
+
+def field_groups() -> dict[str, list[tuple[str, object, str]]]:
+    """Every config field as (name, default, help), grouped the way a user thinks of them: the copy test,
+    induction heads, the Hub, the model, the data, then the rest of TrainingArguments."""
+    from dataclasses import MISSING, fields
+
+    from grokcopy.training.config import ARGUMENT_CLASSES, DataArguments, ModelArguments
+
+    groups: dict[str, list] = {name: [] for name in ("copy test", "induction heads", "Hub", "model", "data", "training")}
+    for cls in ARGUMENT_CLASSES:
+        for f in fields(cls):
+            if not f.init or f.name.startswith("_"):
+                continue
+            default = f.default if f.default is not MISSING else (
+                f.default_factory() if f.default_factory is not MISSING else "required")
+            row = (f.name, default, " ".join(str(f.metadata.get("help", "")).split()))
+            if cls is ModelArguments:
+                groups["model"].append(row)
+            elif cls is DataArguments:
+                groups["data"].append(row)
+            elif f.name.startswith(("copy_", "copyable_")):
+                groups["copy test"].append(row)
+            elif f.name.startswith("induction_"):
+                groups["induction heads"].append(row)
+            elif f.name.startswith("hub_") or f.name in ("push_to_hub", "hub_checkpoint_series"):
+                groups["Hub"].append(row)
+            else:
+                groups["training"].append(row)
+    return groups
 
 
 def _configure_logging() -> None:
@@ -210,26 +294,27 @@ def main(argv: list[str] | None = None) -> int:
 
             return run_demo(ns.output_dir, rest)
         if ns.command == "sweep":
+            from grokcopy.experiments.options import SweepOptions
             from grokcopy.experiments.sweep_runner import run_sweep
 
-            return run_sweep(ns.sweep, rest, only=ns.only, output_dir=ns.output_dir, print_commands=ns.print_commands,
-                             dry_run=ns.dry_run, launcher=ns.launcher, nproc=ns.nproc,
-                             accelerate_config=ns.accelerate_config, parallel=ns.parallel, archive=ns.archive)
+            return run_sweep(ns.sweep, rest, SweepOptions(**given(ns, SweepOptions)))
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         if ns.command == "report":
+            from grokcopy.experiments.options import ReportConfig
             from grokcopy.experiments.report import run_report
 
-            return run_report(ns)
+            return run_report(ReportConfig(**given(ns, ReportConfig)))
         if ns.command == "series":
             return series(ns)
-        commands = {"copy-test": copy_test, "induction": induction, "ablate": ablate, "push": _push, "push-metric": _push_metric}
+        commands = {"copy-test": copy_test, "induction": induction, "ablate": ablate, "push": _push,
+                    "push-metric": _push_metric, "corpus": _corpus}
         try:
             return commands[ns.command](ns)
         except (OSError, ValueError) as err:  # a missing model, revision or file, an unknown architecture,
             main_error(one_line(err))          # a copy test this tokenizer cannot make: say which, in one line
     except (ConfigError, SeriesError) as err:
-        main_error(str(err))
+        main_error(flag_wording(str(err), getattr(ns, "parameter_flags", {})))
     except KeyboardInterrupt as err:
         code = err.exit_code if isinstance(err, TrainingInterrupted) else 130
         if ns.command == "sweep":

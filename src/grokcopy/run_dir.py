@@ -1,4 +1,4 @@
-"""The run folder: every file a run writes, named once, written so that a crash never tears one.
+"""The run folder: every file a run writes, named once here and reached through `RunFolder`.
 
     output_dir/
       run_config.json          every argument of the run (written before training starts)
@@ -11,28 +11,43 @@
       grokcopy.lock            the process writing the run, while it runs (grokcopy.training.run_lock)
       checkpoint-N/            Trainer checkpoints, each with copy_eval.json, induction.json, induction.png
 
-A sweep folder holds sweep.json and one run folder per member. Whole files are replaced only once
-complete (`atomic_write`); histories are appended a line at a time and a torn last line is skipped
-when read. Checkpoints are trusted only when whole: the Trainer writes `checkpoint-N/` file by file
-(`trainer_state.json` last), so a run killed while saving leaves a folder that looks like a
-checkpoint but cannot be resumed from; `checkpoint_problem` says what is wrong with one (cheaply:
-it reads safetensors headers, not tensors), and a broken one is renamed `incomplete-checkpoint-N`.
-A folder holds one run: a fresh run refuses a folder with `run_contents` unless it resumes, or moves
-the old run aside whole (`set_aside_run`, to OUTPUT_DIR.previous-N) when asked to overwrite.
+`RunFolder(output_dir)` owns every path of a run and its reads and writes (`run.copy_history`,
+`run.read_copy_history()`, `run.write_summary(...)`, `run.checkpoint(step)`, ...): no other module
+joins a file name of the run to a folder. A sweep folder holds sweep.json and one run folder per
+member. Whole files are replaced only once complete and histories are appended a line at a time
+(grokcopy.safe_io: a torn last line is skipped when read). Checkpoints are trusted only when whole:
+the Trainer writes `checkpoint-N/` file by file (`trainer_state.json` last), so a run killed while
+saving leaves a folder that looks like a checkpoint but cannot be resumed from; `checkpoint_problem`
+says what is wrong with one (cheaply: it reads safetensors headers, not tensors), and a broken one is
+renamed `incomplete-checkpoint-N`. A folder holds one run: a fresh run refuses a folder whose
+`run.contents()` is not empty unless it resumes, or moves the old run aside whole (`run.set_aside()`,
+to OUTPUT_DIR.previous-N) when asked to overwrite.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import re
-import struct
-import tempfile
-import threading
 import zipfile
 from pathlib import Path
+
+from grokcopy.safe_io import (  # noqa: F401 (re-exported: the safe reads and writes of a run's files)
+    WEIGHT_FILES,
+    append_jsonl,
+    atomic_write,
+    model_folder_problem,
+    read_json,
+    read_jsonl,
+    read_jsonl_checked,
+    safetensors_problem,
+    weights_problem,
+    writable_problem,
+    write_json_atomic,
+    write_jsonl,
+    write_text_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,90 +69,191 @@ CHECKPOINT_INDUCTION_PLOT = "induction.png"
 # What goes to the Hub's main branch beside the newest checkpoint: the run's histories and figures.
 RUN_FILES = (COPY_HISTORY, INDUCTION_HISTORY, COPY_CURVE, INDUCTION_HISTORY_PLOT, FORMATION_PLOT, SUMMARY)
 FIGURES = (COPY_CURVE, INDUCTION_HISTORY_PLOT, FORMATION_PLOT)
+HISTORY_FILES = (RUN_CONFIG, COPY_HISTORY, INDUCTION_HISTORY, SUMMARY)  # what an archive keeps (and the log)
+RUN_MARKERS = (RUN_CONFIG, COPY_HISTORY, INDUCTION_HISTORY, TRAINER_STATE, SUMMARY, PUSH_RECORD)
+TORCH_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth")
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
-# ----------------------------------------------------------------------------- safe reads and writes
+class RunFolder:
+    """A run's output folder: each file's path, and the run's reads and writes.
 
+        run = RunFolder(training_args.output_dir)
+        history = run.read_copy_history()       # [] before the first copy test
+        run.write_summary(summary)               # atomically
 
-@contextlib.contextmanager
-def atomic_write(path: str | Path, binary: bool = False):
-    """A file handle whose content replaces `path` only once complete (temporary + fsync + rename):
-    a reader never sees half a file, and two writers never share a temporary."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # per process and thread
-    try:
-        with _naming(path), open(tmp, "wb" if binary else "w") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    Reads of a missing or unreadable file give [] (histories), None (JSON files) or {} (the Hub record)."""
 
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
 
-@contextlib.contextmanager
-def _naming(path: Path):
-    """An OSError of a write (a full disk says only "No space left on device") names the file it was for."""
-    try:
-        yield
-    except OSError as err:
-        if err.filename is None and err.errno is not None:
-            raise OSError(err.errno, err.strerror, str(path)) from err
-        raise
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.root)!r})"
 
+    def file(self, name: str) -> Path:
+        """A file of the run by name (a callback's own `history_name`)."""
+        return self.root / name
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    with atomic_write(path) as fh:
-        fh.write(text)
+    # ---- the files
+    run_config = property(lambda self: self.root / RUN_CONFIG)
+    copy_history = property(lambda self: self.root / COPY_HISTORY)
+    induction_history = property(lambda self: self.root / INDUCTION_HISTORY)
+    trainer_state = property(lambda self: trainer_state_file(self.root))
+    summary = property(lambda self: self.root / SUMMARY)
+    copy_curve = property(lambda self: self.root / COPY_CURVE)
+    induction_history_plot = property(lambda self: self.root / INDUCTION_HISTORY_PLOT)
+    formation_plot = property(lambda self: self.root / FORMATION_PLOT)
+    hub_pushes = property(lambda self: self.root / PUSH_RECORD)
+    lock = property(lambda self: self.root / RUN_LOCK)
 
+    def figures(self) -> list[Path]:
+        """The run's figures that exist (copy curve, induction history, formation)."""
+        return [self.root / name for name in FIGURES if (self.root / name).is_file()]
 
-def write_json_atomic(path: str | Path, data) -> None:
-    write_text_atomic(path, json.dumps(data, indent=1) + "\n")
+    def published_files(self) -> list[Path]:
+        """The run-level files that exist of those the Hub's main branch gets (histories, figures, summary)."""
+        return [self.root / name for name in RUN_FILES if (self.root / name).is_file()]
 
+    # ---- checkpoints
+    def checkpoint(self, step: int) -> Path:
+        return checkpoint_dir(self.root, step)
 
-def write_jsonl(rows, path: str | Path) -> None:
-    """A whole history, atomically."""
-    with atomic_write(path) as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
+    def checkpoint_copy_eval(self, step: int) -> Path:
+        return self.checkpoint(step) / CHECKPOINT_COPY_EVAL
 
+    def checkpoint_induction(self, step: int) -> Path:
+        return self.checkpoint(step) / CHECKPOINT_INDUCTION
 
-def append_jsonl(path: str | Path, record: dict) -> None:
-    """One record more, on disk before this returns (a crash loses at most the line being written)."""
-    with _naming(Path(path)), open(path, "a") as fh:
-        fh.write(json.dumps(record) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    def checkpoint_induction_plot(self, step: int) -> Path:
+        return self.checkpoint(step) / CHECKPOINT_INDUCTION_PLOT
 
+    def checkpoints(self) -> list[Path]:
+        """`checkpoint-N` folders of the run, oldest first."""
+        if not self.root.is_dir():
+            return []
+        return sorted((p for p in self.root.iterdir() if p.is_dir() and checkpoint_step(p) is not None),
+                      key=checkpoint_step)
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Records of a history file; a torn last line (killed mid-write) is skipped."""
-    return read_jsonl_checked(path)[0]
-
-
-def read_jsonl_checked(path: str | Path) -> tuple[list[dict], bool]:
-    """(records, whole): `whole` is False when a line is unreadable or the file does not end in a
-    newline, i.e. a writer was killed mid-line; the next append would be glued onto that fragment."""
-    path = Path(path)
-    if not path.is_file():
-        return [], True
-    text = path.read_text()
-    records, whole = [], not text or text.endswith("\n")
-    for line in text.splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            logger.warning("%s: skipping an unreadable line", path)
-            whole = False
-    return records, whole
-
-
-def read_json(path: str | Path):
-    """A JSON file's content, or None when it is missing or unreadable."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+    def last_complete_checkpoint(self, set_aside_broken: bool = False) -> Path | None:
+        """The newest complete checkpoint; newer broken ones are logged (and renamed when asked)."""
+        for folder in reversed(self.checkpoints()):
+            problem = checkpoint_problem(folder)
+            if problem is None:
+                return folder
+            if set_aside_broken:
+                moved = set_aside(folder)
+                logger.warning("%s is incomplete: %s; moved to %s", folder.name, problem, moved.name)
+            else:
+                logger.warning("%s is incomplete: %s; skipped", folder.name, problem)
         return None
+
+    # ---- reads
+    def read_copy_history(self) -> list[dict]:
+        return read_jsonl(self.copy_history)
+
+    def read_induction_history(self) -> list[dict]:
+        return read_jsonl(self.induction_history)
+
+    def read_run_config(self):
+        return read_json(self.run_config)
+
+    def read_summary(self):
+        return read_json(self.summary)
+
+    def read_trainer_state(self):
+        return read_json(self.trainer_state)
+
+    def read_hub_pushes(self) -> dict:
+        """hub_pushes.json: `repo_id` and the `pushed` steps; {} when missing or unreadable."""
+        record = read_json(self.hub_pushes)
+        return record if isinstance(record, dict) else {}
+
+    def log_history(self) -> list[dict]:
+        """The Trainer's log of the run: the first with training losses of trainer_state.json and the
+        checkpoints' (newest first: a run still training or killed), else the first log at all; [] without one."""
+        logs = []
+        for folder in [self.root] + list(reversed(self.checkpoints())):
+            state = read_json(trainer_state_file(folder))
+            if isinstance(state, dict) and state.get("log_history"):
+                if losses_from_log(state["log_history"]):
+                    return state["log_history"]
+                logs.append(state["log_history"])  # a log without losses: only if no file has one
+        return logs[0] if logs else []
+
+    def logged_losses(self, log: list[dict] | None = None,
+                      copy_history: list[dict] | None = None) -> list[tuple[int, float]]:
+        """The run's logged training losses (from its `log_history`), else the losses the copy history
+        recorded; `log` / `copy_history`: what the caller has already read."""
+        losses = losses_from_log(self.log_history() if log is None else log)
+        if losses:
+            return losses
+        history = self.read_copy_history() if copy_history is None else copy_history
+        return [(r["step"], r["loss"]) for r in history if r.get("loss") is not None]
+
+    def histories(self) -> dict:
+        """Everything a report needs of the run: `losses`, `log_history`, `copy_history`, `induction_history`,
+        `run_config` and `tokens_per_step` (run_config.json's, else the copy history's)."""
+        copy = self.read_copy_history()
+        run_config = self.read_run_config() or {}
+        log = self.log_history()
+        return {"losses": self.logged_losses(log, copy), "log_history": log, "copy_history": copy,
+                "induction_history": self.read_induction_history(), "run_config": run_config,
+                "tokens_per_step": run_config.get("tokens_per_step") or history_tokens_per_step(copy)}
+
+    def contents(self) -> list[str]:
+        """What in the folder belongs to a run (its files, its checkpoint folders); [] when none does.
+
+        A fresh run into such a folder would mix two runs: `--resume_from_checkpoint last` or
+        `grokcopy push` would later pick up the other run's checkpoints."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.name in RUN_MARKERS or checkpoint_step(p) is not None
+                      or p.name.startswith("incomplete-checkpoint-"))
+
+    # ---- writes
+    def write_run_config(self, record: dict) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.run_config, record)
+
+    def write_summary(self, summary: dict) -> None:
+        write_json_atomic(self.summary, summary)
+
+    def write_hub_pushes(self, repo_id: str, pushed) -> None:
+        """The one record of what reached the Hub: the repo and every pushed step."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.hub_pushes, {"repo_id": repo_id, "pushed": sorted(pushed)})
+
+    def set_aside(self) -> Path:
+        """Move the whole run out of the way, to the sibling OUTPUT_DIR.previous-N (nothing is deleted)."""
+        n = 1
+        while (target := self.root.with_name(f"{self.root.name}.previous-{n}")).exists():
+            n += 1
+        os.replace(self.root, target)
+        return target
+
+    def archive(self, dest: str | Path) -> Path:
+        """Copy what `grokcopy report` reads of the run (its histories, run_config.json, summary.json and the
+        Trainer's log_history; never weights) to `dest`, e.g. docs/reproduction/<experiment>/<run>."""
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in HISTORY_FILES:
+            if (self.root / name).is_file():
+                write_text_atomic(dest / name, (self.root / name).read_text())
+        state = self.read_trainer_state()
+        if isinstance(state, dict):  # the logged losses, without the per-step state of the callbacks
+            write_json_atomic(trainer_state_file(dest),
+                              {k: state.get(k) for k in ("global_step", "max_steps", "log_history")})
+        return dest
+
+
+def trainer_state_file(folder: str | Path) -> Path:
+    """trainer_state.json of a run or of one checkpoint folder (local, or a downloaded Hub revision)."""
+    return Path(folder) / TRAINER_STATE
+
+
+def sweep_record(folder: str | Path) -> Path:
+    """sweep.json of a sweep folder: every member, its status and folder."""
+    return Path(folder) / SWEEP_RECORD
 
 
 # ----------------------------------------------------------------------------- a run's histories
@@ -148,45 +264,19 @@ def losses_from_log(log_history: list[dict]) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in log_history if "loss" in r]
 
 
-def log_history(run_dir: str | Path) -> list[dict]:
-    """The Trainer's log of the run: the first with training losses of trainer_state.json and the checkpoints'
-    (newest first: a run still training or killed), else the first log at all; [] without one."""
-    run_dir = Path(run_dir)
-    logs = []
-    for state_file in [run_dir / TRAINER_STATE] + [c / TRAINER_STATE for c in reversed(checkpoints(run_dir))]:
-        state = read_json(state_file)
-        if isinstance(state, dict) and state.get("log_history"):
-            if losses_from_log(state["log_history"]):
-                return state["log_history"]
-            logs.append(state["log_history"])  # a log without losses: only if no file has one
-    return logs[0] if logs else []
-
-
-def logged_losses(run_dir: str | Path, log: list[dict] | None = None) -> list[tuple[int, float]]:
-    """The run's logged training losses (from its `log_history`), else the losses the copy history recorded."""
-    losses = losses_from_log(log_history(run_dir) if log is None else log)
-    return losses or [(r["step"], r["loss"]) for r in read_jsonl(Path(run_dir) / COPY_HISTORY) if r.get("loss") is not None]
-
-
 def history_tokens_per_step(records: list[dict]) -> float | None:
     """Tokens per optimizer step from a history's latest record with both counts (None without one)."""
     known = [r for r in records if r.get("tokens") and r.get("step")]
     return known[-1]["tokens"] / known[-1]["step"] if known else None
 
 
+# Kept as functions where many modules call them; each is the RunFolder method of the same job.
 def load_histories(run_dir: str | Path) -> dict:
-    """Everything a report needs of a run folder: `losses`, `log_history`, `copy_history`, `induction_history`,
-    `run_config` and `tokens_per_step` (run_config.json's, else the copy history's)."""
-    run_dir = Path(run_dir)
-    copy = read_jsonl(run_dir / COPY_HISTORY)
-    run_config = read_json(run_dir / RUN_CONFIG) or {}
-    log = log_history(run_dir)
-    return {"losses": logged_losses(run_dir, log), "log_history": log, "copy_history": copy,
-            "induction_history": read_jsonl(run_dir / INDUCTION_HISTORY), "run_config": run_config,
-            "tokens_per_step": run_config.get("tokens_per_step") or history_tokens_per_step(copy)}
+    return RunFolder(run_dir).histories()
 
 
-HISTORY_FILES = (RUN_CONFIG, COPY_HISTORY, INDUCTION_HISTORY, SUMMARY)
+def archive_histories(run_dir: str | Path, dest: str | Path) -> Path:
+    return RunFolder(run_dir).archive(dest)
 
 
 def run_analysis_settings(folder: str | Path) -> dict:
@@ -195,7 +285,7 @@ def run_analysis_settings(folder: str | Path) -> dict:
     a folder that is no grokcopy run; ValueError, naming the file, for settings no run could have had."""
     folder = Path(folder)
     for candidate in (folder, folder.parent):
-        path = candidate / RUN_CONFIG
+        path = RunFolder(candidate).run_config
         config = read_json(path)
         if config is None:
             continue
@@ -212,20 +302,6 @@ def run_analysis_settings(folder: str | Path) -> dict:
 
 _COUNTS = ("_num_samples", "_num_sequences", "_prefix_length", "_suffix_length", "_query_stride", "_seq_len",
            "_batch_size", "_eval_steps")
-
-
-def archive_histories(run_dir: str | Path, dest: str | Path) -> Path:
-    """Copy what `grokcopy report` reads of a run (its histories, run_config.json, summary.json and the
-    Trainer's log_history; never weights) to `dest`, e.g. docs/reproduction/<experiment>/<run>."""
-    run_dir, dest = Path(run_dir), Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in HISTORY_FILES:
-        if (run_dir / name).is_file():
-            write_text_atomic(dest / name, (run_dir / name).read_text())
-    state = read_json(run_dir / TRAINER_STATE)
-    if isinstance(state, dict):  # the logged losses, without the per-step state of the callbacks
-        write_json_atomic(dest / TRAINER_STATE, {k: state.get(k) for k in ("global_step", "max_steps", "log_history")})
-    return dest
 
 
 def write_experiment(archive: str | Path, sweep_path: str | Path, report: dict) -> Path:
@@ -252,35 +328,13 @@ def experiment_settings(run_path: str | Path) -> dict:
 
 # ----------------------------------------------------------------------------- checkpoints
 
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-TORCH_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth")
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors",
-                "pytorch_model.bin", "pytorch_model.bin.index.json", "adapter_model.bin")
-
-
-def safetensors_problem(path: Path) -> str | None:
-    """Why a .safetensors file is unreadable (truncated, bad header), or None when it is whole."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            (header_len,) = struct.unpack("<Q", fh.read(8))
-            if header_len > size - 8:
-                return f"{path.name} is truncated ({size} bytes)"
-            header = json.loads(fh.read(header_len))
-    except (OSError, struct.error, ValueError, UnicodeDecodeError) as err:
-        return f"{path.name} is unreadable ({type(err).__name__})"
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    if size != 8 + header_len + end:
-        return f"{path.name} is truncated ({size} of {8 + header_len + end} bytes)"
-    return None
-
 
 def checkpoint_problem(folder: str | Path) -> str | None:
     """What makes `folder` unusable as a checkpoint, or None when it is complete."""
     folder = Path(folder)
     if not folder.is_dir():
         return f"{folder} is not a folder"
-    state = folder / TRAINER_STATE
+    state = trainer_state_file(folder)
     if not state.is_file():
         return "trainer_state.json is missing (the run stopped while saving?)"
     try:
@@ -296,32 +350,6 @@ def checkpoint_problem(folder: str | Path) -> str | None:
     return weights_problem(folder)
 
 
-def model_folder_problem(folder: str | Path) -> str | None:
-    """What keeps a local folder from loading as a model (no config, no or truncated weights), or None."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return "not a folder"
-    if not (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file():
-        return "not a model folder (no config.json)"
-    return weights_problem(folder)
-
-
-def weights_problem(folder: Path) -> str | None:
-    """Whether a folder's weights are there and whole (safetensors headers are read, not tensors)."""
-    weights = [folder / name for name in WEIGHT_FILES if (folder / name).is_file()]
-    weights += sorted(folder.glob("model-*-of-*.safetensors"))
-    sharded = [d for d in folder.glob("pytorch_model_fsdp_*") if d.is_dir()]  # FSDP SHARDED_STATE_DICT
-    if any(not (d / ".metadata").is_file() for d in sharded):
-        return "an FSDP sharded state dict without its .metadata (the run stopped while saving?)"
-    if not weights and not sharded:
-        return "no model weights in it"
-    for path in weights:
-        problem = safetensors_problem(path) if path.suffix == ".safetensors" else None
-        if problem:
-            return problem
-    return None
-
-
 def checkpoint_dir(output_dir: str | Path, step: int) -> Path:
     """output_dir/checkpoint-N, as the Trainer names it."""
     return Path(output_dir) / f"checkpoint-{step}"
@@ -335,54 +363,11 @@ def checkpoint_step(folder: Path) -> int | None:
 
 def checkpoints(output_dir: str | Path) -> list[Path]:
     """`checkpoint-N` folders of a run, oldest first."""
-    root = Path(output_dir)
-    if not root.is_dir():
-        return []
-    return sorted((p for p in root.iterdir() if p.is_dir() and checkpoint_step(p) is not None), key=checkpoint_step)
+    return RunFolder(output_dir).checkpoints()
 
 
-# ----------------------------------------------------------------------------- one run per folder
-
-RUN_MARKERS = (RUN_CONFIG, COPY_HISTORY, INDUCTION_HISTORY, TRAINER_STATE, SUMMARY, PUSH_RECORD)
-
-
-def run_contents(output_dir: str | Path) -> list[str]:
-    """What in `output_dir` belongs to a run (its files, its checkpoint folders); [] when none does.
-
-    A fresh run into such a folder would mix two runs: `--resume_from_checkpoint last` or
-    `grokcopy push` would later pick up the other run's checkpoints."""
-    root = Path(output_dir)
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if p.name in RUN_MARKERS or checkpoint_step(p) is not None
-                  or p.name.startswith("incomplete-checkpoint-"))
-
-
-def set_aside_run(output_dir: str | Path) -> Path:
-    """Move a whole old run out of the way, to the sibling OUTPUT_DIR.previous-N (nothing is deleted)."""
-    root = Path(output_dir)
-    n = 1
-    while (target := root.with_name(f"{root.name}.previous-{n}")).exists():
-        n += 1
-    os.replace(root, target)
-    return target
-
-
-def writable_problem(folder: str | Path) -> str | None:
-    """Why `folder` (or, when it does not exist yet, the folder it would be created in) cannot be
-    written to, or None. Tried for real (a temporary file), since permissions do not show a
-    read-only file system or a full disk."""
-    folder = Path(folder).absolute()
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
-    if not existing.is_dir():
-        return f"{existing} is a file, not a folder"
-    try:
-        fd, probe = tempfile.mkstemp(dir=existing, prefix=".grokcopy-write-test-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        return f"{existing} is not writable ({err.strerror or type(err).__name__})"
-    return None
+def last_complete_checkpoint(output_dir: str | Path, set_aside_broken: bool = False) -> Path | None:
+    return RunFolder(output_dir).last_complete_checkpoint(set_aside_broken)
 
 
 def set_aside(folder: Path) -> Path:
@@ -394,17 +379,3 @@ def set_aside(folder: Path) -> Path:
         target = folder.with_name(f"incomplete-{folder.name}.{n}")
     os.replace(folder, target)
     return target
-
-
-def last_complete_checkpoint(output_dir: str | Path, set_aside_broken: bool = False) -> Path | None:
-    """The newest complete checkpoint; newer broken ones are logged (and renamed when asked)."""
-    for folder in reversed(checkpoints(output_dir)):
-        problem = checkpoint_problem(folder)
-        if problem is None:
-            return folder
-        if set_aside_broken:
-            moved = set_aside(folder)
-            logger.warning("%s is incomplete: %s; moved to %s", folder.name, problem, moved.name)
-        else:
-            logger.warning("%s is incomplete: %s; skipped", folder.name, problem)
-    return None

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from grokcopy.analysis.architectures import embedding_vocab_size, model_context_length, model_family, unwrap_model
+from grokcopy.analysis.induction_config import PAPER_SEQ_LEN, InductionConfig, fit_seq_len  # noqa: F401 (re-exported)
 from grokcopy.analysis.ov_circuit import (
     eigenvalue_positivity,
     ov_circuit_eigenvalues,
@@ -48,9 +49,9 @@ from grokcopy.devices import gather_across_processes, split_across_processes
 from grokcopy.errors import UnsupportedArchitectureError
 
 __all__ = [
-    "InductionScores", "UnsupportedArchitectureError", "analyze_induction", "attention_pattern_scores",
-    "eager_eval_mode", "eigenvalue_positivity", "icl_score", "ov_circuit_eigenvalues", "ov_circuit_matrices",
-    "repeated_random_tokens",
+    "InductionConfig", "InductionScores", "UnsupportedArchitectureError", "analyze_induction",
+    "attention_pattern_scores", "eager_eval_mode", "eigenvalue_positivity", "fit_seq_len", "icl_score",
+    "ov_circuit_eigenvalues", "ov_circuit_matrices", "repeated_random_tokens",
 ]
 
 @dataclass
@@ -204,26 +205,6 @@ def icl_score(model: nn.Module, input_ids: Any, *, batch_size: int = 8, per_row:
     return (loss[:, 1] - loss[:, 0]).tolist() if per_row else float(loss.mean(dim=0)[1] - loss.mean(dim=0)[0])
 
 
-def fit_seq_len(model: nn.Module, requested: int | None = None, *, with_bos: bool = True,
-                default: int = 100, name: str = "seq_len") -> tuple[int, str]:
-    """The repeated-sequence length s that fits the model's context ((1 if BOS) + 2 s tokens), and a
-    note saying how it was chosen. `requested` None: the paper's 100, shortened to fit. A requested s
-    that does not fit raises ValueError in one line: positions past the context were never trained,
-    and scores read there say nothing about the model (a 40-token model scored on 201 tokens)."""
-    context = model_context_length(unwrap_model(model))
-    longest = None if context is None else (context - int(with_bos)) // 2
-    if requested is not None:
-        if longest is not None and requested > longest:
-            raise ValueError(f"{name}: {requested} needs {int(with_bos) + 2 * requested} tokens, more than the "
-                             f"model's context of {context}; use at most {longest} (or leave it unset: it is fitted)")
-        return requested, f"s = {requested} (as asked)"
-    if longest is None or longest >= default:
-        return default, f"s = {default} (the paper's)"
-    if longest < 2:
-        raise ValueError(f"{name}: the model's context of {context} tokens is too short for the analysis")
-    return longest, f"s = {longest}: the longest repeat that fits the model's context of {context} tokens"
-
-
 # ----------------------------------------------------------------------------- entry point
 
 
@@ -231,8 +212,8 @@ def fit_seq_len(model: nn.Module, requested: int | None = None, *, with_bos: boo
 def analyze_induction(
     model: nn.Module,
     *,
-    seq_len: int = 100,
-    batch_size: int = 8,
+    seq_len: int = PAPER_SEQ_LEN,
+    batch_size: int = InductionConfig.batch_size,
     seed: int = 0,
     with_bos: bool = True,
     icl_input_ids: Any = None,

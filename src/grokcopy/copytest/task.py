@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import re
 import string
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Literal, get_type_hints
 
 import numpy as np
 
@@ -34,30 +35,91 @@ def check_symbol_kind(kind: str, name: str = "copy symbols") -> None:
 
 # The paper's test (Fig. 1): 50 sequences of a 12-symbol prefix + 6-symbol suffix, every 5th queried.
 PAPER_SHAPE = {"num_sequences": 50, "prefix_length": 12, "suffix_length": 6, "query_stride": 5}
+COPY_BATCH_SIZE = 16  # samples per forward pass: changes the speed and the memory, never the numbers
+
+
+def setting(default, text: str, minimum: int | None = None):
+    """A settings field: its default, the help `text` every entry point shows (training arguments, callbacks,
+    CLI flags), and (`minimum`) the smallest value it accepts."""
+    metadata = {"help": text} if minimum is None else {"help": text, "min": minimum}
+    return field(default=default, metadata=metadata)
+
+
+def check_minimums(cls, source, prefix: str = "", error: type[Exception] = CopyTaskError) -> None:
+    """Each field of the settings dataclass `cls`, read from `source` (an object or a mapping holding it as
+    `prefix` + name), below the `min` its metadata gives: refused in one line naming it as `source` does."""
+    for f in fields(cls):
+        low = f.metadata.get("min")
+        key = prefix + f.name
+        value = source.get(key) if isinstance(source, Mapping) else getattr(source, key, None)
+        if low is not None and value is not None and value < low:
+            raise error(f"{key}: must be >= {low}, got {value}")
+
+
+def with_settings(config_cls, prefix: str = "", after: str | None = None):
+    """Class decorator (under @dataclass): one field `prefix` + name for each field of the settings dataclass
+    `config_cls`, with its type, default and help, placed after the field `after` (default: at the end). A
+    setting is declared once, in `config_cls`, however many argument classes and callbacks carry it."""
+    hints = get_type_hints(config_cls)
+
+    def add(cls):
+        generated = {}
+        for f in fields(config_cls):
+            generated[prefix + f.name] = hints[f.name]
+            # only the help: HfArgumentParser hands a field's metadata to argparse (the minimum is checked from
+            # config_cls itself, check_minimums)
+            setattr(cls, prefix + f.name, field(default=f.default, metadata={"help": f.metadata.get("help", "")}))
+        order = {}
+        for name, annotation in cls.__dict__.get("__annotations__", {}).items():
+            order[name] = annotation
+            if name == after:
+                order.update(generated)
+        order.update(generated)  # at the end, unless placed after `after` (an update keeps a key's place)
+        cls.__annotations__ = order
+        return cls
+
+    return add
 
 
 @dataclass(frozen=True)
 class CopyTaskConfig:
-    """What to draw. A shape field left None is the paper's value fitted to the model's context
-    (`fit_shape`); a field that is set is taken as given, or refused when it cannot fit."""
+    """The copy test's settings, defined once: the `copy_*` training arguments, `CopyEvalCallback`'s fields,
+    the CLI's flags (copy-test, ablate, series) and the records derive from these fields, their defaults and
+    their help. A shape field left None is the paper's value fitted to the model's context (`fit_shape`); a
+    field that is set is taken as given, or refused when it cannot fit."""
 
-    num_samples: int = 500
-    num_sequences: int | None = None
-    prefix_length: int | None = None
-    suffix_length: int | None = None
-    query_stride: int | None = None
-    symbols: str = "tokens"
-    seed: int = 1234
-    symbol_pattern: str | None = None  # `tokens`: only vocabulary entries whose text fully matches this regex
-    separator: str = "\n"  # after every sequence (the paper's newline)
+    num_samples: int = setting(500, "Samples per copy test (paper: 500).", minimum=1)
+    num_sequences: int | None = setting(None, "Random sequences per sample (paper: 50; unset: fitted to the "
+                                              "model's context).", minimum=1)
+    prefix_length: int | None = setting(None, "Prefix symbols per sequence (paper: 12; unset: fitted).", minimum=1)
+    suffix_length: int | None = setting(None, "Suffix symbols to reproduce (paper: 6; unset: fitted).", minimum=1)
+    query_stride: int | None = setting(None, "Query sequences i = stride, 2*stride, ... (paper: 5; unset: fitted).",
+                                       minimum=1)
+    symbols: SymbolKind = setting("tokens", "tokens (random vocabulary ids) or hex (as in the paper's Fig. 1).")
+    symbol_pattern: str | None = setting(None, "tokens: use only vocabulary entries whose text fully matches this "
+                                               "regex.")
+    separator: str = setting("\n", "Separator after each sequence (the paper's newline). It must be a token the "
+                                    "model trained on: an untrained embedding decides the score.")
+    seed: int = setting(1234, "Seed of the samples (fixed across a run and a series).")
+
+    def __post_init__(self):
+        check_minimums(type(self), self)
+
+    @classmethod
+    def from_settings(cls, settings, prefix: str = "") -> "CopyTaskConfig":
+        """The config from a mapping or an object holding each field as `prefix` + name (the training arguments
+        with `copy_`, run_config.json's training settings, a callback with ""); absent or None: the default."""
+        get = settings.get if isinstance(settings, Mapping) else (lambda key: getattr(settings, key, None))
+        values = {f.name: get(prefix + f.name) for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if v is not None})
 
     @classmethod
     def from_training_args(cls, args) -> "CopyTaskConfig":
-        return cls(num_samples=args.copy_num_samples, num_sequences=args.copy_num_sequences,
-                   prefix_length=args.copy_prefix_length, suffix_length=args.copy_suffix_length,
-                   query_stride=args.copy_query_stride, symbols=args.copy_symbols, seed=args.copy_seed,
-                   symbol_pattern=getattr(args, "copy_symbol_pattern", None),
-                   separator=getattr(args, "copy_separator", None) or "\n")
+        return cls.from_settings(args, "copy_")
+
+    def settings(self, prefix: str = "") -> dict:
+        """Every field as `prefix` + name: value (e.g. `copy_num_samples`, as in run_config.json)."""
+        return {prefix + f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass
@@ -84,10 +146,8 @@ class CopyTask:
     def shape(self) -> dict:
         """What a score of this test measured (after fitting the context): recorded with every score, so a
         history never mixes tests of two shapes unnoticed."""
-        c = self.config
-        return {"num_samples": len(self.samples), "num_sequences": self.num_sequences,
-                "prefix_length": c.prefix_length, "suffix_length": c.suffix_length, "query_stride": c.query_stride,
-                "queries": list(self.query_indices), "symbols": c.symbols, "seed": c.seed, "separator": c.separator}
+        return {**self.config.settings(), "num_samples": len(self.samples), "num_sequences": self.num_sequences,
+                "queries": list(self.query_indices)}
 
 
 def separator_ids(tokenizer, separator: str = "\n") -> list[int]:

@@ -24,7 +24,7 @@ from grokcopy.analysis.survival import (
 from grokcopy.errors import ConfigError
 from grokcopy.hub.store import is_series, series_histories
 from grokcopy.experiments.run_checks import check_histories, sweep_members
-from grokcopy.run_dir import COPY_HISTORY, SUMMARY, experiment_settings, load_histories
+from grokcopy.run_dir import SUMMARY, RunFolder, experiment_settings, load_histories
 
 # run_config fields that do not change what a run learns (or are the seed): never split conditions.
 # Bookkeeping: how a run was named, placed, logged or restarted, not what it trained (a member the sweep
@@ -49,7 +49,7 @@ def _is_run(path: Path) -> bool:
     """A training run with at least one copy test, or a `grokcopy series` output (its revisions are the
     run's evaluations). A run killed before its first copy test has nothing to report: a sweep's report
     lists it with the members that did not run, rather than count it as a run that never jumped."""
-    history = path / COPY_HISTORY
+    history = RunFolder(path).copy_history
     return (history.is_file() and history.stat().st_size > 0 and bool(history.read_text().strip())) or is_series(path)
 
 
@@ -100,7 +100,7 @@ def unfinished(run_dir: Path, run_config: dict, steps: int | None) -> str | None
     planned = (run_config.get("training") or {}).get("max_steps")
     if isinstance(planned, int) and planned > 0 and (steps or 0) < planned:
         return f"stopped at step {steps or 0} of {planned}"
-    if not (run_dir / SUMMARY).is_file():
+    if not RunFolder(run_dir).summary.is_file():
         return f"stopped at step {steps or 0} (no {SUMMARY})"
     return None
 

@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from grokcopy.analysis.grokking import first_step_reaching, loss_fall_step
+from grokcopy.analysis.grokking import loss_fall_step
 from grokcopy.resources import trainer_config_path
-from grokcopy.run_dir import COPY_CURVE, COPY_HISTORY, logged_losses, read_jsonl
+from grokcopy.run_dir import RunFolder
 from grokcopy.training.config import parse_args
 from grokcopy.training.pipeline import run_training
 
@@ -34,8 +34,8 @@ def run_demo(output_dir: str, overrides: list[str]) -> int:
 
     def verdict(summary: dict, run_dir: Path) -> None:
         """Did this run show the paper's picture? Recorded in summary.json and printed."""
-        fall80 = loss_fall_step(logged_losses(run_dir), 0.8)
-        jump = first_step_reaching([(r["step"], r["exact_match"]) for r in read_jsonl(run_dir / COPY_HISTORY)], 0.5)
+        fall80 = loss_fall_step(RunFolder(run_dir).logged_losses(), 0.8)
+        jump = summary.get("first_step_exact_match_over_half")  # from the copy history the run just read
         shown = jump is not None and fall80 is not None and jump > fall80
         summary.update(minutes=round((time.time() - start) / 60, 2), loss_80pct_fall_step=fall80,
                        loss_fell_first_then_copy_jumped=shown)
@@ -50,7 +50,7 @@ def run_demo(output_dir: str, overrides: list[str]) -> int:
           f"{summary['first_step_exact_match_over_half']}")
     print("the loss fell first, then copying jumped" if summary["loss_fell_first_then_copy_jumped"] else
           "the phenomenon did NOT show in this run (see README, 'What the demo is')")
-    print(f"curve: {Path(output_dir) / COPY_CURVE}; model + tokenizer: {output_dir}")
+    print(f"curve: {RunFolder(output_dir).copy_curve}; model + tokenizer: {output_dir}")
     return 0
 
 

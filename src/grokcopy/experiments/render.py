@@ -20,6 +20,14 @@ from grokcopy.experiments.batch_figures import lr_effect_table  # noqa: E402
 from grokcopy.experiments.claims import describe  # noqa: E402
 from grokcopy.experiments.conditions import family  # noqa: E402
 from grokcopy.experiments.critical_batch import MIN_FITTED_BATCHES  # noqa: E402
+from grokcopy.experiments.report_text import (  # noqa: E402
+    censored_text,
+    critical_batch_lines,
+    interval_text,
+    noise_scale_lines,
+    num,
+    rate_text,
+)
 from grokcopy.run_dir import write_text_atomic  # noqa: E402
 
 
@@ -200,40 +208,6 @@ def _formation_figure(conditions, out, threshold, colors):
 
 # --- report.md ----------------------------------------------------------------------------------
 
-def _num(value, kind="steps") -> str:
-    if value is None:
-        return "-"
-    if kind == "em":
-        return f"{value:.3f}"
-    if kind == "tokens":
-        for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-            if abs(value) >= size:
-                return f"{value / size:.3g}{unit}"
-        return f"{value:.0f}"
-    return f"{value:,.0f}"
-
-
-def _rate_text(s: dict) -> str:
-    if not s.get("groks_ci95"):
-        return "-"
-    low, high = s["groks_ci95"]
-    return f"{s['n_groks']}/{s['n_rated']} [{low:.2f}, {high:.2f}]"
-
-
-def _interval_text(ci, coverage=None) -> str:
-    """` [low, high]`, tagged with its coverage where that falls short of 95% (few seeds)."""
-    if not ci:
-        return ""
-    tag = f" ({coverage:.1%})" if coverage is not None and coverage < 0.95 else ""
-    return f" [{_num(ci[0])}, {'inf' if ci[1] is None else _num(ci[1])}]{tag}"
-
-
-def _censored(stats: dict, key: str, censor: str) -> str:
-    if stats.get(key) is not None:
-        return _num(stats[key], "tokens" if key.endswith("tokens") else "steps")
-    return f"> {_num(stats[censor])} (censored)" if stats.get(censor) is not None else "-"
-
-
 DEFINITIONS = """\
 - **jump step**: the first step (linearly interpolated between copy tests) at which copy exact match reaches
   {jump:g}. A run that never does is right-censored at its last copy test ("> N (censored)"): kept, never dropped.
@@ -266,11 +240,11 @@ RUN_COLUMNS = ["steps", "finished", "final loss", "final EM", "jump step", "jump
 
 def _run_row(run: dict) -> list[str]:
     s = run["stats"]
-    return [_num(s.get("steps")), {True: "yes", False: "**no**", None: "-"}[s.get("finished")],
-            _num(s.get("final_loss"), "em"), _num(s.get("final_exact_match"), "em"),
-            _censored(s, "jump_step", "jump_censored_at"),
-            _num(s.get("jump_tokens"), "tokens"), _censored(s, "loss_target_step", "loss_censored_at"),
-            _num(s.get("lag_steps"))]
+    return [num(s.get("steps")), {True: "yes", False: "**no**", None: "-"}[s.get("finished")],
+            num(s.get("final_loss"), "em"), num(s.get("final_exact_match"), "em"),
+            censored_text(s, "jump_step", "jump_censored_at"),
+            num(s.get("jump_tokens"), "tokens"), censored_text(s, "loss_target_step", "loss_censored_at"),
+            num(s.get("lag_steps"))]
 
 
 def write_markdown(record: dict, out: Path) -> None:
@@ -302,11 +276,11 @@ def write_markdown(record: dict, out: Path) -> None:
             f"{s['final_exact_match_mean']:.3f}" + (f" [{em[0]:.3f}, {em[1]:.3f}]" if em and em[1] is not None else ""))
         widths.append(f"| {c['label']} | {s.get('jump_width_n', 0)} | "
                       + " | ".join("-" if s.get(f"{k}_median") is None else
-                                   f"{_num(s[f'{k}_median'])}{_interval_text(s[f'{k}_ci95'], s[f'{k}_ci95_coverage'])}"
+                                   f"{num(s[f'{k}_median'])}{interval_text(s[f'{k}_ci95'], s[f'{k}_ci95_coverage'])}"
                                    for k in ("jump_width", "plateau_steps")) + " |")
         lines.append(f"| {c['label']} | {c['description'] or '-'} | {s['n_runs']} | {s['n_jumped']} | "
                      f"{describe(c)} | {describe(c, 'jump_tokens')} | {describe(c, 'loss_target_tokens')} | "
-                     f"{em_text} | {_rate_text(s)} |")
+                     f"{em_text} | {rate_text(s)} |")
     if any(c["stats"].get("jump_width_n") for c in record["conditions"]):
         lines += widths
     formation = [(c["label"], c["stats"]["formation"]) for c in record["conditions"] if c["stats"]["formation"]]
@@ -318,18 +292,18 @@ def write_markdown(record: dict, out: Path) -> None:
             cells = []
             for _, rows in formation:
                 r = rows[layer] if layer < len(rows) else None
-                cells.append("-" if r is None else f"{'never' if r['median'] is None else _num(r['median'])}"
-                             f"{_interval_text(r['ci95'], r.get('ci95_coverage'))} ({r['n_formed']}/{r['n_runs']})")
+                cells.append("-" if r is None else f"{'never' if r['median'] is None else num(r['median'])}"
+                             f"{interval_text(r['ci95'], r.get('ci95_coverage'))} ({r['n_formed']}/{r['n_runs']})")
             lines.append(f"| {layer} | " + " | ".join(cells) + " |")
     split = record.get("seed_split")
     if split:
         lines += ["", f"## Chosen on seeds < {split['held_out_from']}, confirmed on seeds >= {split['held_out_from']}", "",
                   "| seeds | grok (loss first, final exact match >= 0.9, an induction head) |", "|---|---|",
-                  f"| < {split['held_out_from']} (chosen on) | {_rate_text(split['chosen_on'])} |",
-                  f"| >= {split['held_out_from']} (held out, never used to choose) | {_rate_text(split['held_out'])} |"]
+                  f"| < {split['held_out_from']} (chosen on) | {rate_text(split['chosen_on'])} |",
+                  f"| >= {split['held_out_from']} (held out, never used to choose) | {rate_text(split['held_out'])} |"]
         if len(split.get("by_condition") or []) > 1:
             lines += ["", "| condition | chosen on | held out |", "|---|---|---|"]
-            lines += [f"| {c['label']} | {_rate_text(c['chosen_on'])} | {_rate_text(c['held_out'])} |"
+            lines += [f"| {c['label']} | {rate_text(c['chosen_on'])} | {rate_text(c['held_out'])} |"
                       for c in split["by_condition"]]
     grid = record.get("lr_batch")
     if grid:
@@ -341,60 +315,13 @@ def write_markdown(record: dict, out: Path) -> None:
         for lr in grid["learning_rates"]:
             row = [cell.get((lr, b)) for b in grid["tokens_per_step"]]
             lines.append(f"| {lr:g} | " + " | ".join("-" if c is None else
-                         f"{'not reached' if c['jump_step_median'] is None else _num(c['jump_step_median'])}"
-                         f"{_interval_text(c['jump_step_ci95'])} ({c['n_jumped']}/{c['n_runs']}"
+                         f"{'not reached' if c['jump_step_median'] is None else num(c['jump_step_median'])}"
+                         f"{interval_text(c['jump_step_ci95'])} ({c['n_jumped']}/{c['n_runs']}"
                          + ("" if c.get("n_with_head") is None else f"; {c['n_with_head']}/{c['n_runs']} formed a head")
                          + ")"
                          for c in row) + " |")
         lines += lr_effect_table(grid)
-    noise = record.get("noise_scale")
-    if noise:
-        lines += ["", "## Gradient noise scale on the plateau (McCandlish's B_simple, tokens)", "",
-                  "| condition | tokens/step | seeds | median | range |", "|---|---|---|---|---|"]
-        lines += [f"| {r['label']} | {r['tokens_per_step']:,} | {r['n_runs']} | {r['median']:,.0f} | "
-                  f"{r['range'][0]:,.0f}-{r['range'][1]:,.0f} |" for r in noise["per_condition"]]
-        if noise.get("b_crit"):
-            lines += ["", f"Median over the fitted batches ({', '.join(noise.get('over') or [])}) "
-                      f"{noise['median_tokens']:,.0f} tokens = {noise['ratio']:.2f} x the "
-                      f"fitted B_crit ({'inside' if noise['within_b_crit_ci'] else 'outside'} its 95% interval)."]
-    fit = record.get("critical_batch")
-    if fit:
-        lines += ["", "## Critical batch (McCandlish et al. 2018: S = S_min (1 + B_crit / B))", ""]
-        if not fit.get("resolved"):
-            lines.append("Not resolved: fewer than two batches with a defined median jump step, or too many "
-                         "bootstrap resamples without one (too many censored seeds).")
-        else:
-            lines.append(f"B_crit = {_num(fit['b_crit'], 'tokens')} tokens per step {_interval_text(fit['b_crit_ci95'])}, "
-                         f"S_min = {_num(fit['s_min'])} steps {_interval_text(fit['s_min_ci95'])}, E_min = "
-                         f"{_num(fit['e_min'], 'tokens')} tokens; seeds' spread sigma(ln S*) = {fit['sigma']:.2f}; "
-                         f"fitted on {fit['n_seeds_fitted']} seeds ({fit['n_censored_seeds_fitted']} censored) of "
-                         f"{len(fit['fitted'])} batches ({fit['fitted_range'][0]:,}-{fit['fitted_range'][1]:,} tokens "
-                         "per step), by censored log-normal maximum likelihood.")
-            lines += ["", "| tokens per step | local slope d ln S / d ln B [95% CI] | regime |", "|---|---|---|"]
-            lines += [f"| {s['tokens_per_step']:,} | {s['slope']:.2f} [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}] | "
-                      f"{s['regime']} |" for s in fit["local_slopes"]]
-            lines += ["", "Intervals: " + (fit.get("b_crit_ci95_method") or "percentile bootstrap over seeds") + ".",
-                      "", "Where the fit starts changes B_crit (the start is chosen by the fewest-tokens rule above, "
-                      "re-applied in every resample):", "", "| fit starts at | B_crit (tokens) | S_min (steps) |",
-                      "|---|---|---|"]
-            lines += [f"| {r['start']}{' (chosen)' if r.get('chosen') else ''} | "
-                      f"{'-' if r.get('b_crit') is None else _num(r['b_crit'], 'tokens')} | "
-                      f"{'-' if r.get('s_min') is None else _num(r['s_min'])} |"
-                      for r in fit.get("fit_range_sensitivity") or []]
-        for row in fit.get("below_fewest_tokens") or []:
-            e = (_num(row["jump_tokens_median"], "tokens") if row["jump_tokens_median"] is not None else
-                 f"> {_num(row['jump_tokens_lower_bound'], 'tokens')}" if row["jump_tokens_lower_bound"] else "-")
-            lines.append(f"- {row['label']} ({row['tokens_per_step']:,} tokens per step): below the batch with the "
-                         f"fewest tokens to the jump ({fit['e_min_batch']}), median tokens to the jump {e} "
-                         f"({row['n_jumped']}/{row['n_runs']} jumped): more tokens at a smaller batch, which the "
-                         "model does not describe; not fitted.")
-        for row in fit.get("censored") or []:  # no point of the fit: a bound, checked against it
-            predicted = (f"; the fit predicts {_num(row['predicted_jump_step'])} "
-                         f"{_interval_text(row['predicted_ci95'])}: "
-                         + ("**the model fails here** (no jump where it predicts one)" if row["below_model"]
-                            else "no conflict") if "predicted_jump_step" in row else "")
-            lines.append(f"- {row['label']} ({row['tokens_per_step']:,} tokens per step): most seeds never jumped "
-                         f"(by step {_num(row['steps_without_jump'])}){predicted}.")
+    lines += noise_scale_lines(record.get("noise_scale")) + critical_batch_lines(record.get("critical_batch"))
     lines += ["", "## The paper's claims", ""]
     for claim in record["claims"]:
         lines.append(f"- **{claim['text']}**: **{claim['verdict']}**. {claim['evidence']}.")

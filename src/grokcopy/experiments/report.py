@@ -24,11 +24,13 @@ from grokcopy.experiments.conditions import (
     rate_summary,
 )
 from grokcopy.experiments.critical_batch import critical_batch
+from grokcopy.experiments.options import ReportConfig
 from grokcopy.run_dir import writable_problem, write_json_atomic
 
 
-def build_report(paths, out, *, threshold: float = 0.3, jump_threshold: float = 0.5,
-                 loss_target: float | None = None, loss_window: int = 5, held_out_from: int | None = None) -> dict:
+def build_report(paths, out, *, threshold: float = ReportConfig.threshold,
+                 jump_threshold: float = ReportConfig.jump_threshold, loss_target: float | None = None,
+                 loss_window: int = ReportConfig.loss_window, held_out_from: int | None = None) -> dict:
     """Load, group, measure, plot and write report.md + report.json into `out`; return the record.
 
     `threshold`: I of a formed induction head; `jump_threshold`: the exact match that defines the copy
@@ -39,10 +41,10 @@ def build_report(paths, out, *, threshold: float = 0.3, jump_threshold: float = 
 
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out: {out} is a file, not a folder")
+        raise ConfigError(f"out: {out} is a file, not a folder")
     problem = writable_problem(out)
     if problem:
-        raise ConfigError(f"--out: {problem}")
+        raise ConfigError(f"out: {problem}")
     runs = load_runs(find_runs(paths), loss_target=loss_target, loss_window=loss_window,
                      jump_threshold=jump_threshold, formation_threshold=threshold)
     conditions = group_conditions(runs)
@@ -96,12 +98,12 @@ def seed_split(conditions: list[dict], runs: list[dict], held_out_from: int) -> 
             "by_condition": [{"label": c["label"], **split(c["runs"])} for c in conditions]}
 
 
-def run_report(ns) -> int:
-    record = build_report(ns.runs, ns.out, threshold=ns.threshold, jump_threshold=ns.jump_threshold,
-                          loss_target=ns.loss_target, loss_window=ns.loss_window, held_out_from=ns.held_out_from)
+def run_report(config: ReportConfig) -> int:
+    """`grokcopy report`: build the report, then say what it holds, one line per condition and claim."""
+    record = build_report(config.runs, config.out, **config.settings())
     n_runs, n_conditions = len(record["runs"]), len(record["conditions"])
     print(f"{n_runs} run{'s' * (n_runs != 1)} in {n_conditions} condition{'s' * (n_conditions != 1)} -> "
-          f"{Path(ns.out) / 'report.md'}")
+          f"{Path(config.out) / 'report.md'}")
     for run in record["runs"]:
         if run["unfinished"]:
             print(f"note: run {run['name']} is unfinished ({run['unfinished']}); its statistics are of a run cut short")

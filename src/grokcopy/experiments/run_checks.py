@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 from grokcopy.errors import ConfigError
-from grokcopy.run_dir import COPY_HISTORY, INDUCTION_HISTORY, RUN_CONFIG, SWEEP_RECORD, read_json, read_jsonl
+from grokcopy.run_dir import RunFolder, read_json, read_jsonl, sweep_record
 
 _NUMBER = (int, float)
 
@@ -21,7 +21,7 @@ def _is_number(value) -> bool:
 
 
 def check_run_config(run_dir: Path) -> None:
-    path = Path(run_dir) / RUN_CONFIG
+    path = RunFolder(run_dir).run_config
     if not path.is_file():
         return
     config = read_json(path)
@@ -56,11 +56,10 @@ def history_problem(records: list, numbers: tuple[str, ...] = ()) -> str | None:
 
 def check_histories(run_dir: Path) -> None:
     """Refuse, in one line naming the file, a run folder a report cannot read as one run."""
-    run_dir = Path(run_dir)
-    check_run_config(run_dir)
-    for name, numbers in ((COPY_HISTORY, ("exact_match", "token_accuracy", "tokens", "loss")),
-                          (INDUCTION_HISTORY, ("tokens",))):
-        path = run_dir / name
+    run = RunFolder(run_dir)
+    check_run_config(run.root)
+    for path, numbers in ((run.copy_history, ("exact_match", "token_accuracy", "tokens", "loss")),
+                          (run.induction_history, ("tokens",))):
         if path.is_file():
             problem = history_problem(read_jsonl(path), numbers)
             if problem:
@@ -69,7 +68,7 @@ def check_histories(run_dir: Path) -> None:
 
 def sweep_members(folder: Path) -> list[dict] | None:
     """The members of a sweep folder's sweep.json (None when it has none), refused in one line when torn."""
-    path = Path(folder) / SWEEP_RECORD
+    path = sweep_record(folder)
     if not path.is_file():
         return None
     record = read_json(path)

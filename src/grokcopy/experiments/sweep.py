@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grokcopy.run_dir import SUMMARY, SWEEP_RECORD, TRAINER_STATE, read_json, run_contents, write_json_atomic
+from grokcopy.run_dir import RunFolder, read_json, sweep_record, write_json_atomic
 from grokcopy.training.config import ConfigError, GrokcopyArgumentParser, config_to_argv, load_config_file, parse_args
 
 SWEEP_KEYS = ("base", "output_dir", "fixed", "grid", "names", "members", "seeds", "report")
@@ -195,12 +195,13 @@ def validate(sweep: Sweep, members: list[Member], overrides: list[str], hardware
 
 def finished_steps(output_dir: Path) -> int | None:
     """Steps a finished run reached: summary.json's `steps` (else the final trainer_state.json's)."""
-    summary = read_json(Path(output_dir) / SUMMARY)
+    run = RunFolder(output_dir)
+    summary = run.read_summary()
     if not isinstance(summary, dict):
         return None
     if summary.get("steps") is not None:
         return summary["steps"]
-    state = read_json(Path(output_dir) / TRAINER_STATE)
+    state = run.read_trainer_state()
     return state.get("global_step") if isinstance(state, dict) else None
 
 
@@ -215,7 +216,7 @@ def plan(member: Member, max_steps: int) -> None:
     last = last_complete_checkpoint(member.output_dir)
     if last is not None:
         member.status, member.detail = "partial", f"resume from {last.name}"
-    elif run_contents(member.output_dir):  # an attempt that died before its first checkpoint
+    elif RunFolder(member.output_dir).contents():  # an attempt that died before its first checkpoint
         member.status, member.detail = "new", f"starts over; the earlier attempt goes to {member.name}.previous-N"
     else:
         member.status, member.detail = "new", ""
@@ -227,7 +228,7 @@ def member_args(member: Member, overrides: list[str]) -> list[str]:
     args, given = list(overrides), override_fields(overrides)
     if member.status == "partial" and "resume_from_checkpoint" not in given:
         args += ["--resume_from_checkpoint", "last"]
-    elif member.status == "new" and run_contents(member.output_dir) and "overwrite_output_dir" not in given:
+    elif member.status == "new" and RunFolder(member.output_dir).contents() and "overwrite_output_dir" not in given:
         args += ["--overwrite_output_dir", "true"]
     return args
 
@@ -266,7 +267,7 @@ def write_record(sweep: Sweep, records: dict, own: set[str] = frozenset()) -> No
     another invocation recorded of a member it finished (its minutes, final exact match) is kept."""
     if not is_main():
         return
-    previous = read_json(sweep.output_dir / SWEEP_RECORD)
+    previous = read_json(sweep_record(sweep.output_dir))
     previous = {m.get("name"): m for m in previous.get("members", [])} if isinstance(previous, dict) else {}
     for member in sweep.members:
         if member.name not in own:
@@ -278,7 +279,7 @@ def write_record(sweep: Sweep, records: dict, own: set[str] = frozenset()) -> No
                 record.update({k: earlier[k] for k in _FINISHED_FIELDS if k in earlier})
 
     sweep.output_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(sweep.output_dir / SWEEP_RECORD, {
+    write_json_atomic(sweep_record(sweep.output_dir), {
         "sweep": str(sweep.path), "base": str(sweep.base), "output_dir": str(sweep.output_dir),
         "varied": sorted(sweep.varied), "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "members": [records[m.name] for m in sweep.members]})

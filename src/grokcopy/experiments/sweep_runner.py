@@ -1,4 +1,4 @@
-"""Running a sweep's members: one after another in this process, or `--parallel K` at once.
+"""Running a sweep's members: one after another in this process, or `parallel` K at once.
 
 On 2 CPU cores two trainings with 2 threads each slow each other down 6-10x (measured), so parallel
 members each get `OMP_NUM_THREADS` = cores / K and run in their own process (`grokcopy train`, its
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from grokcopy.devices import has_accelerator, release_memory
 from grokcopy.errors import EXIT_PREEMPTED, ConfigError, TrainingInterrupted, one_line
+from grokcopy.experiments.options import SweepOptions
 from grokcopy.experiments.sweep import (
     Member,
     Sweep,
@@ -31,23 +32,19 @@ from grokcopy.experiments.sweep import (
     validate,
     write_record,
 )
-from grokcopy.run_dir import SWEEP_RECORD, archive_histories, write_experiment
+from grokcopy.run_dir import archive_histories, sweep_record, write_experiment
 from grokcopy.training.callbacks import HandlesPreemption
 from grokcopy.training.config import config_to_argv, parse_args
 
 
-def run_sweep(path, overrides: list[str], only: str | None = None, output_dir: str | None = None,
-              print_commands: bool = False, dry_run: bool = False, launcher: str | None = None,
-              nproc: int | None = None, accelerate_config: str | None = None, parallel: int = 1,
-              archive: str | None = None) -> int:
-    """Validate every selected member, then print commands (--print-commands), print the plan
-    (--dry-run), or train the members that are not complete, one after another. 1 if any failed."""
-    if parallel < 1:
-        raise ConfigError(f"--parallel: expected a positive number of members at once, got {parallel}")
-    if (launcher or nproc or accelerate_config) and not print_commands:
-        raise ConfigError("--launcher, --nproc and --accelerate-config go with --print-commands (to run a sweep "
-                          "on several GPUs in this process, launch `grokcopy sweep` itself under torchrun)")
-    sweep = load_sweep(path, output_dir)
+def run_sweep(path, overrides: list[str] = (), options: SweepOptions = SweepOptions()) -> int:
+    """Validate every selected member, then print commands (`print_commands`), print the plan (`dry_run`),
+    or train the members that are not complete, one after another (or `parallel` at once); `overrides`
+    (`--field value` pairs) apply to every member. 1 if any failed."""
+    only, print_commands, dry_run, parallel, archive = (options.only, options.print_commands, options.dry_run,
+                                                        options.parallel, options.archive)
+    overrides = list(overrides)
+    sweep = load_sweep(path, options.output_dir)
     members = select(sweep, only)
     neutral = (print_commands or dry_run) and not has_accelerator()
     parsed = validate(sweep, sweep.members, overrides, hardware_neutral=neutral)  # all, even with --only
@@ -58,7 +55,7 @@ def run_sweep(path, overrides: list[str], only: str | None = None, output_dir: s
             if member.status == "complete":
                 print(f"# {member.name}: complete ({member.detail})")
             else:
-                print(command(sweep, member, overrides, launcher, nproc, accelerate_config))
+                print(command(sweep, member, overrides, options.launcher, options.nproc, options.accelerate_config))
         return 0
     records = {m.name: {"name": m.name, "overrides": m.overrides, "output_dir": str(m.output_dir),
                         "status": disk_status(m), "max_steps": parsed[m.name][2].max_steps,
@@ -87,7 +84,7 @@ def run_sweep(path, overrides: list[str], only: str | None = None, output_dir: s
                 archive_histories(member.output_dir, Path(archive) / member.name)
     done = sum(records[m.name]["status"] == "complete" for m in members)
     say(f"sweep {sweep.path.name}: {done}/{len(members)} complete, {len(todo) - failed} trained now, "
-         f"{failed} failed; {sweep.output_dir / SWEEP_RECORD}")
+         f"{failed} failed; {sweep_record(sweep.output_dir)}")
     return 1 if failed else 0
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from grokcopy.analysis.grokking import grokking_stats, induction_formation
 from grokcopy.resources import model_card_template
-from grokcopy.run_dir import FIGURES, load_histories
+from grokcopy.run_dir import RunFolder
 
 ARCH_FIELDS = ("model_type", "num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
                "intermediate_size", "max_position_embeddings", "vocab_size", "tie_word_embeddings",
@@ -32,7 +32,8 @@ def render_card(repo_id: str, output_dir: Path, branches: list[str], model_confi
     Hub datasets trained on."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-    histories = load_histories(output_dir)
+    run = RunFolder(output_dir)
+    histories = run.histories()
     copy, induction = histories["copy_history"], histories["induction_history"]
     stats = grokking_stats(histories)  # the same landmarks as `grokcopy report`
     last = copy[-1] if copy else {"step": 0, "tokens": None, "exact_match": 0.0, "token_accuracy": 0.0,
@@ -66,7 +67,7 @@ def render_card(repo_id: str, output_dir: Path, branches: list[str], model_confi
         copy_samples=last.get("num_samples"),
         copy_jump_step=stats["jump_step"], jump_censored_at=stats["jump_censored_at"],
         formation=induction_formation(induction, threshold) if induction else [], threshold=threshold,
-        plots=[p for p in FIGURES if (Path(output_dir) / p).is_file()],
+        plots=[p.name for p in run.figures()],
         branches=branches,
     )
     return str(card)

@@ -6,17 +6,23 @@ plots, and a model card), and moves `main` (or `hub_revision`) to the newest one
 `from_pretrained(repo, revision="step1000")`. Why not Trainer's `hub_strategy`: it puts
 checkpoints in folders of a single branch.
 
-Pushes run on a background thread and never block or stop training. A failed push is logged
-and retried with exponential backoff; local checkpoints are only read, never changed. Pushed
-steps are recorded in `output_dir/hub_pushes.json`, so after a restart or resume every
-checkpoint not yet pushed is pushed.
+Pushes are huggingface_hub's background commits (`HfApi.run_as_future`: one thread, run in the
+order queued), so they never block or stop training. A failed push is logged and retried with
+exponential backoff (1 s, doubled after each failure, at most `max_backoff`): 408, 429, 5xx and
+network errors alike; 401/403/404 (a bad token, no permission, no such repo) stop all pushing with
+one error line, since retrying cannot help. Local checkpoints are only read, never changed. Pushed
+steps are recorded in the run folder's `hub_pushes.json`, so after a restart or resume every
+checkpoint not yet pushed is pushed. At the end of training `on_train_end` waits for the queued
+pushes (up to `hub_push_wait`) and names those that did not land; they go on in the background.
+huggingface_hub's thread is joined when Python exits (as the futures of the Trainer's own pushes
+are): `close()` gives up what has not landed, for `grokcopy push` to send later (`grokcopy train`
+closes after its final wait, so a run never hangs on an unreachable Hub).
 """
 
 from __future__ import annotations
 
-import json
+import concurrent.futures
 import logging
-import queue
 import threading
 import time
 from pathlib import Path
@@ -24,19 +30,12 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from grokcopy.errors import one_line
-from grokcopy.run_dir import (
-    PUSH_RECORD,
-    RUN_FILES,
-    checkpoint_dir,
-    checkpoint_problem,
-    checkpoint_step,
-    checkpoints,
-    write_text_atomic,
-)
+from grokcopy.run_dir import RunFolder, checkpoint_problem, checkpoint_step
 
 logger = logging.getLogger(__name__)
 
-FINAL = -1  # the queue's marker for the run's final files (pushed to main once training has ended)
+FINAL = -1  # the key of the push of the run's final files (to main, once training has ended)
+FIRST_BACKOFF = 1.0  # seconds before the first retry; doubled after each failure, up to max_backoff
 # Optimizer / scheduler / RNG states stay local: they double the upload and nobody analyses them.
 LOCAL_ONLY = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state", "training_args.bin", ".tmp")
 
@@ -45,17 +44,14 @@ def branch_name(step: int) -> str:
     return f"step{step}"
 
 
-def run_files(output_dir: Path) -> list[Path]:
-    """Run-level files that go to `main` beside the newest checkpoint (histories and figures)."""
-    return [output_dir / n for n in RUN_FILES if (output_dir / n).is_file()]
-
-
 class HubCheckpointCallback(TrainerCallback):
     """Push each checkpoint to its own branch in the background, retrying until it lands.
 
     Args: `repo_id`, `token`, `private` (as `hub_private_repo`), `main_branch` (`hub_revision` or
     main), `max_backoff` seconds between retries, `card` (a callable(output_dir, branches) -> str
-    README text, see grokcopy.hub.model_card).
+    README text, see grokcopy.hub.model_card), `timeout` of one HTTP request.
+    `pending`: the steps (FINAL: the final files) whose push has not ended; `pushed`: the steps on
+    the Hub; `failures`: failed attempts; `refused`: why the Hub refused, if it did.
     """
 
     def __init__(self, repo_id: str, token: str | None = None, private: bool | None = None,
@@ -67,33 +63,40 @@ class HubCheckpointCallback(TrainerCallback):
         self.main_branch = main_branch or "main"
         self.max_backoff = max_backoff
         self.card = card
-        self.queue: queue.Queue = queue.Queue()
-        self.pending: set[int] = set()
         self.pushed: set[int] = set()
         self.output_dir: Path | None = None
         self.failures = 0
         self.wait_seconds = 0.0  # time callers spent in wait(), e.g. at the end of training
-        self._lock = threading.Lock()
-        self._worker: threading.Thread | None = None
-        self._repo_ready = False
         self.refused: str | None = None  # why the Hub refused (401/403/404): no more retries
+        self._futures: dict[int, concurrent.futures.Future] = {}  # step (or FINAL) -> its push; True once landed
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._api = None
+        self._repo_ready = False
+
+    @property
+    def run(self) -> RunFolder:
+        return RunFolder(self.output_dir)
+
+    @property
+    def pending(self) -> set[int]:
+        return {key for key, future in list(self._futures.items()) if not future.done()}
 
     # ---- Trainer events (main process only) ----
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
             return
         self._enqueue_unpushed(args.output_dir)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        self._write_record()  # names the repo, so `grokcopy push` can finish what a crash left
 
     def on_train_end(self, args, state, control, **kwargs):
-        """Wait for the last pushes (up to hub_push_wait, 600 s in a Trainer without it): the pushing
-        thread is a daemon, and a script that ends with train() would drop what is still queued."""
+        """The final wait: up to hub_push_wait (600 s in a Trainer without it) for the queued pushes, so a
+        script that ends with train() has its checkpoints on the Hub; what did not land is named."""
         if state.is_world_process_zero and self.pending:
             timeout = getattr(args, "hub_push_wait", 600.0)
-            if not self.wait(timeout):
-                logger.warning("hub: %d checkpoint(s) not pushed after %.0f s (%s); `grokcopy push %s` sends them",
-                               len(self.pending), timeout, sorted(self.pending), args.output_dir)
+            if not self.wait(timeout) and self.refused is None:
+                left = sorted(self.pending)
+                logger.warning("hub: %d checkpoint(s) not pushed after %.0f s (%s); they go on in the background, "
+                               "or `grokcopy push %s` sends them", len(left), timeout, left, args.output_dir)
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
@@ -105,10 +108,39 @@ class HubCheckpointCallback(TrainerCallback):
         self._enqueue_unpushed(output_dir)
         return self.wait(timeout)
 
-    def _enqueue_unpushed(self, output_dir: str | Path) -> None:
+    def push_final(self, output_dir: str | Path, timeout: float | None = None) -> bool:
+        """Put the run's final files (histories, figures, summary.json, the card with the final numbers)
+        on `main`: they are written after the last checkpoint's push. True when they landed."""
         self.output_dir = Path(output_dir)
-        self.pushed = set(self._read_record().get("pushed", []))
-        for folder in checkpoints(self.output_dir):
+        if self.refused is not None:
+            return False
+        with self._lock:
+            self._futures[FINAL] = self._submit(self._retrying, "the final files", self._push_final)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every queued push has ended: True when all landed; False when the timeout passed
+        first, the Hub refused, or `close()` gave some up."""
+        start = time.monotonic()
+        try:
+            futures = list(self._futures.values())
+            _, not_done = concurrent.futures.wait(futures, timeout)
+            return not not_done and self.refused is None and all(f.exception() is None and f.result() for f in futures)
+        finally:
+            self.wait_seconds += time.monotonic() - start
+
+    def close(self) -> None:
+        """Give up what has not landed: queued pushes are dropped and a retrying one stops (an attempt under
+        way still ends), so the process can exit; hub_pushes.json keeps them unpushed for `grokcopy push`."""
+        self._closed.set()
+
+    def _enqueue_unpushed(self, output_dir: str | Path) -> None:
+        """Queue the complete checkpoints that the record does not list as pushed to this repo."""
+        self.output_dir = Path(output_dir)
+        record = self.run.read_hub_pushes()
+        self.pushed = set(record.get("pushed", [])) if record.get("repo_id") in (None, self.repo_id) else set()
+        self._write_record()  # names the repo, so `grokcopy push` can finish what a crash left
+        for folder in self.run.checkpoints():
             step = checkpoint_step(folder)
             problem = checkpoint_problem(folder)
             if problem:
@@ -117,85 +149,61 @@ class HubCheckpointCallback(TrainerCallback):
                 logger.info("hub: %s is not on the Hub yet; queueing it", folder.name)
                 self._enqueue(step)
 
-    # ---- queue and worker ----
+    # ---- background commits, in order ----
     def _enqueue(self, step: int) -> None:
         with self._lock:
-            if step in self.pending or step in self.pushed:
+            queued = self._futures.get(step)
+            if step in self.pushed or (queued is not None and not queued.done()):
                 return
-            self.pending.add(step)
-        self.queue.put(step)
-        if self._worker is None or not self._worker.is_alive():
-            self._worker = threading.Thread(target=self._work, name="grokcopy-hub-push", daemon=True)
-            self._worker.start()
+            self._futures[step] = self._submit(self._push_step, step)
 
-    def _work(self) -> None:
-        while True:
-            try:
-                step = self.queue.get(timeout=1.0)
-            except queue.Empty:
-                if not self.pending:
-                    return
-                continue
-            delay = 1.0
-            while self.refused is None:
-                try:
-                    self._push_final() if step == FINAL else self._push(step)
-                    break
-                except Exception as err:  # noqa: BLE001 - any failure is retried or reported, none reaches training
-                    self.failures += 1
-                    what = "the final files" if step == FINAL else f"step {step}"
-                    if is_refusal(err):  # a bad token or no permission: retrying cannot help
-                        self.refused = f"{type(err).__name__}: {one_line(err)[:200]}"
-                        logger.error("hub: the Hub refused pushing %s to %s (%s); nothing more is sent: fix the "
-                                     "token or permissions, then `grokcopy push %s`", what, self.repo_id, self.refused,
-                                     self.output_dir)
-                        break
-                    logger.warning("hub: pushing %s to %s failed (%s: %s); retrying in %.0f s", what,
-                                   self.repo_id, type(err).__name__, one_line(err)[:200], delay)
-                    time.sleep(delay)
-                    delay = min(delay * 2, self.max_backoff)
+    def _submit(self, job, *args) -> concurrent.futures.Future:
+        """huggingface_hub's background commits: one thread per HfApi, jobs run one at a time in order."""
+        if self._api is None:
+            from huggingface_hub import HfApi
+
+            self._api = HfApi(token=self.token)
+        future = self._api.run_as_future(job, *args)
+        future.add_done_callback(_report_crash)
+        return future
+
+    def _push_step(self, step: int) -> bool:
+        landed = self._retrying(f"step {step}", lambda: self._push(step))
+        if landed:
             with self._lock:
-                if self.refused is not None:  # nothing more will land: drop the queue
-                    self.pending.clear()
-                    return
-                self.pending.discard(step)
-                if step == FINAL:
-                    continue
                 self.pushed.add(step)
-                self._write_record()
+            self._write_record()
+        return landed
 
-    def push_final(self, output_dir: str | Path, timeout: float | None = None) -> bool:
-        """Put the run's final files (histories, figures, summary.json, the card with the final numbers)
-        on `main`: they are written after the last checkpoint's push. True when they landed."""
-        self.output_dir = Path(output_dir)
-        if self.refused is not None:
-            return False
-        with self._lock:
-            self.pending.add(FINAL)
-        self.queue.put(FINAL)
-        if self._worker is None or not self._worker.is_alive():
-            self._worker = threading.Thread(target=self._work, name="grokcopy-hub-push", daemon=True)
-            self._worker.start()
-        return self.wait(timeout)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until every queued push has landed (True), the timeout passes or the Hub refused (False)."""
-        start = time.monotonic()
-        try:
-            while self.pending:
-                if timeout is not None and time.monotonic() - start > timeout:
+    def _retrying(self, what: str, push) -> bool:
+        """`push()` until it succeeds (True); False once the Hub refuses (401/403/404, then nothing more is
+        sent) or the callback is closed. Any other failure is retried after 1, 2, 4, ... max_backoff s."""
+        delay = FIRST_BACKOFF
+        while self.refused is None and not self._closed.is_set():
+            try:
+                push()
+                return True
+            except Exception as err:  # noqa: BLE001 - any failure is retried or reported, none reaches training
+                self.failures += 1
+                if is_refusal(err):  # a bad token or no permission: retrying cannot help
+                    self.refused = f"{type(err).__name__}: {one_line(err)[:200]}"
+                    logger.error("hub: the Hub refused pushing %s to %s (%s); nothing more is sent: fix the token "
+                                 "or permissions, then `grokcopy push %s`", what, self.repo_id, self.refused,
+                                 self.output_dir)
                     return False
-                time.sleep(0.05)
-            return self.refused is None
-        finally:
-            self.wait_seconds += time.monotonic() - start
+                logger.warning("hub: pushing %s to %s failed (%s: %s); retrying in %.0f s", what, self.repo_id,
+                               type(err).__name__, one_line(err)[:200], delay)
+                if self._closed.wait(delay):
+                    break
+                delay = min(delay * 2, self.max_backoff)
+        return False
 
     # ---- the push itself ----
     def _push(self, step: int) -> None:
         from huggingface_hub import CommitOperationAdd
 
-        api = self._api()
-        folder = checkpoint_dir(self.output_dir, step)
+        api = self._ready_api()
+        folder = self.run.checkpoint(step)
         if not folder.is_dir():  # rotated away by save_total_limit before it could be pushed
             logger.warning("hub: %s no longer exists locally; skipping it", folder.name)
             return
@@ -218,26 +226,23 @@ class HubCheckpointCallback(TrainerCallback):
         if step >= max(self.pushed | {step}):
             if self.main_branch != "main":
                 api.create_branch(self.repo_id, branch=self.main_branch, exist_ok=True)
-            api.create_commit(self.repo_id, operations=operations((p.name, p) for p in run_files(self.output_dir)),
+            api.create_commit(self.repo_id, operations=operations((p.name, p) for p in self.run.published_files()),
                               revision=self.main_branch, commit_message=f"{self.main_branch} follows step {step}")
         logger.info("hub: pushed checkpoint-%d to %s@%s", step, self.repo_id, branch)
 
-    def _api(self):
-        """An HfApi with our timeout; the repo is created on first use."""
-        from huggingface_hub import HfApi
-
+    def _ready_api(self):
+        """The HfApi, with our timeout on huggingface_hub's client; the repo is created on first use."""
         use_timeout(self.timeout)
-        api = HfApi(token=self.token)
         if not self._repo_ready:
-            api.create_repo(self.repo_id, private=self.private, exist_ok=True)
+            self._api.create_repo(self.repo_id, private=self.private, exist_ok=True)
             self._repo_ready = True
-        return api
+        return self._api
 
     def _push_final(self) -> None:
         from huggingface_hub import CommitOperationAdd
 
-        api = self._api()
-        files = [(p.name, p) for p in run_files(self.output_dir)]
+        api = self._ready_api()
+        files = [(p.name, p) for p in self.run.published_files()]
         if self.card:
             files.append(("README.md", self.card(self.output_dir, [branch_name(s) for s in sorted(self.pushed)]).encode()))
         if not files:
@@ -249,16 +254,19 @@ class HubCheckpointCallback(TrainerCallback):
                               src, Path) else src) for name, src in files])
         logger.info("hub: pushed the run's final files to %s@%s", self.repo_id, self.main_branch)
 
-    def _read_record(self) -> dict:
-        path = self.output_dir / PUSH_RECORD
-        try:
-            return json.loads(path.read_text()) if path.is_file() else {}
-        except json.JSONDecodeError:
-            return {}
-
     def _write_record(self) -> None:
-        write_text_atomic(self.output_dir / PUSH_RECORD,
-                          json.dumps({"repo_id": self.repo_id, "pushed": sorted(self.pushed)}) + "\n")
+        with self._lock:
+            pushed = sorted(self.pushed)
+        try:
+            self.run.write_hub_pushes(self.repo_id, pushed)
+        except OSError as err:  # a full disk: the push landed; a later `grokcopy push` finds it there
+            logger.warning("hub: could not record the pushed steps in %s: %s", self.run.hub_pushes, one_line(err))
+
+
+def _report_crash(future: concurrent.futures.Future) -> None:
+    """A push job never raises (failures are retried or reported); a bug that makes it raise is said, not lost."""
+    if not future.cancelled() and future.exception() is not None:
+        logger.error("hub: a push stopped on an error: %s", one_line(future.exception()))
 
 
 def is_refusal(err: BaseException) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from grokcopy.errors import SeriesError  # noqa: F401 (re-exported)
+from grokcopy.run_dir import CHECKPOINT_COPY_EVAL, TRAINER_STATE
 
 PYTHIA_TOKENS_PER_STEP = 2_097_152  # 1024 sequences x 2048 tokens per optimizer step
 
@@ -82,10 +83,10 @@ def record_tokens(record: dict, tokens_per_step: int | None) -> tuple[int | None
     state = record.get("trainer_state") or {}
     seen = state.get("num_input_tokens_seen")
     if isinstance(seen, (int, float)) and (seen > 0 or record.get("step") == 0):
-        return int(seen), "trainer_state.json"  # 0 after step 0 means "not counted"
-    copy_eval = (record.get("checkpoint_results") or {}).get("copy_eval.json") or {}
+        return int(seen), TRAINER_STATE  # 0 after step 0 means "not counted"
+    copy_eval = (record.get("checkpoint_results") or {}).get(CHECKPOINT_COPY_EVAL) or {}
     if isinstance(copy_eval.get("tokens"), int) and copy_eval.get("step") == record.get("step"):
-        return copy_eval["tokens"], "copy_eval.json"
+        return copy_eval["tokens"], CHECKPOINT_COPY_EVAL
     if tokens_per_step and record.get("step") is not None:
         return int(record["step"]) * int(tokens_per_step), "tokens_per_step"
     return None, None

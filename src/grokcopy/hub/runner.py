@@ -10,13 +10,22 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from grokcopy.analysis.induction_config import InductionConfig
+from grokcopy.copytest.task import CopyTaskConfig
 from grokcopy.devices import release_memory
 from grokcopy.errors import SeriesError, one_line
 from grokcopy.hub.continuity import sample_parameters, save_samples
 from grokcopy.hub.listing import http_errors
 from grokcopy.hub.revisions import parse_revision
 from grokcopy.hub.store import now
-from grokcopy.run_dir import CHECKPOINT_COPY_EVAL, CHECKPOINT_INDUCTION, TRAINER_STATE, read_json, safetensors_problem
+from grokcopy.run_dir import (
+    CHECKPOINT_COPY_EVAL,
+    CHECKPOINT_INDUCTION,
+    TRAINER_STATE,
+    read_json,
+    safetensors_problem,
+    trainer_state_file,
+)
 
 WEIGHTS_DIR = "weights"
 SAMPLES_DIR = "weight_samples"  # per revision, the parameter samples continuity distances are computed from
@@ -61,24 +70,23 @@ def download(repo_id: str, revision: str, commit: str, files: list[str], local_d
     return Path(path)
 
 
-def analyse_model(model, tokenizer, *, copy_samples: int, symbols: str, seed: int, induction_seq_len: int,
-                  batch_size: int, progress: bool, task_for=None, copy_shape: dict | None = None) -> dict:
-    """Copy test + induction analysis of one loaded model (each failure recorded, the other still run).
-    `task_for(config, tokenizer, context)` builds (or reuses) the copy task: it depends on the tokenizer and
-    the context only, so a series builds it once, not once per revision."""
+def analyse_model(model, tokenizer, *, copy: CopyTaskConfig, induction: InductionConfig, batch_size: int,
+                  progress: bool, task_for=None) -> dict:
+    """Copy test + induction analysis of one loaded model (each failure recorded, the other still run), both
+    fitted to the model's context by their one rule (copytest.task.fit_shape, InductionConfig.fit): an explicit
+    setting that does not fit is that analysis's error, never a silent change. `task_for(config, tokenizer,
+    context)` builds (or reuses) the copy task: it depends on the tokenizer and the context only, so a series
+    builds it once, not once per revision."""
     from grokcopy.analysis.architectures import model_context_length
     from grokcopy.analysis.induction import UnsupportedArchitectureError, analyze_induction
     from grokcopy.copytest.scoring import score_copy_task
-    from grokcopy.copytest.task import CopyTaskConfig, CopyTaskError, build_copy_task
+    from grokcopy.copytest.task import CopyTaskError, build_copy_task
 
     out: dict = {"exact_match": None, "token_accuracy": None, "copy": None, "copy_error": None,
                  "induction_max": None, "induction": None, "induction_error": None}
     context = model_context_length(model)
-    # copy_shape: num_sequences, prefix_length, suffix_length, query_stride, symbol_pattern, separator (the paper's
-    # by default)
-    config = CopyTaskConfig(num_samples=copy_samples, symbols=symbols, seed=seed, **(copy_shape or {}))
     try:
-        task = (task_for or (lambda c, t, n: build_copy_task(t, c, max_length=n)))(config, tokenizer, context)
+        task = (task_for or (lambda c, t, n: build_copy_task(t, c, max_length=n)))(copy, tokenizer, context)
         result = score_copy_task(model, task, batch_size=batch_size, progress=progress)
         out.update(exact_match=result["exact_match"], token_accuracy=result["token_accuracy"],
                    copy={**result, "note": task.note})
@@ -86,21 +94,17 @@ def analyse_model(model, tokenizer, *, copy_samples: int, symbols: str, seed: in
         out["copy_error"] = str(err)
     bos = getattr(model.config, "bos_token_id", None)
     with_bos = isinstance(bos, int)
-    seq_len = induction_seq_len
-    if context is not None:
-        seq_len = max(2, min(seq_len, (context - int(with_bos)) // 2))
     try:
-        scores = analyze_induction(model, seq_len=seq_len, with_bos=with_bos)
+        fitted, note = induction.fit(model, with_bos=with_bos, name="induction_seq_len")
+        scores = analyze_induction(model, seq_len=fitted.seq_len, batch_size=fitted.batch_size, with_bos=with_bos)
         out["induction"] = scores.to_dict()
         out["induction_max"] = [max(row) for row in out["induction"]["induction"]]
+        out["induction_note"] = note
     except UnsupportedArchitectureError as err:
         out["induction_error"] = str(err)
-    except ValueError as err:  # e.g. embedding / unembedding of different shapes
+    except ValueError as err:  # an s that does not fit the context; embedding / unembedding of different shapes
         out["induction_error"] = one_line(err)
     return out
-
-
-ANALYSIS_SETTINGS = ("copy_samples", "symbols", "seed", "induction_seq_len")
 
 
 def torch_dtype(name: str):
@@ -114,8 +118,9 @@ class SeriesRunner:
     once: the tokenizer (per set of tokenizer files, by their hashes) and the copy task built from it."""
 
     def __init__(self, repo_id, out_dir, settings, keep_weights, device, progress, batch_size,
-                 base_model=None, base_revision="main"):
+                 base_model=None, base_revision="main", *, copy: CopyTaskConfig, induction: InductionConfig):
         self.repo_id, self.out_dir, self.settings, self.batch_size = repo_id, out_dir, settings, batch_size
+        self.copy, self.induction = copy, induction
         self.keep_weights, self.device, self.progress = keep_weights, device, progress
         self.base_model, self.base_revision = base_model, base_revision
         self.dtype = torch_dtype(settings.get("dtype", "float32"))
@@ -191,9 +196,8 @@ class SeriesRunner:
                 tokenizer, tokenizer_revision = self.tokenizer_for(path, plan, revision)
                 model.to(self.device)
                 save_samples(self.out_dir / SAMPLES_DIR / f"{safe}.safetensors", sample_parameters(model))
-                analysis = analyse_model(model, tokenizer, progress=self.progress, batch_size=self.batch_size,
-                                         task_for=self.task_for, copy_shape=self.settings.get("copy_shape"),
-                                         **{k: self.settings[k] for k in ANALYSIS_SETTINGS})
+                analysis = analyse_model(model, tokenizer, copy=self.copy, induction=self.induction,
+                                         progress=self.progress, batch_size=self.batch_size, task_for=self.task_for)
             record = self._record(revision, commit, plan, path, model, base, tokenizer_revision, analysis, start)
             record["seconds_without_download"] = round(time.perf_counter() - loading, 3)
             record["samples_file"] = f"{SAMPLES_DIR}/{safe}.safetensors"
@@ -204,7 +208,7 @@ class SeriesRunner:
 
     def _record(self, revision, commit, plan, path, model, base, tokenizer_revision, analysis, start) -> dict:
         parsed = parse_revision(revision)
-        state = read_json(path / TRAINER_STATE) if TRAINER_STATE in plan["files"] else None
+        state = read_json(trainer_state_file(path)) if TRAINER_STATE in plan["files"] else None
         trainer_state = None
         if isinstance(state, dict):
             trainer_state = {k: state.get(k) for k in ("global_step", "num_input_tokens_seen", "epoch")}

@@ -33,7 +33,8 @@ import os
 import sys
 from pathlib import Path
 
-from grokcopy.copytest.task import check_symbol_kind
+from grokcopy.analysis.induction_config import InductionConfig
+from grokcopy.copytest.task import COPY_BATCH_SIZE, CopyTaskConfig, check_symbol_kind
 from grokcopy.devices import default_device
 from grokcopy.errors import CopyTaskError, SeriesError, one_line
 from grokcopy.hub.continuity import discontinuities, group_distances, load_samples
@@ -99,13 +100,11 @@ def analyze_series(
     every: int | None = None,
     *,
     out_dir: str | os.PathLike,
-    copy_samples: int = 100,
-    symbols: str = "tokens",
-    seed: int = 1234,
+    copy: CopyTaskConfig = CopyTaskConfig(),
+    induction: InductionConfig = InductionConfig(),
     keep_weights: bool = False,
     tokens_per_step: int | None = None,
-    induction_seq_len: int = 100,
-    batch_size: int = 16,
+    batch_size: int = COPY_BATCH_SIZE,
     device: str | None = None,
     dtype: str | None = None,
     include_suspect: bool = False,
@@ -113,14 +112,15 @@ def analyze_series(
     api=None,
     base_model: str | None = None,
     base_revision: str = "main",
-    copy_shape: dict | None = None,
 ) -> list[dict]:
     """Copy test + induction analysis of a Hub repo's checkpoint revisions; returns the selected records.
 
     `revisions`: names (a list or "a,b,c"; branches, tags or commit ids, any naming) or None for
     every branch and tag named like a checkpoint (see :func:`parse_revision`); `every`: keep every
-    K-th of them in training order, always with the last. Records already in `out_dir/series.json`
-    for the same commit and settings are reused, not recomputed. Duplicates (``duplicate_of``) and
+    K-th of them in training order, always with the last. `copy` and `induction`: the analyses' settings
+    (the same fields and defaults as a training run's `copy_*` / `induction_*`), each fitted to the model's
+    context by its one rule. Records already in `out_dir/series.json` for the same commit and settings are
+    reused, not recomputed; `batch_size` is the copy test's. Duplicates (``duplicate_of``) and
     suspects (``suspect``: a reason) come from the listing, see :mod:`grokcopy.hub.suspects`;
     ``continuity`` (distances per tensor group to the previous analysed revision and to the first)
     and ``discontinuity`` from the loaded weights, see :mod:`grokcopy.hub.continuity`.
@@ -139,10 +139,8 @@ def analyze_series(
     check_repo_id(repo_id)
     if every is not None and every < 1:
         raise SeriesError(f"every: expected a positive integer, got {every}")
-    if copy_samples < 1:
-        raise SeriesError(f"copy_samples: expected a positive integer, got {copy_samples}")
     try:
-        check_symbol_kind(symbols, "symbols")
+        check_symbol_kind(copy.symbols, "symbols")
     except CopyTaskError as err:
         raise SeriesError(str(err)) from None
     index, count, local_index = launch_process()
@@ -155,11 +153,9 @@ def analyze_series(
     api = api or HfApi()
     if tokens_per_step is None:
         tokens_per_step = default_tokens_per_step(repo_id)
-    # What defines a measurement: a record made with other settings is redone (batch size and device are not).
-    settings = {"copy_samples": copy_samples, "symbols": symbols, "seed": seed, "induction_seq_len": induction_seq_len,
-                "dtype": dtype}
-    if copy_shape:  # the copy test's shape when not the paper's (num_sequences, prefix_length, ...)
-        settings["copy_shape"] = dict(sorted(copy_shape.items()))
+    # What defines a measurement, named as in a run's run_config.json: a record made with other settings is
+    # redone (the copy test's batch size and the device are not).
+    settings = {**copy.settings("copy_"), **induction.settings("induction_"), "dtype": dtype}
 
     branches, tags = list_refs(api, repo_id)
     commits = _selection(repo_id, revisions, branches, tags)
@@ -188,7 +184,8 @@ def analyze_series(
     if len(todo) < len(selected) and index == 0:
         _say(f"{repo_id}: {len(selected) - len(todo)} of {len(selected)} revisions already in {out / SERIES_JSON} "
              "or duplicates", progress)
-    runner = SeriesRunner(repo_id, out, settings, keep_weights, device, progress, batch_size, base_model, base_revision)
+    runner = SeriesRunner(repo_id, out, settings, keep_weights, device, progress, batch_size, base_model, base_revision,
+                          copy=copy, induction=induction)
     mine = []
     # A killed multi-process run's part file keeps what it held (not merged into series.json yet) until merged.
     earlier = {r["revision"]: r for r in read_part(out, index)} if count > 1 else {}

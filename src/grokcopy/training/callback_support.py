@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
-
 import torch
 from transformers import TrainerCallback
 
 from grokcopy.devices import gather_across_processes
-from grokcopy.run_dir import append_jsonl, read_jsonl_checked, write_jsonl
+from grokcopy.run_dir import RunFolder, append_jsonl, read_jsonl_checked, write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +123,7 @@ class History:
     """A run's JSONL history that follows the Trainer's step through resumes."""
 
     def __init__(self, output_dir: str, name: str):
-        self.path = Path(output_dir) / name
+        self.path = RunFolder(output_dir).file(name)
 
     def resume_at(self, step: int, is_main: bool) -> set[int]:
         """Drop records after `step` (they belong to a lost future); return the steps kept.

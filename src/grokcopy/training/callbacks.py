@@ -19,7 +19,7 @@ import math
 
 from transformers import TrainerCallback
 
-from grokcopy.run_dir import checkpoint_dir
+from grokcopy.run_dir import RunFolder, trainer_state_file
 from grokcopy.training.callback_support import (  # noqa: F401 (re-exported)
     AnalysisCallback,
     History,
@@ -122,12 +122,12 @@ class LogSpacedSaves(TrainerCallback):
         self.trainer = trainer
 
     def on_train_begin(self, args, state, control, **kwargs):
-        folder = checkpoint_dir(args.output_dir, 0)
+        folder = RunFolder(args.output_dir).checkpoint(0)
         if state.global_step != 0 or folder.exists():
             return
         self.trainer.save_model(str(folder))
         if args.should_save:
-            state.save_to_json(str(folder / "trainer_state.json"))
+            state.save_to_json(str(trainer_state_file(folder)))
         self.trainer.callback_handler.on_save(args, state, control)
 
     def on_step_end(self, args, state, control, **kwargs):

@@ -20,7 +20,8 @@ import yaml
 from transformers import HfArgumentParser, TrainingArguments
 from transformers.utils import is_torch_bf16_gpu_available
 
-from grokcopy.copytest.task import SymbolKind
+from grokcopy.analysis.induction_config import InductionConfig
+from grokcopy.copytest.task import COPY_BATCH_SIZE, CopyTaskConfig, check_minimums, with_settings
 from grokcopy.devices import has_accelerator
 from grokcopy.errors import ConfigError, main_error, one_line  # noqa: F401 (re-exported)
 
@@ -49,6 +50,11 @@ class ModelArguments:
     attention_dropout: float | None = field(default=None, metadata={"help": "Attention dropout (paper: 0.1)."})
     tie_word_embeddings: bool | None = field(default=None, metadata={"help": "Tie input and output embeddings."})
     attn_implementation: str | None = field(default=None, metadata={"help": "eager, sdpa or flash_attention_2."})
+    knockout_attention_layers: str | None = field(
+        default=None, metadata={"help": "Comma-separated layers whose attention output projection is zeroed and frozen "
+                                        "for the whole run, e.g. '1': nothing these layers' attention computes reaches "
+                                        "the residual stream (a knock-out: can deeper layers take the circuit?)."}
+    )
     model_config_overrides: str | None = field(
         default=None, metadata={"help": "JSON object of further config fields, e.g. '{\"rope_theta\": 500000}'."}
     )
@@ -89,32 +95,27 @@ class DataArguments:
     )
 
 
+# The analyses' settings the training arguments carry, each field as prefix + name (copy_num_samples, ...).
+ANALYSIS_SETTINGS = ((CopyTaskConfig, "copy_"), (InductionConfig, "induction_"))
+
+
 @dataclass
+@with_settings(InductionConfig, "induction_", after="induction_eval_steps")
+@with_settings(CopyTaskConfig, "copy_", after="copy_eval_steps")
 class CopyTrainingArguments(TrainingArguments):
-    """`TrainingArguments` plus the paper's copy test and when to run it."""
+    """`TrainingArguments` plus the paper's copy test and the induction analysis, and when to run them. Their
+    settings are `CopyTaskConfig`'s fields as `copy_*` and `InductionConfig`'s as `induction_*` (with_settings);
+    shape fields left unset are the paper's values fitted to the model's context (copytest.task.fit_shape)."""
 
     copy_eval_schedule: Literal["log", "linear", "none"] = field(
         default="log",
         metadata={"help": "log: steps 0,1,2,4,...,copy_eval_steps then every copy_eval_steps; linear; or none."},
     )
     copy_eval_steps: int = field(default=500, metadata={"help": "Copy-test interval in optimizer steps."})
-    copy_num_samples: int = field(default=500, metadata={"help": "Samples per copy test (paper: 500)."})
-    # Shape fields left unset are the paper's values fitted to the model's context (copytest.task.fit_shape)
-    copy_num_sequences: int | None = field(default=None, metadata={"help": "Random sequences per sample (paper: 50)."})
-    copy_prefix_length: int | None = field(default=None, metadata={"help": "Prefix symbols per sequence (paper: 12)."})
-    copy_suffix_length: int | None = field(default=None, metadata={"help": "Suffix symbols to reproduce (paper: 6)."})
-    copy_query_stride: int | None = field(default=None, metadata={"help": "Query sequences i = stride, 2*stride, ... "
-                                                                          "(paper: 5)"})
-    copy_symbols: SymbolKind = field(default="tokens", metadata={"help": "tokens (random ids) or hex (as in Fig. 1)."})
-    copy_symbol_pattern: str | None = field(
-        default=None, metadata={"help": "tokens: use only vocabulary entries whose text fully matches this regex."}
+    copy_eval_batch_size: int = field(
+        default=COPY_BATCH_SIZE, metadata={"help": "Samples per forward pass in the copy test (the numbers do not "
+                                                   "depend on it)."}
     )
-    copy_separator: str = field(
-        default="\n", metadata={"help": "Separator after each copy-test sequence (the paper's newline). It must be a "
-                                        "token the model trained on: an untrained embedding decides the score."}
-    )
-    copy_seed: int = field(default=1234, metadata={"help": "Seed of the copy test samples (fixed across a run)."})
-    copy_eval_batch_size: int = field(default=16, metadata={"help": "Samples per forward pass in the copy test."})
     copy_stop_exact_match: float | None = field(
         default=None, metadata={"help": "Stop training at the first copy test whose exact match reaches this (a "
                                         "sweep's stop rule; a run that never does stops at max_steps, censored)."}
@@ -133,10 +134,6 @@ class CopyTrainingArguments(TrainingArguments):
     induction_eval_steps: int | None = field(
         default=None, metadata={"help": "Also analyse every N steps (log-spaced below N), besides saves."}
     )
-    induction_seq_len: int | None = field(
-        default=None, metadata={"help": "s: random tokens repeated twice (unset: the paper's 100, or the longest "
-                                        "that fits the model's context)."})
-    induction_batch_size: int = field(default=8, metadata={"help": "Repeated sequences averaged per analysis."})
     induction_threshold: float = field(default=0.3, metadata={"help": "I above which a layer's head has formed."})
     hub_checkpoint_series: bool = field(
         default=False,
@@ -183,11 +180,11 @@ class CopyTrainingArguments(TrainingArguments):
         super().__post_init__()
         if self.hub_checkpoint_series and not self.hub_model_id:
             raise ConfigError("hub_checkpoint_series: needs hub_model_id (the repo that gets one branch per checkpoint)")
-        for name in ("copy_eval_steps", "copy_num_samples", "copy_num_sequences", "copy_prefix_length",
-                     "copy_suffix_length", "copy_query_stride", "copy_eval_batch_size", "induction_seq_len",
-                     "induction_batch_size"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
+        for name in ("copy_eval_steps", "copy_eval_batch_size"):
+            if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for config_cls, prefix in ANALYSIS_SETTINGS:
+            check_minimums(config_cls, self, prefix, error=ConfigError)
         if self.copyable_loss_blocks < 0:
             raise ConfigError(f"copyable_loss_blocks: must be >= 0 (0: off), got {self.copyable_loss_blocks}")
 
@@ -269,8 +266,26 @@ def validate_arguments(model_args: ModelArguments, data_args: DataArguments, arg
     for name in ("attention_dropout", "lora_dropout"):
         value = getattr(model_args, name)
         _check(value is None or 0 <= value < 1, name, "must be in [0, 1)", value)
+    knockout_layers(model_args)  # parses, or says which entry is not a layer
     if not model_args.model_name_or_path:  # a fresh model: its shape must build
         validate_shape(model_config_kwargs(model_args))
+
+
+def knockout_layers(model_args: ModelArguments, num_layers: int | None = None) -> list[int]:
+    """`knockout_attention_layers` as sorted layer indices; with `num_layers`, each checked to exist."""
+    text = model_args.knockout_attention_layers
+    if not text:
+        return []
+    try:
+        layers = sorted({int(part) for part in str(text).split(",") if part.strip()})
+    except ValueError:
+        raise ConfigError(f"knockout_attention_layers: expected comma-separated layer numbers, e.g. '1', "
+                          f"got {text!r}") from None
+    bad = [layer for layer in layers if layer < 0 or (num_layers is not None and layer >= num_layers)]
+    if bad:
+        raise ConfigError(f"knockout_attention_layers: no layer {bad[0]} in a model with "
+                          f"{num_layers if num_layers is not None else 'its'} layers (0-based)")
+    return layers
 
 
 def validate_shape(shape: dict) -> None:
@@ -364,33 +379,3 @@ def parse_args(config: dict[str, Any] | str | Path | None = None, overrides: lis
         raise ConfigError(one_line(err)) from None
     validate_arguments(*parsed)
     return parsed
-
-
-
-
-def field_groups() -> dict[str, list[tuple[str, object, str]]]:
-    """Every config field as (name, default, help), grouped the way a user thinks of them: the copy test,
-    induction heads, the Hub, the model, the data, then the rest of TrainingArguments."""
-    import dataclasses
-
-    groups: dict[str, list] = {name: [] for name in ("copy test", "induction heads", "Hub", "model", "data", "training")}
-    for cls in ARGUMENT_CLASSES:
-        for f in fields(cls):
-            if not f.init or f.name.startswith("_"):
-                continue
-            default = f.default if f.default is not dataclasses.MISSING else (
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else "required")
-            row = (f.name, default, " ".join(str(f.metadata.get("help", "")).split()))
-            if cls is ModelArguments:
-                groups["model"].append(row)
-            elif cls is DataArguments:
-                groups["data"].append(row)
-            elif f.name.startswith(("copy_", "copyable_")):
-                groups["copy test"].append(row)
-            elif f.name.startswith("induction_"):
-                groups["induction heads"].append(row)
-            elif f.name.startswith("hub_") or f.name in ("push_to_hub", "hub_checkpoint_series"):
-                groups["Hub"].append(row)
-            else:
-                groups["training"].append(row)
-    return groups

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
-from grokcopy.copytest.task import CopyTask, CopyTaskConfig, CopyTaskError
-from grokcopy.run_dir import CHECKPOINT_COPY_EVAL, COPY_HISTORY, checkpoint_dir, write_json_atomic
+from grokcopy.copytest.task import COPY_BATCH_SIZE, CopyTask, CopyTaskConfig, CopyTaskError, with_settings
+from grokcopy.run_dir import COPY_HISTORY, RunFolder, write_json_atomic
 from grokcopy.training.callback_support import (
     AnalysisCallback,
     History,
@@ -45,6 +45,7 @@ def separator_in_training_data(dataset, separator: list[int], rows: int = SEPARA
 
 
 @dataclass(eq=False)
+@with_settings(CopyTaskConfig, after="stop_at")
 class CopyEvalCallback(AnalysisCallback):
     """Copy test every `every` steps (plus log-spaced early steps), into the log and a JSONL history.
 
@@ -53,7 +54,8 @@ class CopyEvalCallback(AnalysisCallback):
     Every argument has a default. The test is drawn at on_train_begin from the Trainer's tokenizer
     (`processing_class`) and fitted to the model's context, with the paper's shape: `num_samples`
     samples of `num_sequences` random sequences, `prefix_length` + `suffix_length` symbols each,
-    queries every `query_stride` sequences (grokcopy.copytest.task); or pass a built `copy_task`.
+    queries every `query_stride` sequences; or pass a built `copy_task`. These fields are
+    `CopyTaskConfig`'s (grokcopy.copytest.task), with its defaults and help.
     Each record has the step, tokens seen (`block_size` x steps x batch, or the Trainer's own count),
     the training loss (CopyTrainer: that step's; another Trainer: its latest logged loss), exact match,
     token accuracy per query position and, with an eval set, the held-out loss split into copyable
@@ -66,16 +68,8 @@ class CopyEvalCallback(AnalysisCallback):
     every: int = 500
     history_name: str = COPY_HISTORY
     stop_at: float | None = None  # stop training once exact match reaches this (a sweep's stop rule)
-    num_samples: int = CopyTaskConfig.num_samples
-    num_sequences: int = CopyTaskConfig.num_sequences
-    prefix_length: int = CopyTaskConfig.prefix_length
-    suffix_length: int = CopyTaskConfig.suffix_length
-    query_stride: int = CopyTaskConfig.query_stride
-    symbols: str = CopyTaskConfig.symbols
-    seed: int = CopyTaskConfig.seed
-    symbol_pattern: str | None = CopyTaskConfig.symbol_pattern
-    separator: str = CopyTaskConfig.separator
-    batch_size: int = 16
+    # here: CopyTaskConfig's fields (num_samples, num_sequences, ..., seed), its defaults (with_settings)
+    batch_size: int = COPY_BATCH_SIZE
     copy_task: CopyTask | None = field(default=None, repr=False)
     copyable_loss_blocks: int = 64
     block_size: int | None = None
@@ -83,7 +77,7 @@ class CopyEvalCallback(AnalysisCallback):
     latest: dict | None = field(default=None, init=False)
 
     def task_config(self) -> CopyTaskConfig:
-        return CopyTaskConfig(**{f.name: getattr(self, f.name) for f in fields(CopyTaskConfig)})
+        return CopyTaskConfig.from_settings(self)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.begin(args, state, **kwargs)
@@ -143,9 +137,9 @@ class CopyEvalCallback(AnalysisCallback):
         """The checkpoint carries the copy result of its own step (measured now if not yet)."""
         fresh = self.latest is not None and self.last_step == state.global_step
         record = self.latest if fresh else self._evaluate(args, state, kwargs)
-        checkpoint = checkpoint_dir(args.output_dir, state.global_step)
-        if state.is_world_process_zero and checkpoint.is_dir() and record is not None:
-            write_json_atomic(checkpoint / CHECKPOINT_COPY_EVAL, record)
+        run, step = RunFolder(args.output_dir), state.global_step
+        if state.is_world_process_zero and run.checkpoint(step).is_dir() and record is not None:
+            write_json_atomic(run.checkpoint_copy_eval(step), record)
 
     def copyable_loss(self, args, model, kwargs) -> dict | None:
         """CopyTrainer's own split; else the split on the first eval blocks, once an eval set is known."""

@@ -13,13 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from grokcopy.run_dir import (
-    CHECKPOINT_INDUCTION,
-    CHECKPOINT_INDUCTION_PLOT,
-    INDUCTION_HISTORY,
-    checkpoint_dir,
-    write_json_atomic,
-)
+from grokcopy.run_dir import INDUCTION_HISTORY, RunFolder, write_json_atomic
 from grokcopy.training.callback_support import AnalysisCallback, History, eval_steps_schedule, log_images
 
 logger = logging.getLogger(__name__)
@@ -76,10 +70,10 @@ class InductionHeadCallback(AnalysisCallback):
             return
         from grokcopy.analysis.plots import plot_induction_heatmap
 
-        checkpoint = checkpoint_dir(args.output_dir, state.global_step)
-        if checkpoint.is_dir():
-            write_json_atomic(checkpoint / CHECKPOINT_INDUCTION, record)
-            plot_induction_heatmap(record, checkpoint / CHECKPOINT_INDUCTION_PLOT)
+        run, step = RunFolder(args.output_dir), state.global_step
+        if run.checkpoint(step).is_dir():
+            write_json_atomic(run.checkpoint_induction(step), record)
+            plot_induction_heatmap(record, run.checkpoint_induction_plot(step))
 
     def _analyse(self, args, state, kwargs) -> dict | None:
         if self.disabled or self.stopped(self.model_of(kwargs), state):

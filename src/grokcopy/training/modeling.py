@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import logging
 
+import torch
+
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from grokcopy.errors import one_line
-from grokcopy.training.config import PRESETS, ConfigError, ModelArguments, model_config_kwargs  # noqa: F401 (re-exported)
+from grokcopy.training.config import (  # noqa: F401 (PRESETS, model_config_kwargs re-exported)
+    PRESETS,
+    ConfigError,
+    ModelArguments,
+    knockout_layers,
+    model_config_kwargs,
+)
 from grokcopy.training.data import load_pretrained
 
 logger = logging.getLogger(__name__)
@@ -21,6 +29,7 @@ def build_model(model_args: ModelArguments, tokenizer):
     """Create the model to train; its vocabulary always covers the tokenizer. With `lora_r` > 0, a PEFT
     LoRA adapter on the pretrained model (continued pretraining that trains and saves only the adapter)."""
     model = _build_base_model(model_args, tokenizer)
+    knock_out_attention(model, knockout_layers(model_args, model.config.num_hidden_layers))
     if model_args.lora_r <= 0:
         return model
     if not model_args.model_name_or_path:
@@ -39,6 +48,29 @@ def build_model(model_args: ModelArguments, tokenizer):
     logger.info("LoRA r=%d on %s: %.3fM of %.2fM parameters train", model_args.lora_r, model_args.model_name_or_path,
                 trainable / 1e6, total / 1e6)
     return model
+
+
+def knock_out_attention(model: PreTrainedModel, layers: list[int]) -> None:
+    """Zero and freeze each listed layer's attention output projection: the layer's heads still compute
+    their patterns, but nothing they write reaches the residual stream, and (their output zero) no
+    gradient reaches them. Zero weights are saved with the checkpoints, so the knock-out holds for every
+    analysis and for anyone loading the model; the freezing is redone whenever the run is built."""
+    if not layers:
+        return
+    from grokcopy.analysis.architectures import attention_output_projections, model_family
+    from grokcopy.errors import UnsupportedArchitectureError
+
+    try:
+        projections = attention_output_projections(model, model_family(model))
+    except UnsupportedArchitectureError as err:
+        raise ConfigError(f"knockout_attention_layers: {one_line(err)}") from None
+    for layer in layers:
+        for param in projections[layer].parameters():
+            with torch.no_grad():
+                param.zero_()
+            param.requires_grad_(False)
+    logger.info("Attention of layer%s %s knocked out (output projection zero and frozen)",
+                "s" * (len(layers) > 1), ", ".join(map(str, layers)))
 
 
 def _build_base_model(model_args: ModelArguments, tokenizer) -> PreTrainedModel:

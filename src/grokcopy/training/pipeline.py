@@ -18,25 +18,7 @@ from grokcopy.analysis.grokking import first_step_reaching, formation_table, ind
 from grokcopy.analysis.plots import plot_copy_curve, plot_formation, plot_induction_history
 from grokcopy.copytest.task import CopyTaskConfig, CopyTaskError, build_copy_task
 from grokcopy.errors import EXIT_PREEMPTED, RunWriteError, TrainingInterrupted, one_line
-from grokcopy.run_dir import (
-    COPY_CURVE,
-    COPY_HISTORY,
-    FORMATION_PLOT,
-    INDUCTION_HISTORY,
-    INDUCTION_HISTORY_PLOT,
-    RUN_LOCK,
-    SUMMARY,
-    TRAINER_STATE,
-    checkpoint_step,
-    last_complete_checkpoint,
-    logged_losses,
-    read_json,
-    read_jsonl,
-    run_contents,
-    set_aside_run,
-    writable_problem,
-    write_json_atomic,
-)
+from grokcopy.run_dir import RunFolder, checkpoint_step, last_complete_checkpoint, trainer_state_file, writable_problem
 from grokcopy.training.run_lock import RunLock
 from grokcopy.training.callback_support import tokens_per_step
 from grokcopy.training.callbacks import StopOnInterrupt
@@ -71,23 +53,23 @@ def prepare_output_dir(training_args: CopyTrainingArguments, resuming: bool, loc
     """Before anything is written: output_dir may hold a run only when that run is resumed, or when
     `overwrite_output_dir` (or `resume_from_checkpoint auto` finding no checkpoint: `start_over`) asks to
     move it aside, so two runs never mix. The folder is moved only while this process holds its lock."""
-    out = Path(training_args.output_dir)
-    found = run_contents(out)
+    out = RunFolder(training_args.output_dir)
+    found = out.contents()
     if not found or resuming:
         return
     if not (training_args.overwrite_output_dir or start_over):
         shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
-        raise ConfigError(f"output_dir: {out} already holds a run ({shown}); continue it with --resume_from_checkpoint "
-                          "auto, start over with --overwrite_output_dir true (the old run is moved aside), or choose "
-                          "another output_dir")
+        raise ConfigError(f"output_dir: {out.root} already holds a run ({shown}); continue it with "
+                          "--resume_from_checkpoint auto, start over with --overwrite_output_dir true (the old run is "
+                          "moved aside), or choose another output_dir")
     if training_args.should_save:  # the main process; the others only wait for the data it prepares
-        moved = set_aside_run(out)
+        moved = out.set_aside()
         if lock is not None:  # the lock moved with the folder: take it again in the fresh one
-            (moved / RUN_LOCK).unlink(missing_ok=True)
+            RunFolder(moved).lock.unlink(missing_ok=True)
             lock.release()
             lock.acquire()
         why = "overwrite_output_dir" if training_args.overwrite_output_dir else "no checkpoint to resume from"
-        logger.warning("output_dir %s held a run: moved to %s (%s)", out, moved, why)
+        logger.warning("output_dir %s held a run: moved to %s (%s)", out.root, moved, why)
 
 
 def check_report_to(training_args: CopyTrainingArguments) -> None:
@@ -166,7 +148,7 @@ def finish_from_checkpoint(trainer, checkpoint: str) -> None:
     from transformers import TrainerState
 
     trainer._load_from_checkpoint(checkpoint)
-    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE))
+    trainer.state = TrainerState.load_from_json(str(trainer_state_file(checkpoint)))
 
 
 def _exit_code(signal_name: str | None) -> int:
@@ -187,9 +169,9 @@ def describe_data(data_args: DataArguments) -> str:
             f"and packed into {data_args.block_size}-token blocks.")
 
 
-def summarize(output_dir: str | Path) -> dict:
-    """The run in numbers: steps, tokens, final loss and copy accuracy, first step with EM >= 0.5."""
-    history = read_jsonl(Path(output_dir) / COPY_HISTORY)
+def summarize(history: list[dict]) -> dict:
+    """The run in numbers from its copy history: steps, tokens, final loss and copy accuracy, first step
+    with EM >= 0.5."""
     if not history:
         return {}
     last = history[-1]
@@ -241,7 +223,7 @@ def _run_locked(model_args, data_args, training_args, callbacks, annotate, lock)
                                    tokens_per_step(training_args, data_args.block_size))
         settings = check_resume_settings(training_args.output_dir, expected, training_args.resume_allow_changes, step)
     complete = resume is not None and 0 < training_args.max_steps <= step  # a requeue of a run that finished
-    summary = read_json(Path(training_args.output_dir) / SUMMARY) if complete else None
+    summary = RunFolder(training_args.output_dir).read_summary() if complete else None
     if isinstance(summary, dict) and (summary.get("steps") or 0) >= training_args.max_steps:
         logger.warning("%s is complete (step %d of %d): nothing to train", training_args.output_dir, step,
                        training_args.max_steps)
@@ -256,6 +238,15 @@ def _run_locked(model_args, data_args, training_args, callbacks, annotate, lock)
             model_args, data_args, training_args, trainer.tokens_per_step))
     if trainer.copy_task.note and trainer.is_world_process_zero():
         print(trainer.copy_task.note)
+    try:
+        return _train_and_finish(trainer, training_args, resume, complete, annotate)
+    finally:  # after the final waits, what has not reached the Hub is left to `grokcopy push`, not waited for at exit
+        if trainer.hub_callback is not None:
+            trainer.hub_callback.close()
+
+
+def _train_and_finish(trainer, training_args, resume, complete, annotate) -> dict:
+    """Train (or finish a run killed while finishing), then the final model, figures, summary and Hub push."""
     interrupt = StopOnInterrupt()
     trainer.add_callback(interrupt)
     try:
@@ -276,32 +267,33 @@ def _run_locked(model_args, data_args, training_args, callbacks, annotate, lock)
                                                       interrupt.requested), _exit_code(interrupt.requested))
     trainer.save_model()
     trainer.save_state()
-    output_dir = Path(training_args.output_dir)
-    summary = summarize(output_dir)
+    run = RunFolder(training_args.output_dir)
+    history = run.read_copy_history()  # read once: the summary, the curve and `annotate` share it
+    summary = summarize(history)
     if trainer.is_world_process_zero():
-        history = read_jsonl(output_dir / COPY_HISTORY)
         if history:
-            plot_copy_curve(history, output_dir / COPY_CURVE, logged_losses(output_dir))
-        formation = write_induction_figures(output_dir, training_args.induction_threshold)
+            plot_copy_curve(history, run.copy_curve, run.logged_losses(trainer.state.log_history, history))
+        formation = write_induction_figures(run.root, training_args.induction_threshold)
         if formation:
             summary["induction_formation"] = formation
         if annotate is not None:
-            annotate(summary, output_dir)
-        write_json_atomic(output_dir / SUMMARY, summary)
-        if trainer.hub_callback is not None and not trainer.hub_callback.push_final(output_dir,
+            annotate(summary, run.root)
+        run.write_summary(summary)
+        if trainer.hub_callback is not None and not trainer.hub_callback.push_final(run.root,
                                                                                      training_args.hub_push_wait):
             logger.warning("hub: the final figures and summary.json are not on %s yet; `grokcopy push %s` sends them",
-                           training_args.hub_model_id, output_dir)
+                           training_args.hub_model_id, run.root)
     return summary
 
 
 def write_induction_figures(output_dir: str | Path, threshold: float = 0.3) -> list[dict]:
     """induction_history.png (I per head over steps) and induction_formation.png (+ printed table)."""
-    history = read_jsonl(Path(output_dir) / INDUCTION_HISTORY)
+    run = RunFolder(output_dir)
+    history = run.read_induction_history()
     if not history:
         return []
     rows = induction_formation(history, threshold)
-    plot_induction_history(history, Path(output_dir) / INDUCTION_HISTORY_PLOT)
-    plot_formation(rows, Path(output_dir) / FORMATION_PLOT, threshold, max(r["step"] for r in history))
+    plot_induction_history(history, run.induction_history_plot)
+    plot_formation(rows, run.formation_plot, threshold, max(r["step"] for r in history))
     print(formation_table(rows, threshold))
     return rows

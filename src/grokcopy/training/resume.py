@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from grokcopy.errors import ConfigError
-from grokcopy.run_dir import RUN_CONFIG, checkpoint_problem, last_complete_checkpoint, read_json, write_json_atomic
+from grokcopy.run_dir import RUN_CONFIG, RunFolder, checkpoint_problem, last_complete_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,8 @@ FIXED_DATA = {"dataset_name", "dataset_config_name", "dataset_split", "train_fil
               "demo_corpus_config", "streaming"}
 FIXED_MODEL = {"model_name_or_path", "revision", "preset", "model_type", "num_hidden_layers", "hidden_size",
                "num_attention_heads", "num_key_value_heads", "intermediate_size", "max_position_embeddings",
-               "vocab_size", "tie_word_embeddings", "lora_r", "lora_alpha", "lora_target_modules"}
+               "vocab_size", "tie_word_embeddings", "lora_r", "lora_alpha", "lora_target_modules",
+               "knockout_attention_layers"}
 FIXED_TRAINING = {"seed", "data_seed", "per_device_train_batch_size", "gradient_accumulation_steps", "world_size",
                   "tokens_per_step", "copy_num_samples", "copy_num_sequences", "copy_prefix_length",
                   "copy_suffix_length", "copy_query_stride", "copy_symbols", "copy_symbol_pattern", "copy_separator",
@@ -137,8 +138,8 @@ def _shown(changes: dict) -> str:
 def check_resume_settings(output_dir, new: dict, allow: str | None, step: int) -> dict | None:
     """The run_config.json to write when resuming at `step`: the stored one, plus a record of the allowed
     changes. Raises ConfigError (one line) for a change the run cannot take. None: no stored config."""
-    path = Path(output_dir) / RUN_CONFIG
-    stored = read_json(path)
+    run = RunFolder(output_dir)
+    path, stored = run.run_config, run.read_run_config()
     if not isinstance(stored, dict):
         logger.warning("resuming without %s (not a grokcopy run, or an old one): the settings cannot be compared",
                        path)
@@ -183,5 +184,4 @@ def tokenizer_change(checkpoint: str | Path, tokenizer) -> str | None:
 
 
 def write_settings(output_dir, record: dict) -> None:
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    write_json_atomic(Path(output_dir) / RUN_CONFIG, record)
+    RunFolder(output_dir).write_run_config(record)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from grokcopy.errors import ConfigError
-from grokcopy.run_dir import RUN_LOCK
+from grokcopy.run_dir import RunFolder
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class RunLock:
 
     @property
     def path(self) -> Path:
-        return self.folder / RUN_LOCK
+        return RunFolder(self.folder).lock
 
     @property
     def held(self) -> bool:

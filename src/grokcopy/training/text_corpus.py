@@ -5,12 +5,11 @@ model has to learn and whose repeats are its own (identifiers defined and used a
 ships it: every machine that runs grokcopy has it, offline. The corpus is fixed by the Python version; the builder
 writes a manifest (version, files, characters, SHA-256) beside it, so a run says exactly what it trained on.
 
-    python -m grokcopy.training.text_corpus runs/corpora/python-stdlib    # train.jsonl + manifest.json
+    grokcopy corpus runs/corpora/python-stdlib    # train.jsonl + manifest.json
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
@@ -59,19 +58,3 @@ def build_stdlib_corpus(out_dir: str | Path, document_chars: int = 128, seed: in
     temporary.replace(out / TRAIN_FILE)
     existing.write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out_dir", help="folder for train.jsonl and manifest.json")
-    parser.add_argument("--document-chars", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
-    ns = parser.parse_args(argv)
-    manifest = build_stdlib_corpus(ns.out_dir, ns.document_chars, ns.seed)
-    print(f"{manifest['documents']:,} documents of {manifest['document_chars']} characters from "
-          f"{manifest['files']:,} files (Python {manifest['python']}) -> {Path(ns.out_dir) / TRAIN_FILE}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,6 +16,7 @@ from transformers import Trainer
 
 from grokcopy.analysis.architectures import model_context_length
 from grokcopy.analysis.copyable_loss import copyable_loss_split
+from grokcopy.analysis.induction_config import InductionConfig
 from grokcopy.copytest.scoring import score_copy_task
 from grokcopy.copytest.task import CopyTask, CopyTaskConfig, build_copy_task
 from grokcopy.errors import CheckpointSaveError, TrainingDivergedError, one_line  # noqa: F401 (re-exported)
@@ -82,9 +83,9 @@ class CopyTrainer(Trainer):
             # first in the list, so the report_to integrations see the values it adds to each log entry
             self.callback_handler.callbacks.insert(0, GradientNoiseScaleCallback(block_size=self.block_size))
         if self.args.induction_analysis:
-            self.add_callback(InductionHeadCallback(
-                self, every=self.args.induction_eval_steps, seq_len=self.args.induction_seq_len,
-                batch_size=self.args.induction_batch_size, icl_input_ids=self._icl_input_ids()))
+            settings = InductionConfig.from_training_args(self.args).settings()  # seq_len, batch_size
+            self.add_callback(InductionHeadCallback(self, every=self.args.induction_eval_steps,
+                                                    icl_input_ids=self._icl_input_ids(), **settings))
         self.hub_callback = None
         if self.args.hub_checkpoint_series:
             self.hub_callback = HubCheckpointCallback(
