@@ -158,6 +158,42 @@ def test_every_number_equals_the_copy_test_of_a_zeroed_copy(demo):
     assert ablate_heads(model, task, num_samples=32, ablations_per_pass=1, batch_size=7) == result
 
 
+def test_a_runs_induction_heads_ablated_together_and_the_rule_on_them(corpus_file, tmp_path):
+    """Heads ablated together as a group score exactly as a copy with all of them zeroed; a run folder's own
+    induction heads (I >= 0.3 at its last analysis) are that group, and `copies_by_induction` follows its rule."""
+    from grokcopy.analysis.ablation import copies_by_induction
+    from grokcopy.analysis.saved_model import SavedModel, ablate, run_induction_heads
+    from grokcopy.training.config import parse_args
+    from grokcopy.training.pipeline import run_training
+
+    out = tmp_path / "run"
+    run_training(*parse_args(tiny_config(corpus_file, out, save_strategy="no", induction_eval_steps=4)))
+    history = [json.loads(line) for line in (out / "induction_history.jsonl").read_text().splitlines()]
+    last = history[-1]  # the run's last analysis, with two heads made to score as induction heads
+    last["induction"] = [[0.0, 0.5, 0.0, 0.0], [0.31, 0.0, 0.0, 0.1]]
+    (out / "induction_history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    heads, step = run_induction_heads(SavedModel(str(out)))
+    assert heads == [[0, 1], [1, 0]] and step == last["step"]
+    assert run_induction_heads(SavedModel(str(tmp_path / "nowhere"))) == ([], None)
+
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(out), AutoTokenizer.from_pretrained(out)
+    task = build_copy_task(tokenizer, CopyTaskConfig(num_samples=8), max_length=model.config.max_position_embeddings)
+    result = ablate_heads(model, task, groups={"induction": [(0, 1), (1, 0)]}, per_head=False)
+    zeroed = score_copy_task(zeroed_copy(model, [(0, 1), (1, 0)]), task)
+    assert result["group_ablated_exact_match"]["induction"] == zeroed["exact_match"]
+    assert result["group_ablated_token_accuracy"]["induction"] == zeroed["token_accuracy"]
+    assert "ablated_exact_match" not in result  # per_head=False: the group only
+    record = ablate(SavedModel(str(out)), num_samples=8, per_head=False).record
+    assert record["induction_heads"] == heads and record["induction_heads_step"] == step
+    expected = copies_by_induction(record["exact_match"], heads, record["induction_heads_ablated_exact_match"])
+    assert record["copies_by_induction"] == expected
+    assert copies_by_induction(0.9, [], 0.9) is False  # copies without an induction head: another solution
+    assert copies_by_induction(0.3, [[1, 0]], 0.0) is None  # does not copy: the question does not arise
+    assert copies_by_induction(0.9, [[1, 0]], 0.2) is True and copies_by_induction(0.9, [[1, 0]], 0.6) is False
+    with pytest.raises(ValueError, match="no head"):
+        ablate_heads(model, task, groups={"bad": [(5, 0)]}, per_head=False)
+
+
 def test_ablating_attention_collapses_copying(demo):
     _, model, task = demo
     everything = tuple((layer, head) for layer in range(2) for head in range(4))

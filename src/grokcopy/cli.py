@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     abl.add_argument("--ablations-per-pass", "--ablations_per_pass", type=positive_int,
                      help="ablations scored in one forward pass, batch size x this many rows (default: all of a "
                           "layer's, the layers below it computed once)")
+    abl.add_argument("--induction-heads-only", "--induction_heads_only", action="store_true",
+                     help="on a run folder: only the run's induction heads (I >= 0.3 at its last analysis) ablated "
+                          "together, no per-head grid (two copy tests instead of one per head)")
     abl.add_argument("--json", help="write the result here")
     push = sub.add_parser("push", help="push a run's checkpoints that are not on the Hub yet, one branch each")
     push.add_argument("output_dir")

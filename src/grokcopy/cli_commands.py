@@ -155,12 +155,17 @@ def ablate(ns) -> int:
 
     writable_json(ns.json)
     analysis = saved_model.ablate(saved_model.SavedModel(ns.model, ns.revision), num_samples=ns.num_samples,
-                                  batch_size=ns.batch_size, ablations_per_pass=ns.ablations_per_pass, progress=True)
+                                  batch_size=ns.batch_size, ablations_per_pass=ns.ablations_per_pass, progress=True,
+                                  per_head=not ns.induction_heads_only)
     *notes, samples = analysis.notes
     tell([*notes, samples + ("" if ns.num_samples else "; --num-samples sets another number")])
     if ns.json:
         Path(ns.json).write_text(json.dumps(analysis.record, indent=1) + "\n")
     print(ablation_table(analysis.record))
+    if analysis.record.get("copies_by_induction") is not None:
+        print(f"copies by induction: {'yes' if analysis.record['copies_by_induction'] else 'no'} (its induction heads "
+              f"ablated together leave {analysis.record['induction_heads_ablated_exact_match']:.3f} of "
+              f"{analysis.record['exact_match']:.3f})")
     return 0
 
 

@@ -63,13 +63,14 @@ PUSH_RECORD = "hub_pushes.json"
 SWEEP_RECORD = "sweep.json"
 EXPERIMENT = "experiment.json"  # beside archived members: the sweep file and its fixed report settings
 RUN_LOCK = "grokcopy.lock"  # held by the process writing the run (grokcopy.training.run_lock)
+ABLATION = "ablation_final.json"  # the final model's head ablation: grokcopy ablate RUN --json RUN/ablation_final.json
 CHECKPOINT_COPY_EVAL = "copy_eval.json"  # inside checkpoint-N/
 CHECKPOINT_INDUCTION = "induction.json"
 CHECKPOINT_INDUCTION_PLOT = "induction.png"
 # What goes to the Hub's main branch beside the newest checkpoint: the run's histories and figures.
 RUN_FILES = (COPY_HISTORY, INDUCTION_HISTORY, COPY_CURVE, INDUCTION_HISTORY_PLOT, FORMATION_PLOT, SUMMARY)
 FIGURES = (COPY_CURVE, INDUCTION_HISTORY_PLOT, FORMATION_PLOT)
-HISTORY_FILES = (RUN_CONFIG, COPY_HISTORY, INDUCTION_HISTORY, SUMMARY)  # what an archive keeps (and the log)
+HISTORY_FILES = (RUN_CONFIG, COPY_HISTORY, INDUCTION_HISTORY, SUMMARY, ABLATION)  # what an archive keeps (and the log)
 RUN_MARKERS = (RUN_CONFIG, COPY_HISTORY, INDUCTION_HISTORY, TRAINER_STATE, SUMMARY, PUSH_RECORD)
 TORCH_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -105,6 +106,7 @@ class RunFolder:
     formation_plot = property(lambda self: self.root / FORMATION_PLOT)
     hub_pushes = property(lambda self: self.root / PUSH_RECORD)
     lock = property(lambda self: self.root / RUN_LOCK)
+    ablation = property(lambda self: self.root / ABLATION)
 
     def figures(self) -> list[Path]:
         """The run's figures that exist (copy curve, induction history, formation)."""
@@ -163,6 +165,11 @@ class RunFolder:
     def read_trainer_state(self):
         return read_json(self.trainer_state)
 
+    def read_ablation(self) -> dict | None:
+        """The final model's head ablation (`grokcopy ablate RUN --json RUN/ablation_final.json`), if made."""
+        record = read_json(self.ablation)
+        return record if isinstance(record, dict) else None
+
     def read_hub_pushes(self) -> dict:
         """hub_pushes.json: `repo_id` and the `pushed` steps; {} when missing or unreadable."""
         record = read_json(self.hub_pushes)
@@ -192,13 +199,15 @@ class RunFolder:
 
     def histories(self) -> dict:
         """Everything a report needs of the run: `losses`, `log_history`, `copy_history`, `induction_history`,
-        `run_config` and `tokens_per_step` (run_config.json's, else the copy history's)."""
+        `run_config`, `tokens_per_step` (run_config.json's, else the copy history's) and `ablation` (None
+        when the final model was not ablated)."""
         copy = self.read_copy_history()
         run_config = self.read_run_config() or {}
         log = self.log_history()
         return {"losses": self.logged_losses(log, copy), "log_history": log, "copy_history": copy,
                 "induction_history": self.read_induction_history(), "run_config": run_config,
-                "tokens_per_step": run_config.get("tokens_per_step") or history_tokens_per_step(copy)}
+                "tokens_per_step": run_config.get("tokens_per_step") or history_tokens_per_step(copy),
+                "ablation": self.read_ablation()}
 
     def contents(self) -> list[str]:
         """What in the folder belongs to a run (its files, its checkpoint folders); [] when none does.

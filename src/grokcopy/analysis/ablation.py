@@ -232,9 +232,22 @@ def ablated_predictions(model, task: CopyTask, ablations: Sequence[Ablation], *,
     return out
 
 
+COPIES_BY_INDUCTION_SHARE = 0.5  # ablating a run's induction heads leaves at most this share of its exact match
+
+
+def copies_by_induction(exact_match: float, heads: Sequence, ablated_exact_match: float) -> bool | None:
+    """The rule (written before it was applied to any run): a model *copies by induction* when it has at least
+    one head with I >= the formation threshold and zero-ablating all of them together leaves at most half of its
+    exact match. False when it copies without such heads (another solution) or they do not carry its copying;
+    None when it does not copy (exact match below 0.5), where the question does not arise."""
+    if exact_match < 0.5:
+        return None
+    return bool(heads) and ablated_exact_match <= COPIES_BY_INDUCTION_SHARE * exact_match
+
+
 def ablate_heads(model, task: CopyTask, *, num_samples: int | None = None, batch_size: int = 16,
                  ablations_per_pass: int | None = None, share_lower: bool = True, progress: bool = False,
-                 metric=None) -> dict:
+                 metric=None, groups: dict[str, Ablation] | None = None, per_head: bool = True) -> dict:
     """The copy test with each attention head, and each layer's whole attention, zero-ablated.
 
     Scores the first `num_samples` samples of `task` (default: all) unablated and under every ablation
@@ -245,6 +258,10 @@ def ablate_heads(model, task: CopyTask, *, num_samples: int | None = None, batch
     `num_sequences`. Under torch.distributed each process scores its share of the samples and every
     rank gets the numbers one process would. Works on every family the induction analysis knows
     (else UnsupportedArchitectureError) and on PEFT LoRA models.
+
+    `groups`: further named sets of (layer, head) ablated together (e.g. every induction head of a run),
+    scored on the same samples: `group_ablated_exact_match` / `group_ablated_token_accuracy` by name.
+    `per_head=False` scores only the unablated test and the groups (the per-head grids are then absent).
     """
     lm = unwrap_model(model)
     projections, num_heads = _shape(lm)  # fails fast on an unknown architecture
@@ -252,7 +269,13 @@ def ablate_heads(model, task: CopyTask, *, num_samples: int | None = None, batch
     if num_samples is not None and num_samples < 1:
         raise ValueError(f"num_samples: must be >= 1, got {num_samples}")
     n = len(task.samples) if num_samples is None else min(int(num_samples), len(task.samples))
-    ablations = head_ablations(num_layers, num_heads)
+    groups = dict(groups or {})
+    for name, heads in groups.items():
+        bad = [h for h in heads if not (0 <= h[0] < num_layers and 0 <= h[1] < num_heads)]
+        if bad:
+            raise ValueError(f"groups: {name}: no head {bad[0]} in a model of {num_layers} layers x {num_heads} heads")
+    standard = head_ablations(num_layers, num_heads) if per_head else [()]
+    ablations = [*standard, *(tuple(sorted(tuple(h) for h in heads)) for heads in groups.values())]
     with split_across_processes(list(range(n))) as mine:
         local = _records(model, task, ablations, mine, batch_size, ablations_per_pass, share_lower, progress)
     unique = {}
@@ -264,17 +287,22 @@ def ablate_heads(model, task: CopyTask, *, num_samples: int | None = None, batch
     metric = metric or load_copy_metric()
     scores = [metric.compute(predictions=[p for p, _ in pairs], references=[r for _, r in pairs])
               for pairs in per_ablation]
-    heads = scores[1:1 + num_layers * num_heads]
-    layers = scores[1 + num_layers * num_heads:]
-    grid = lambda key: [[heads[layer * num_heads + h][key] for h in range(num_heads)]  # noqa: E731
-                        for layer in range(num_layers)]
+    grouped = dict(zip(groups, scores[len(standard):]))
+    out = {"exact_match": scores[0]["exact_match"], "token_accuracy": scores[0]["token_accuracy"]}
+    if per_head:
+        heads = scores[1:1 + num_layers * num_heads]
+        layers = scores[1 + num_layers * num_heads:len(standard)]
+        grid = lambda key: [[heads[layer * num_heads + h][key] for h in range(num_heads)]  # noqa: E731
+                            for layer in range(num_layers)]
+        out.update(ablated_exact_match=grid("exact_match"), ablated_token_accuracy=grid("token_accuracy"),
+                   layer_ablated_exact_match=[s["exact_match"] for s in layers],
+                   layer_ablated_token_accuracy=[s["token_accuracy"] for s in layers])
+    if groups:
+        out.update(groups={name: [list(h) for h in heads] for name, heads in groups.items()},
+                   group_ablated_exact_match={name: s["exact_match"] for name, s in grouped.items()},
+                   group_ablated_token_accuracy={name: s["token_accuracy"] for name, s in grouped.items()})
     return {
-        "exact_match": scores[0]["exact_match"],
-        "token_accuracy": scores[0]["token_accuracy"],
-        "ablated_exact_match": grid("exact_match"),
-        "ablated_token_accuracy": grid("token_accuracy"),
-        "layer_ablated_exact_match": [s["exact_match"] for s in layers],
-        "layer_ablated_token_accuracy": [s["token_accuracy"] for s in layers],
+        **out,
         "num_layers": num_layers,
         "num_heads": num_heads,
         "num_samples": n,
@@ -288,6 +316,10 @@ def ablation_table(result: dict) -> str:
     in brackets, its drop from the unablated exact match; the last column ablates the whole layer."""
     base = result["exact_match"]
     cell = lambda value: f"{value:.3f} ({value - base:+.3f})"  # noqa: E731
+    groups = [f"{name} {result['groups'][name]} ablated together: {cell(value)}"
+              for name, value in (result.get("group_ablated_exact_match") or {}).items()]
+    if "ablated_exact_match" not in result:
+        return "\n".join([f"copy exact match {base:.3f} unablated ({result['num_samples']} samples)", *groups])
     columns = [f"head {h}" for h in range(result["num_heads"])] + ["whole layer"]
     width = max(len(cell(-1.0)), *map(len, columns))
     lines = [f"copy exact match {base:.3f} unablated ({result['num_samples']} samples, {result['num_queries']} "
@@ -296,4 +328,4 @@ def ablation_table(result: dict) -> str:
     for layer, row in enumerate(result["ablated_exact_match"]):
         values = [*row, result["layer_ablated_exact_match"][layer]]
         lines.append(f"{layer:>5}  " + "  ".join(cell(v).rjust(width) for v in values))
-    return "\n".join(lines)
+    return "\n".join(lines + groups)

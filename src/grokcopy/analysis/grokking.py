@@ -242,6 +242,9 @@ def grokking_stats(source, *, jump_threshold: float = 0.5, loss_target: float | 
         # the demo's criteria (issue #14): the loss made 80% of its fall before the jump, copying ends >= 0.9,
         # and a canonical induction head (some head's I >= the formation threshold) formed
         "loss_80pct_fall_step": fall80, "loss_first": loss_first, "max_induction": best_head,
+        # which solution the final model copies with, when it was ablated (grokcopy.analysis.ablation's rule)
+        "copies_by_induction": (data.get("ablation") or {}).get("copies_by_induction"),
+        "induction_heads_ablated_exact_match": (data.get("ablation") or {}).get("induction_heads_ablated_exact_match"),
         "groks": bool(loss_first and final_em is not None and final_em >= 0.9 and best_head is not None
                       and best_head >= formation_threshold),
     }

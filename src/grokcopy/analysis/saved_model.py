@@ -116,11 +116,31 @@ def induction(model: SavedModel, given: Mapping[str, Any] | None = None, *, seed
     return Analysis({"model": model.path, "revision": model.revision, **scores.to_dict()}, [f"induction: {note}"])
 
 
+INDUCTION_THRESHOLD = 0.3  # I of a formed induction head, as the report's formation landmark
+
+
+def run_induction_heads(model: SavedModel, threshold: float = INDUCTION_THRESHOLD) -> tuple[list, int | None]:
+    """The heads with I >= `threshold` at a run folder's last induction analysis, and that step ([] and None
+    for a model that is not a grokcopy run folder or has no induction history)."""
+    from grokcopy.run_dir import RunFolder
+
+    folder = Path(model.path).expanduser()
+    history = RunFolder(folder).read_induction_history() if folder.is_dir() else []
+    if not history:
+        return [], None
+    last = max(history, key=lambda r: r["step"])
+    return [[layer, head] for layer, row in enumerate(last["induction"]) for head, value in enumerate(row)
+            if value >= threshold], last["step"]
+
+
 def ablate(model: SavedModel, *, num_samples: int | None = None, batch_size: int = COPY_BATCH_SIZE,
-           ablations_per_pass: int | None = None, progress: bool = False) -> Analysis:
+           ablations_per_pass: int | None = None, progress: bool = False, per_head: bool = True) -> Analysis:
     """The run's own copy test (`num_samples` of it; default ABLATION_SAMPLES, or the run's number if smaller)
-    with each head and each layer's attention zero-ablated (grokcopy.analysis.ablation)."""
-    from grokcopy.analysis.ablation import ablate_heads
+    with each head and each layer's attention zero-ablated (grokcopy.analysis.ablation); on a run folder with
+    induction analyses also with all its induction heads (I >= 0.3 at its last analysis) ablated together, and
+    whether it copies by induction (`copies_by_induction`, the rule of grokcopy.analysis.ablation).
+    `per_head=False` scores only that joint ablation."""
+    from grokcopy.analysis.ablation import ablate_heads, copies_by_induction
     from grokcopy.analysis.architectures import model_family, unwrap_model
 
     loaded = model.load()
@@ -130,6 +150,13 @@ def ablate(model: SavedModel, *, num_samples: int | None = None, batch_size: int
     task, notes = copy_task_for(model, loaded, {"num_samples": samples})
     notes.append(f"head ablation: {samples} samples" + (f" (the run's copy test has {run_samples})"
                                                         if run_samples else ""))
+    heads, step = run_induction_heads(model)
     result = ablate_heads(loaded, task, batch_size=batch_size, ablations_per_pass=ablations_per_pass,
-                          progress=progress)
+                          progress=progress, per_head=per_head,
+                          groups={"induction_heads": [tuple(h) for h in heads]} if heads else None)
+    if step is not None:  # a run with induction analyses: its induction heads, together
+        ablated = result["group_ablated_exact_match"]["induction_heads"] if heads else result["exact_match"]
+        result.update(induction_heads=heads, induction_heads_step=step, induction_threshold=INDUCTION_THRESHOLD,
+                      induction_heads_ablated_exact_match=ablated,
+                      copies_by_induction=copies_by_induction(result["exact_match"], heads, ablated))
     return Analysis({"model": model.path, "revision": model.revision, **result}, notes)

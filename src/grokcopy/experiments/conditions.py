@@ -307,6 +307,9 @@ def summarize(stats: list[dict]) -> tuple[dict, dict]:
         summary["n_head_undetermined"] = sum(not h and bool(s.get("stopped_by_rule")) for h, s in zip(has_head, stats))
     else:
         summary["n_with_head"] = summary["n_head_undetermined"] = None
+    measured = [s["copies_by_induction"] for s in stats if s.get("copies_by_induction") is not None]
+    summary["n_copies_by_induction"] = sum(measured) if measured else None
+    summary["n_copies_measured"] = len(measured)  # runs that copy and whose final model was ablated
     summary.update(rate_summary(stats))
     return summary, samples
 

@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 
 from grokcopy.analysis.grokking import smooth  # noqa: E402
 from grokcopy.analysis.plots import save_figure  # noqa: E402
+from grokcopy.analysis.survival import proportion_interval  # noqa: E402
 from grokcopy.experiments.batch_figures import lr_effect_table  # noqa: E402
 from grokcopy.experiments.claims import describe  # noqa: E402
 from grokcopy.experiments.conditions import family  # noqa: E402
@@ -283,6 +284,18 @@ def write_markdown(record: dict, out: Path) -> None:
                      f"{em_text} | {rate_text(s)} |")
     if any(c["stats"].get("jump_width_n") for c in record["conditions"]):
         lines += widths
+    if any(c["stats"].get("n_copies_measured") for c in record["conditions"]):
+        lines += ["", "## Which solution: the final models' induction heads ablated together", "",
+                  "A run *copies by induction* when it has heads with I >= 0.3 at its last analysis and ablating them "
+                  "together leaves at most half its exact match (grokcopy.analysis.ablation; runs that copy, i.e. "
+                  "final exact match >= 0.5, whose final model was ablated).", "",
+                  "| condition | runs that copy, ablated | copy by induction | rate [95% CI] |", "|---|---|---|---|"]
+        for c in record["conditions"]:
+            s = c["stats"]
+            if s.get("n_copies_measured"):
+                ci = proportion_interval(s["n_copies_by_induction"], s["n_copies_measured"])["ci95"]
+                lines.append(f"| {c['label']} | {s['n_copies_measured']} | {s['n_copies_by_induction']} | "
+                             f"{s['n_copies_by_induction'] / s['n_copies_measured']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] |")
     formation = [(c["label"], c["stats"]["formation"]) for c in record["conditions"] if c["stats"]["formation"]]
     if formation:
         lines += ["", f"## Induction-head formation (KM median step at which a head's I >= {settings['threshold']})",
