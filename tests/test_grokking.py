@@ -8,7 +8,6 @@ import pytest
 
 from grokcopy.analysis.grokking import (
     crossing_step,
-    first_step_reaching,
     formation_steps,
     grokking_stats,
     jump_step,
@@ -46,7 +45,6 @@ def first_logged_at_or_after(t, every=10):
 
 def test_existing_landmarks_still_work():
     assert smooth([1, 2, 3, 4], 2) == [1, 1.5, 2.5, 3.5]
-    assert first_step_reaching([(0, 0.1), (5, 0.6)], 0.5) == 5
     assert loss_fall_step([(0, 10.0), (1, 5.0), (2, 2.0), (3, 2.0)], 0.8, window=1) == 2
 
 

@@ -42,7 +42,12 @@ from grokcopy.analysis.architectures import (
     model_family,
     unwrap_model,
 )
-from grokcopy.copytest.scoring import attention_that_takes_a_mask, load_copy_metric, predict_batch, sample_batches
+from grokcopy.copytest.scoring import (
+    attention_that_takes_a_mask,
+    load_copy_metric,
+    predict_batch,
+    sample_batches,
+)
 from grokcopy.copytest.task import CopyTask
 from grokcopy.devices import gather_across_processes, split_across_processes
 
@@ -198,23 +203,18 @@ def _records(model, task: CopyTask, ablations: Sequence[Ablation], samples: Sequ
 
         work = tqdm(work, desc="head ablation", unit="pass")
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     records = []
-    try:
-        with attention_that_takes_a_mask(model) as additive_mask, RowHeadMask(projections, num_heads) as mask, \
-                SharedLowerLayers(layers_and_final_norm(lm, model_family(lm))[0] if share_lower else []) as shared:
-            for group, batch in work:
-                rows = [(k, task.samples[k]) for k in batch]
-                mask.set(keep[group].repeat_interleave(len(rows), dim=0))  # copy j of the batch: ablation group[j]
-                shared.set(len(rows) * len(group), len(group),
-                           min(_lowest_layer(ablations[a], len(projections)) for a in group))
-                out = predict_batch(model, rows * len(group), device, additive_mask)
-                per_copy = len(out) // len(group)
-                for j, a in enumerate(group):
-                    records += [(a, *r) for r in out[j * per_copy:(j + 1) * per_copy]]
-    finally:
-        model.train(was_training)
+    with attention_that_takes_a_mask(model) as kernel, RowHeadMask(projections, num_heads) as mask, \
+            SharedLowerLayers(layers_and_final_norm(lm, model_family(lm))[0] if share_lower else []) as shared:
+        for group, batch in work:
+            rows = [(k, task.samples[k]) for k in batch]
+            mask.set(keep[group].repeat_interleave(len(rows), dim=0))  # copy j of the batch: ablation group[j]
+            shared.set(len(rows) * len(group), len(group),
+                       min(_lowest_layer(ablations[a], len(projections)) for a in group))
+            out = predict_batch(model, rows * len(group), device, kernel == "eager")
+            per_copy = len(out) // len(group)
+            for j, a in enumerate(group):
+                records += [(a, *r) for r in out[j * per_copy:(j + 1) * per_copy]]
     return records
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from grokcopy.attention import unwrap_model  # noqa: F401 (re-exported: the analyses' import)
 from grokcopy.errors import UnsupportedArchitectureError
 
 # LLaMA-layout families.  OLMo-2/3 normalise the attention *output* (post_attention_layernorm)
@@ -17,17 +18,6 @@ LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3", "olmo", "olmo2", "olmo3"}
 POST_NORM_FAMILIES = {"olmo2", "olmo3"}
 SUPPORTED_MODEL_TYPES = frozenset(LLAMA_LIKE | {"gpt_neox", "gpt2"})
 
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The transformers model inside a torch.compile / DDP wrapper (accelerate's unwrapping) or a PEFT
-    wrapper (LoRA layers stay injected)."""
-    from accelerate.utils import extract_model_from_parallel
-
-    model = extract_model_from_parallel(model, keep_fp32_wrapper=True)
-    if hasattr(model, "peft_config") and hasattr(model, "get_base_model"):
-        return model.get_base_model()
-    return model
 
 
 def model_family(lm: nn.Module) -> str:

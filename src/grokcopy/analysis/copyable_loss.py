@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from grokcopy.analysis.architectures import unwrap_model
+from grokcopy.attention import analysis_mode
 
 
 def copyable_mask(input_ids: torch.Tensor) -> torch.Tensor:
@@ -45,16 +46,12 @@ def copyable_loss_split(model, input_ids: torch.Tensor, batch_size: int = 32) ->
     ids = ids[None] if ids.ndim == 1 else ids
     mask = copyable_mask(ids)
     device = lm.get_input_embeddings().weight.device
-    was_training = model.training
-    model.eval()
     losses = []
-    try:
+    with analysis_mode(model):
         for start in range(0, len(ids), batch_size):
             chunk = ids[start:start + batch_size].to(device)
             logits = lm(input_ids=chunk, use_cache=False).logits[:, :-1].float()
             losses.append(F.cross_entropy(logits.transpose(1, 2), chunk[:, 1:], reduction="none").cpu())
-    finally:
-        model.train(was_training)
     loss = torch.cat(losses)
     copyable, other = loss[mask], loss[~mask]
     return {"copyable_loss": float(copyable.mean()) if copyable.numel() else None,

@@ -62,44 +62,14 @@ def bounds(steps, step) -> list[float] | None:
     return [step_before(steps, step), float(min((s for s in steps if s >= step), default=step))]
 
 
-def first_step_reaching(points: list[tuple[int, float]], threshold: float) -> int | None:
-    return next((s for s, v in points if v >= threshold), None)
-
-
-def induction_formation(history: list[dict], threshold: float = 0.3) -> list[dict]:
-    """Per layer, the first analysed step at which its best head's I reaches `threshold`.
-
-    "Shallow to deep" (the paper's Fig. 6) reads as first steps that grow with depth. A layer
-    that never reaches the threshold has `first_step` None; `max_induction` is its best I over
-    the whole history, and `head` the head that first crossed (or the overall best).
-    """
-    history = sorted(history, key=lambda r: r["step"])
-    if not history:
-        return []
-    rows = []
-    for layer in range(history[0]["num_layers"]):
-        best = max(((max(r["induction"][layer]), r) for r in history), key=lambda x: x[0])
-        crossed = next((r for r in history if max(r["induction"][layer]) >= threshold), None)
-        source = crossed or best[1]
-        head_values = source["induction"][layer]
-        rows.append({
-            "layer": layer,
-            "first_step": crossed["step"] if crossed else None,
-            "tokens": crossed.get("tokens") if crossed else None,
-            "head": max(range(len(head_values)), key=head_values.__getitem__),
-            "max_induction": best[0],
-        })
-    return rows
-
-
 def formation_table(rows: list[dict], threshold: float) -> str:
-    """The formation chart as text, for the terminal and reports."""
+    """The formation chart (rows of `formation_steps`) as text, for the terminal and reports."""
     lines = [f"induction-head formation (first step with max_head I >= {threshold}):",
-             "layer  first_step  tokens        head  max I"]
+             "layer  formation_step  tokens        head  max I"]
     for r in rows:
-        step = "never" if r["first_step"] is None else str(r["first_step"])
-        tokens = "-" if r["tokens"] is None else f"{r['tokens']:,}"
-        lines.append(f"{r['layer']:>5}  {step:>10}  {tokens:>12}  {r['head']:>4}  {r['max_induction']:.3f}")
+        step = "never" if r["formation_step"] is None else str(r["formation_step"])
+        tokens = "-" if r["formation_tokens"] is None else f"{r['formation_tokens']:,}"
+        lines.append(f"{r['layer']:>5}  {step:>14}  {tokens:>12}  {r['head']:>4}  {r['max_induction']:.3f}")
     return "\n".join(lines)
 
 
@@ -156,15 +126,25 @@ def shared_loss_target(runs_losses: list[list[tuple[int, float]]], window: int =
 
 
 def formation_steps(induction_history: list[dict], threshold: float = 0.3) -> list[dict]:
-    """Per layer: `formation_step` (first analysed step whose best head has I >= threshold) or
-    `censored_at` (the last analysed step), with the head and the best I seen."""
-    rows = induction_formation(induction_history, threshold)
-    steps = [r["step"] for r in induction_history]
-    last = max(steps, default=None)
-    return [{"layer": r["layer"], "formation_step": r["first_step"], "formation_tokens": r["tokens"],
-             "formation_bounds": bounds(steps, r["first_step"]),
-             "censored_at": None if r["first_step"] is not None else last, "head": r["head"],
-             "max_induction": r["max_induction"]} for r in rows]
+    """Per layer, the first analysed step at which its best head's I reaches `threshold`: "shallow to deep"
+    (the paper's Fig. 6) reads as steps that grow with depth. Each row: `formation_step` (None when never) with
+    its `formation_tokens` and `formation_bounds` (the analyses around it), else `censored_at` (the last
+    analysed step); `head` (the one that crossed, or the best) and `max_induction` (its best I over the run)."""
+    history = sorted(induction_history, key=lambda r: r["step"])
+    if not history:
+        return []
+    steps = [r["step"] for r in history]
+    rows = []
+    for layer in range(history[0]["num_layers"]):
+        best = max(((max(r["induction"][layer]), r) for r in history), key=lambda x: x[0])
+        crossed = next((r for r in history if max(r["induction"][layer]) >= threshold), None)
+        head_values = (crossed or best[1])["induction"][layer]
+        rows.append({"layer": layer, "formation_step": crossed["step"] if crossed else None,
+                     "formation_tokens": crossed.get("tokens") if crossed else None,
+                     "formation_bounds": bounds(steps, crossed["step"] if crossed else None),
+                     "censored_at": None if crossed else steps[-1],
+                     "head": max(range(len(head_values)), key=head_values.__getitem__), "max_induction": best[0]})
+    return rows
 
 
 def jump_width(copy_history: list[dict], low: float = 0.1, high: float = 0.9, tail: int = 3) -> dict:

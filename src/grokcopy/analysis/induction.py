@@ -28,8 +28,6 @@ The weight side (EP, the OV circuit, family layouts) lives in :mod:`grokcopy.ana
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,14 +35,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from grokcopy.analysis.architectures import embedding_vocab_size, model_context_length, model_family, unwrap_model
-from grokcopy.analysis.induction_config import PAPER_SEQ_LEN, InductionConfig, fit_seq_len  # noqa: F401 (re-exported)
+from grokcopy.analysis.architectures import (
+    embedding_vocab_size,
+    model_context_length,
+    model_family,
+    unwrap_model,
+)
+from grokcopy.analysis.induction_config import (  # noqa: F401 (re-exported)
+    PAPER_SEQ_LEN,
+    InductionConfig,
+    fit_seq_len,
+)
 from grokcopy.analysis.ov_circuit import (
     eigenvalue_positivity,
     ov_circuit_eigenvalues,
     ov_circuit_matrices,
     residual_copying_score,
 )
+from grokcopy.attention import analysis_mode
 from grokcopy.devices import gather_across_processes, split_across_processes
 from grokcopy.errors import UnsupportedArchitectureError
 
@@ -109,30 +117,10 @@ def repeated_random_tokens(
     return ids
 
 
-@contextlib.contextmanager
-def eager_eval_mode(model: nn.Module, *, eager: bool = True) -> Iterator[None]:
-    """Eval mode (+ eager attention: sdpa/flash return no weights); restores both exactly afterwards.
-
-    Each module's own ``training`` flag is saved and put back (not model.train(), which would
-    also flip submodules the caller had deliberately frozen in eval mode). The attention
-    implementation is switched and restored with transformers' public ``set_attn_implementation``
-    (which also dispatches to sub-configs); the one thing read is ``config._attn_implementation``,
-    for which transformers has no public getter (its attention docs point users at it).
-    """
-    lm = unwrap_model(model)
-    modes = [(m, m.training) for m in model.modules()]
-    previous = lm.config._attn_implementation
-    model.eval()
-    switched = eager and previous != "eager"
-    try:
-        if switched:
-            lm.set_attn_implementation("eager")
-        yield
-    finally:
-        if switched:
-            lm.set_attn_implementation(previous)
-        for module, training in modes:
-            module.training = training
+def eager_eval_mode(model: nn.Module, *, eager: bool = True):
+    """Eval mode and (with `eager`) eager attention, which alone returns attention weights; both restored
+    exactly afterwards (grokcopy.attention.analysis_mode)."""
+    return analysis_mode(model, ("eager",) if eager else None)
 
 
 def _input_device(lm: nn.Module) -> torch.device:

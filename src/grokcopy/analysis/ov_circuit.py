@@ -17,6 +17,7 @@ from grokcopy.analysis.architectures import (
     model_family,
     unwrap_model,
 )
+from grokcopy.attention import analysis_mode
 
 
 def effective_weight(module: nn.Module) -> torch.Tensor:
@@ -183,13 +184,8 @@ def residual_copying_score(model: nn.Module, *, vocab_size: int | None = None, e
     chosen = np.sort(rng.choice(candidates, size=min(num_tokens, len(candidates)), replace=False))
     device = lm.get_input_embeddings().weight.device
     tokens = torch.as_tensor(chosen, device=device)
-    modes = [(m, m.training) for m in model.modules()]  # each module's own flag back, as eager_eval_mode does
-    model.eval()
-    try:
+    with analysis_mode(model):
         hidden = model(input_ids=tokens[:, None], output_hidden_states=True).hidden_states
-    finally:
-        for module, training in modes:
-            module.training = training
     layers, final_norm = layers_and_final_norm(lm, model_type)
     unemb = effective_weight(lm.get_output_embeddings())[:vocab].double()
     g_final = _norm_scale(final_norm, unemb.device)

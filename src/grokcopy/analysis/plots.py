@@ -133,12 +133,13 @@ def plot_formation(rows: list[dict], out: str | Path, threshold: float, last_ste
     """First step at which each layer's best head passes the threshold: shallow to deep at a glance."""
     fig, ax = plt.subplots(figsize=(6, 1.2 + 0.4 * len(rows)), dpi=120)
     for r in rows:
-        if r["first_step"] is None:
+        if r["formation_step"] is None:
             ax.barh(r["layer"], last_step or 0, color="lightgrey", hatch="//")
             ax.text(last_step or 0, r["layer"], "  not formed", va="center", fontsize=8)
         else:
-            ax.barh(r["layer"], r["first_step"], color="tab:purple")
-            ax.text(r["first_step"], r["layer"], f"  {r['first_step']} (head {r['head']})", va="center", fontsize=8)
+            ax.barh(r["layer"], r["formation_step"], color="tab:purple")
+            ax.text(r["formation_step"], r["layer"], f"  {r['formation_step']} (head {r['head']})", va="center",
+                    fontsize=8)
     ax.set_yticks([r["layer"] for r in rows])
     ax.invert_yaxis()
     ax.set_ylabel("layer (shallow at top)")

@@ -14,13 +14,13 @@ the suffix, since greedy only diverges after a first wrong token. The numbers co
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from functools import lru_cache
 from itertools import groupby
 
 import torch
 
+from grokcopy.attention import analysis_mode
 from grokcopy.copytest.task import CopyTask
 from grokcopy.devices import gather_across_processes, split_across_processes
 from grokcopy.resources import metric_path
@@ -90,21 +90,10 @@ def predict_batch(model, batch, device, additive_mask: bool) -> list:
     return [(k, i, [next(argmax) for _ in suffix], suffix) for k, sample in batch for i, _, suffix in sample.queries]
 
 
-@contextlib.contextmanager
 def attention_that_takes_a_mask(model):
-    """Yields whether the mask must be additive (eager) rather than boolean (sdpa). Any other attention
-    (flash, flex), which takes no 4-D mask, is switched to sdpa for the test and restored after, with
-    transformers' public `set_attn_implementation`."""
-    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    previous = lm.config._attn_implementation
-    switch = previous not in ("eager", "sdpa")
-    if switch:
-        lm.set_attn_implementation("sdpa")
-    try:
-        yield previous == "eager"
-    finally:
-        if switch:
-            lm.set_attn_implementation(previous)
+    """Eval mode and a kernel that takes a 4-D mask: eager or sdpa; any other (flash, flex) is switched to sdpa
+    for the test. Yields the kernel (the mask is additive for eager, boolean for sdpa); restores everything."""
+    return analysis_mode(model, ("eager", "sdpa"), "sdpa")
 
 
 def sample_batches(task: CopyTask, samples: Sequence[int] | None, batch_size: int) -> list[list[int]]:
@@ -122,8 +111,6 @@ def sample_batches(task: CopyTask, samples: Sequence[int] | None, batch_size: in
 def _predict(model, task: CopyTask, batch_size: int, progress: bool, samples: Sequence[int] | None):
     """(sample, query_index, predicted ids, suffix ids) for each query of `samples`, sorted by sample."""
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     results = []
     batches = sample_batches(task, samples, batch_size)
     iterator = batches
@@ -131,12 +118,9 @@ def _predict(model, task: CopyTask, batch_size: int, progress: bool, samples: Se
         from tqdm.auto import tqdm
 
         iterator = tqdm(batches, desc="copy test", unit="batch")
-    try:
-        with attention_that_takes_a_mask(model) as additive_mask:
-            for batch in iterator:
-                results += predict_batch(model, [(k, task.samples[k]) for k in batch], device, additive_mask)
-    finally:
-        model.train(was_training)
+    with attention_that_takes_a_mask(model) as kernel:
+        for batch in iterator:
+            results += predict_batch(model, [(k, task.samples[k]) for k in batch], device, kernel == "eager")
     return sorted(results, key=lambda r: r[0])  # stable: queries keep their order within a sample
 
 

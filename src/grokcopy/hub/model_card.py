@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grokcopy.analysis.grokking import grokking_stats, induction_formation
+from grokcopy.analysis.grokking import formation_steps, grokking_stats
 from grokcopy.resources import model_card_template
 from grokcopy.run_dir import RunFolder
 
@@ -66,7 +66,7 @@ def render_card(repo_id: str, output_dir: Path, branches: list[str], model_confi
         token_accuracy=last["token_accuracy"], copy_sequences=last.get("num_sequences"),
         copy_samples=last.get("num_samples"),
         copy_jump_step=stats["jump_step"], jump_censored_at=stats["jump_censored_at"],
-        formation=induction_formation(induction, threshold) if induction else [], threshold=threshold,
+        formation=formation_steps(induction, threshold) if induction else [], threshold=threshold,
         plots=[p.name for p in run.figures()],
         branches=branches,
     )

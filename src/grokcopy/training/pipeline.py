@@ -14,7 +14,7 @@ import transformers
 from transformers import default_data_collator
 
 from grokcopy.analysis.architectures import model_context_length
-from grokcopy.analysis.grokking import first_step_reaching, formation_table, induction_formation
+from grokcopy.analysis.grokking import formation_steps, formation_table, jump_step
 from grokcopy.analysis.plots import plot_copy_curve, plot_formation, plot_induction_history
 from grokcopy.copytest.task import CopyTaskConfig, CopyTaskError, build_copy_task
 from grokcopy.errors import EXIT_PREEMPTED, RunWriteError, TrainingInterrupted, one_line
@@ -181,7 +181,7 @@ def summarize(history: list[dict]) -> dict:
         "final_loss": last["loss"],
         "final_exact_match": last["exact_match"],
         "final_token_accuracy": last["token_accuracy"],
-        "first_step_exact_match_over_half": first_step_reaching([(r["step"], r["exact_match"]) for r in history], 0.5),
+        "jump_step": jump_step(history)[0],  # the report's landmark: exact match 0.5, interpolated between tests
         "copy_test_sequences_per_sample": last["num_sequences"],
     }
 
@@ -292,7 +292,7 @@ def write_induction_figures(output_dir: str | Path, threshold: float = 0.3) -> l
     history = run.read_induction_history()
     if not history:
         return []
-    rows = induction_formation(history, threshold)
+    rows = formation_steps(history, threshold)
     plot_induction_history(history, run.induction_history_plot)
     plot_formation(rows, run.formation_plot, threshold, max(r["step"] for r in history))
     print(formation_table(rows, threshold))
