@@ -1,8 +1,8 @@
 """Head-level causal scores: the copy test with attention heads zero-ablated.
 
 The induction score I = A x EP says which heads *look* like an induction circuit; it does not say
-which heads the model's copying *needs* (issue 28: on the demo's model the circuit is spread over
-several heads, and I alone does not single them out). Ablation does: for every
+which heads the model's copying *needs* (on the demo's model the circuit is spread over several heads,
+and I alone does not single them out). Ablation does: for every
 (layer, head), the copy test's exact match and token accuracy with that head zero-ablated, and the
 same with each layer's whole attention ablated.
 

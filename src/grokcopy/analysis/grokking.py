@@ -73,7 +73,7 @@ def formation_table(rows: list[dict], threshold: float) -> str:
     return "\n".join(lines)
 
 
-# --- Landmarks of one run, right-censored (issue #14) -------------------------------------------
+# --- Landmarks of one run, right-censored -----------------------------------------------------
 
 
 def crossing_step(points: list[tuple[float, float]], threshold: float) -> float | None:
@@ -219,7 +219,7 @@ def grokking_stats(source, *, jump_threshold: float = 0.5, loss_target: float | 
         "loss_target_bounds": bounds([s for s, _ in losses], target),
         "lag_steps": None if jump is None or target is None else jump - target,
         "formation": formation,
-        # the demo's criteria (issue #14): the loss made 80% of its fall before the jump, copying ends >= 0.9,
+        # the demo's criteria: the loss made 80% of its fall before the jump, copying ends >= 0.9,
         # and a canonical induction head (some head's I >= the formation threshold) formed
         "loss_80pct_fall_step": fall80, "loss_first": loss_first, "max_induction": best_head,
         # which solution the final model copies with, when it was ablated (grokcopy.analysis.ablation's rule)

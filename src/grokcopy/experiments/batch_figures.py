@@ -1,4 +1,4 @@
-"""The critical-batch experiment beyond the S*-vs-B fit (issue #15): McCandlish's collapse plot, the
+"""The critical-batch experiment beyond the S*-vs-B fit: McCandlish's collapse plot, the
 learning-rate x batch grid with the sign of the learning-rate effect per batch, and the gradient noise
 scale measured during the plateau, set beside the fitted B_crit.
 

@@ -4,9 +4,8 @@
 the censored fit's starting point. `fit_censored`: the censored log-normal maximum likelihood over every
 seed, by scipy.optimize.minimize (L-BFGS-B, analytic gradient, ln B_crit and ln sigma bounded), one fit per
 row of bootstrap weights, each with a convergence check: the projected gradient at the end is small
-(GRADIENT_TOLERANCE per unit of weight). It replaced a batched 1,500-step Adam
-fit in torch (issue #29): on the critical-batch sweep (16 seeds, 401 fits) scipy took about as long and
-reaches the optimum instead of stopping after a fixed number of steps.
+(GRADIENT_TOLERANCE per unit of weight), so a fit reaches the optimum rather than stopping after a fixed
+number of steps.
 """
 
 from __future__ import annotations
