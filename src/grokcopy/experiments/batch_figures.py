@@ -109,8 +109,9 @@ def lr_effect(by_label: dict, row: list[str], level: float = 0.95) -> dict:
     verdict = ("not resolved (fewer than 3 seeds)" if not enough else "larger LR earlier" if earlier
                else "larger LR later" if later else "not resolved" if ci is None
                else "not resolved (censored)" if censored else "no clear effect")
-    return {"learning_rates": row_lrs, "slope": point, "ci": ci, "level": level, "verdict": verdict,
-            "censored_cells": censored}
+    return {"learning_rates": row_lrs, "slope": point, "ci": ci, "ci_coverage": None,
+            "ci_method": f"percentile bootstrap of the seeds' medians at level {level:.4g} (nominal, not guaranteed)",
+            "level": level, "verdict": verdict, "censored_cells": censored}
 
 
 FLIP_ALPHA = 0.05  # family-wise error of a reported sign flip
@@ -144,7 +145,7 @@ def _call_without_flagged(by_label: dict, row: list[str], level: float) -> dict:
     holds = effect["verdict"] not in both or not flagged or (
         len(clean) >= 2 and lr_effect(by_label, clean, level=level)["verdict"] == effect["verdict"])
     return {"learning_rates": effect["learning_rates"], "verdict": effect["verdict"], "ci": effect["ci"],
-            "level": level, "flagged_cells": flagged, "rests_on_flagged": not holds}
+            "ci_coverage": effect["ci_coverage"], "ci_method": effect["ci_method"], "level": level, "flagged_cells": flagged, "rests_on_flagged": not holds}
 
 
 def _pair_effect(by_label: dict, pair: list[str], level: float) -> dict:
@@ -202,7 +203,8 @@ def lr_batch_grid(by_label: dict) -> dict | None:
                           "n_runs": c["stats"]["n_runs"], "n_jumped": c["stats"]["n_jumped"],
                           "n_with_head": c["stats"].get("n_with_head"), "headless": _headless(c),
                           "jump_step_median": c["stats"]["jump_step_median"],
-                          "jump_step_ci95": c["stats"]["jump_step_ci95"],
+                          **{k: c["stats"][k] for k in ("jump_step_ci95", "jump_step_ci95_coverage",
+                                                        "jump_step_ci95_method")},
                           "jump_step_lower_bound": c["stats"].get("jump_step_lower_bound")})
         if len(row) < 2:
             continue
@@ -328,7 +330,8 @@ def noise_scale_summary(by_label: dict, fit: dict | None) -> dict | None:
            "window_rule": WINDOW_RULE, "n_runs_left_out": sum(left_out.values()), "left_out": left_out}
     if fit.get("resolved"):
         ci = fit.get("b_crit_ci95")
-        out.update(b_crit=fit["b_crit"], b_crit_ci95=ci, ratio=overall / fit["b_crit"],
+        out.update(b_crit=fit["b_crit"], b_crit_ci95=ci, b_crit_ci95_coverage=fit.get("b_crit_ci95_coverage"),
+                   b_crit_ci95_method=fit.get("b_crit_ci95_method"), ratio=overall / fit["b_crit"],
                    within_b_crit_ci=bool(ci and ci[0] <= overall <= ci[1]))
     return out
 
