@@ -110,3 +110,38 @@ def demo_run(tmp_path_factory):
     proc = subprocess.run([*GROKCOPY, "demo", "--output_dir", str(out), "--disable_tqdm", "true"],
                           capture_output=True, text=True, env=env, timeout=1500)
     return out, proc
+
+
+# Helpers shared by the failure-handling tests (test_failures.py, test_cluster_faults.py, test_bad_input.py).
+
+def write_config(path: Path, config: dict) -> Path:
+    """`config` as a JSON file for `grokcopy train PATH`."""
+    path.write_text(json.dumps(config))
+    return path
+
+
+def steps(history: Path) -> list[int]:
+    """The steps of a history file (copy_history.jsonl, induction_history.jsonl), in file order."""
+    from grokcopy.run_dir import read_jsonl
+
+    return [r["step"] for r in read_jsonl(history)]
+
+
+def tree(folder: Path) -> list[str]:
+    """Every path under `folder`, relative and sorted: compare before and after to see nothing was touched."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def last_line(stderr: str) -> str:
+    return stderr.strip().splitlines()[-1]
+
+
+def assert_one_line_error(proc, *needles, code=2) -> str:
+    """`proc` exited `code` with no traceback and exactly one `grokcopy: error:` line holding every needle."""
+    assert proc.returncode == code, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("grokcopy: error:")]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]

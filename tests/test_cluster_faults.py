@@ -1,32 +1,26 @@
-"""A run survives the cluster: two writers, a changed setting on resume, a save cut short, preemption
-signals, broken checkpoint files, a full disk, and folders of other tools, each with real processes
-and real signals where the fault is a process's."""
+"""A run survives the cluster: preemption signals and Ctrl-C, requeues, two writers in one folder, one
+run per folder, a changed setting on resume, a save cut short, sweeps stopped or with a dead member,
+and torn, mixed or foreign folders handed to the report and the analyses; each with real processes
+and real signals where the fault is a process's.
+
+Faults from inside a run (SIGKILL, NaN, a full disk, damaged checkpoints) are in test_failures.py;
+input refused before a run starts in test_bad_input.py."""
 
 import json
-import os
+import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import GROKCOPY, tiny_config
+from conftest import GROKCOPY, assert_one_line_error, last_line, steps, tiny_config, tree, write_config
 
 from grokcopy.errors import EXIT_PREEMPTED
 from grokcopy.run_dir import RUN_LOCK, checkpoint_problem, checkpoints, read_json, read_jsonl
 from grokcopy.training.config import ConfigError, parse_args
 from grokcopy.training.pipeline import run_training
-
-
-def write_config(path: Path, config: dict) -> Path:
-    path.write_text(json.dumps(config))
-    return path
-
-
-def steps(path: Path) -> list[int]:
-    return [r["step"] for r in read_jsonl(path)]
 
 
 def start(config_path: Path, *extra: str) -> subprocess.Popen:
@@ -50,10 +44,6 @@ def history_reaches(out: Path, step: int):
         path = out / "copy_history.jsonl"
         return path.is_file() and bool(steps(path)) and max(steps(path)) >= step
     return reached
-
-
-def last_line(stderr: str) -> str:
-    return stderr.strip().splitlines()[-1]
 
 
 LONG = {"max_steps": 3000, "save_strategy": "no", "copy_eval_steps": 5, "induction_eval_steps": 50}
@@ -105,10 +95,7 @@ def test_sigterm_saves_a_checkpoint_at_the_step_and_auto_resumes_with_a_recorded
         assert read_json(folder / name)["step"] == stopped
     assert not (out / RUN_LOCK).exists()
 
-    # the same command resumes; a changed max_steps only when asked, and recorded with its step
-    refused = subprocess.run([*GROKCOPY, "train", str(path), "--max_steps", str(stopped + 10)],
-                             capture_output=True, text=True, timeout=300)
-    assert refused.returncode == 2 and "--resume_allow_changes max_steps" in last_line(refused.stderr)
+    # the same command resumes (with an allowed, recorded change of max_steps, so that it ends soon)
     resumed = subprocess.run([*GROKCOPY, "train", str(path), "--max_steps", str(stopped + 10),
                               "--resume_allow_changes", "max_steps"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -120,14 +107,60 @@ def test_sigterm_saves_a_checkpoint_at_the_step_and_auto_resumes_with_a_recorded
     assert config["changes"][0]["fields"] == {"max_steps": {"from": 3000, "to": stopped + 10}}
 
 
-def test_sigusr1_also_stops_at_a_checkpoint(corpus_file, tmp_path):
+@pytest.mark.parametrize("name, code", [("SIGUSR1", EXIT_PREEMPTED), ("SIGINT", 130)], ids=["SIGUSR1", "ctrl-c"])
+def test_sigusr1_and_ctrl_c_also_stop_at_a_checkpoint_saying_where_to_resume_from(corpus_file, tmp_path, name, code):
     out = tmp_path / "run"
     proc = start(write_config(tmp_path / "c.json", tiny_config(corpus_file, out, **LONG)))
     wait_for(history_reaches(out, 5), proc)
-    proc.send_signal(signal.SIGUSR1)
+    proc.send_signal(getattr(signal, name))
     _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == EXIT_PREEMPTED and "SIGUSR1: training stopped at step" in last_line(stderr)
-    assert len(checkpoints(out)) == 1 and checkpoint_problem(checkpoints(out)[0]) is None
+    line = assert_one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr),
+                                 f"{name}: training stopped at step ", code=code)
+    stopped = int(line.split("stopped at step ")[1].split(";")[0])
+    assert f"continue from checkpoint-{stopped} with the same command and --resume_from_checkpoint auto" in line
+    assert [p.name for p in checkpoints(out)] == [f"checkpoint-{stopped}"]
+    assert checkpoint_problem(out / f"checkpoint-{stopped}") is None
+    copy_steps = steps(out / "copy_history.jsonl")
+    assert copy_steps == sorted(set(copy_steps)) and copy_steps[-1] <= stopped  # what it wrote is whole
+
+
+def test_the_first_ctrl_c_stops_at_the_step_boundary_and_the_second_at_once():
+    """A KeyboardInterrupt raised inside a finalizer is swallowed by Python; a flag cannot be."""
+    import os
+
+    from transformers import TrainerControl
+
+    from grokcopy.training.callbacks import StopOnInterrupt
+
+    before = signal.getsignal(signal.SIGINT)
+    with StopOnInterrupt() as interrupt:
+        control = TrainerControl()
+        interrupt.on_step_end(None, None, control)
+        assert not control.should_training_stop
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.1)  # the handler runs in the main thread between bytecodes
+        assert interrupt.requested
+        interrupt.on_step_end(None, None, control)
+        assert control.should_training_stop
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGINT) is before  # the previous handler is back
+
+
+def test_overwrite_output_dir_sets_the_old_run_aside_and_a_resume_never_mixes_them(corpus_file, tmp_path):
+    """(A fresh run into a folder holding a run is refused: test_bad_input.py.)"""
+    out = tmp_path / "run"
+    run_training(*parse_args(tiny_config(corpus_file, out, max_steps=8, seed=1)))
+    before = tree(out)
+    run_training(*parse_args(tiny_config(corpus_file, out, max_steps=4, overwrite_output_dir=True)))
+    assert tree(tmp_path / "run.previous-1") == before  # the old run, whole, beside the new one
+    assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-4"]
+    # resuming the new run picks up its own checkpoint, never the old run's checkpoint-8
+    run_training(*parse_args(tiny_config(corpus_file, out, max_steps=8, resume_from_checkpoint="last",
+                                         resume_allow_changes="max_steps")))
+    assert steps(out / "copy_history.jsonl") == [0, 2, 4, 6, 8]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "run.previous-1"]
 
 
 @pytest.mark.parametrize("field, value", [("per_device_train_batch_size", 4), ("seed", 1), ("block_size", 64),
@@ -138,7 +171,8 @@ def test_a_resume_that_would_change_the_data_or_the_measurement_is_refused(corpu
     run_training(*parse_args(tiny_config(corpus_file, out, max_steps=4)))
     before = (out / "run_config.json").read_text()
     config = tiny_config(corpus_file, out, max_steps=4, resume_from_checkpoint="last", **{field: value})
-    with pytest.raises(ConfigError, match=rf"^resume_from_checkpoint: (.*, )?{field} \([^)]* -> '?{value}'?\).* differ from the run"):
+    with pytest.raises(ConfigError, match=rf"^resume_from_checkpoint: (.*, )?{field} \([^)]* -> '?{value}'?\).* "
+                                          "differ from the run"):
         run_training(*parse_args(config, ["--resume_allow_changes", "all"]))
     assert (out / "run_config.json").read_text() == before
 
@@ -181,65 +215,6 @@ def test_a_checkpoint_saved_without_its_analyses_gets_them_on_resume(corpus_file
     assert read_json(out / "checkpoint-4" / "induction.json")["step"] == 4
 
 
-@pytest.mark.parametrize("damage, problem", [
-    (lambda c: (c / "trainer_state.json").write_text("{}"), "trainer_state.json holds no Trainer state"),
-    (lambda c: (c / "trainer_state.json").write_text("null"), "trainer_state.json holds no Trainer state"),
-    (lambda c: (c / "optimizer.pt").write_bytes((c / "optimizer.pt").read_bytes()[:-200]), "optimizer.pt is truncated"),
-])
-def test_a_damaged_checkpoint_is_named_and_auto_falls_back_to_the_one_before(corpus_file, tmp_path, damage, problem):
-    out = tmp_path / "run"
-    run_training(*parse_args(tiny_config(corpus_file, out, max_steps=8)))
-    damage(out / "checkpoint-8")
-    assert problem in checkpoint_problem(out / "checkpoint-8")
-    explicit = subprocess.run([*GROKCOPY, "train", str(write_config(tmp_path / "c.json", tiny_config(
-        corpus_file, out, max_steps=8, resume_from_checkpoint=str(out / "checkpoint-8"))))],
-        capture_output=True, text=True, timeout=300)
-    assert explicit.returncode == 2 and "Traceback" not in explicit.stderr
-    assert problem in last_line(explicit.stderr) and "the newest complete one is" in last_line(explicit.stderr)
-    run_training(*parse_args(tiny_config(corpus_file, out, max_steps=8, resume_from_checkpoint="auto")))
-    assert steps(out / "copy_history.jsonl") == [0, 2, 4, 6, 8]
-    assert (out / "incomplete-checkpoint-8").is_dir()
-
-
-# `python -c DISK_FILLS_UP CONFIG STEP LIMIT`: from STEP on no file may grow past LIMIT bytes (`history`: the copy
-# history's size then, so its next record cannot be written): a full disk, for a real training process.
-DISK_FILLS_UP = """
-import os, resource, signal, sys
-from transformers import TrainerCallback
-import grokcopy.training.pipeline as pipeline
-from grokcopy.cli import main
-
-config, at, limit = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-
-class DiskFillsUp(TrainerCallback):
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == at:
-            size = os.path.getsize(os.path.join(args.output_dir, "copy_history.jsonl")) + 10
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-            resource.setrlimit(resource.RLIMIT_FSIZE, (size if limit == "history" else int(limit),
-                                                       resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
-
-build = pipeline.build_trainer
-pipeline.build_trainer = lambda *a, callbacks=None: build(*a, callbacks=[DiskFillsUp()])
-sys.exit(main(["train", config]))
-"""
-
-
-def disk_fills_up(config: Path, at: int, limit: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", DISK_FILLS_UP, str(config), str(at), limit], capture_output=True,
-                          text=True, timeout=600)
-
-
-def test_a_full_disk_between_checkpoints_is_one_line_naming_the_file_and_the_checkpoint(corpus_file, tmp_path):
-    out = tmp_path / "run"
-    path = write_config(tmp_path / "c.json", tiny_config(corpus_file, out, max_steps=12))
-    proc = disk_fills_up(path, 5, "history")  # after checkpoint-4
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    line = last_line(proc.stderr)
-    assert line.startswith("grokcopy: error: could not write ") and "copy_history.jsonl at step 6" in line
-    assert "File too large" in line and "continue from checkpoint-4" in line
-
-
 def test_a_parallel_sweep_passes_sigterm_to_its_members_and_leaves_no_orphan(corpus_file, tmp_path):
     base = tmp_path / "base.json"
     write_config(base, tiny_config(corpus_file, tmp_path / "unused", **LONG))
@@ -259,6 +234,25 @@ def test_a_parallel_sweep_passes_sigterm_to_its_members_and_leaves_no_orphan(cor
     for member in members:
         assert not (member / RUN_LOCK).exists()  # its process ended: no orphan trains on
         assert len(checkpoints(member)) == 1 and checkpoint_problem(checkpoints(member)[0]) is None
+
+
+def test_a_sweep_member_that_died_before_its_first_checkpoint_starts_over(corpus_file, tmp_path, capsys):
+    from grokcopy.cli import main
+
+    base = tiny_config(corpus_file, "unused", max_steps=4, save_steps=2, induction_analysis=False)
+    del base["output_dir"]
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({"base": "base.yaml", "output_dir": str(tmp_path / "runs"),
+                                                         "seeds": [0]}))
+    attempt = tmp_path / "runs" / "seed0"
+    attempt.mkdir(parents=True)
+    (attempt / "run_config.json").write_text("{}")
+    (attempt / "copy_history.jsonl").write_text('{"step": 0}\n')
+    assert main(["sweep", str(tmp_path / "tiny.yaml")]) == 0
+    assert "seed0: done" in capsys.readouterr().out
+    assert steps(attempt / "copy_history.jsonl") == [0, 2, 4]
+    assert sorted(p.name for p in (tmp_path / "runs" / "seed0.previous-1").iterdir()) == [
+        "copy_history.jsonl", "run_config.json"]
 
 
 def finished_run(corpus_file, tmp_path) -> Path:
@@ -298,6 +292,32 @@ def test_the_report_refuses_mixed_or_foreign_folders_in_one_line(corpus_file, tm
         assert proc.returncode == 2 and "run_config.json: expected a JSON object" in last_line(proc.stderr)
 
 
+def test_report_marks_an_unfinished_run_and_names_a_failed_sweep_member(corpus_file, tmp_path):
+    run = finished_run(corpus_file, tmp_path)
+    sweep = tmp_path / "sweep"
+    shutil.copytree(run, sweep / "complete", ignore=shutil.ignore_patterns("checkpoint-*"))
+    stopped = sweep / "stopped"
+    shutil.copytree(run, stopped, ignore=shutil.ignore_patterns("checkpoint-*"))
+    run_config = read_json(stopped / "run_config.json")
+    run_config["training"]["max_steps"] = 16  # killed at step 4 of 16: no summary.json
+    (stopped / "run_config.json").write_text(json.dumps(run_config))
+    (stopped / "summary.json").unlink()
+    (sweep / "sweep.json").write_text(json.dumps({"members": [
+        {"name": "complete", "status": "complete"}, {"name": "stopped", "status": "running"},
+        {"name": "broken", "status": "failed", "error": "train_files: could not read x.jsonl"}]}))
+    proc = report(sweep)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "note: run stopped is unfinished (stopped at step 4 of 16)" in proc.stdout
+    assert "note: run complete is unfinished" not in proc.stdout
+    assert "note: sweep member broken has no run to report (failed: train_files: could not read x.jsonl)" in proc.stdout
+    record = read_json(tmp_path / "sweep-report" / "report.json")
+    assert {r["name"]: r["unfinished"] for r in record["runs"]} == {"complete": None,
+                                                                    "stopped": "stopped at step 4 of 16"}
+    assert [m["name"] for m in record["missing"]] == ["broken"]
+    markdown = (tmp_path / "sweep-report" / "report.md").read_text()
+    assert "stopped (**unfinished**: stopped at step 4 of 16)" in markdown and "**broken**" in markdown
+
+
 def test_a_torn_sweep_record_and_a_member_without_a_name_are_one_line(tmp_path):
     folder = tmp_path / "sweep"
     folder.mkdir()
@@ -318,19 +338,6 @@ def test_analysing_a_run_whose_settings_no_run_could_have_had_is_one_line(corpus
     assert "induction_seq_len is -5, not a positive integer" in last_line(proc.stderr)
 
 
-def test_the_lock_is_held_only_while_the_run_runs(corpus_file, tmp_path):
-    from grokcopy.training.run_lock import RunFolderInUse, RunLock
-
-    with RunLock(tmp_path / "run") as lock:
-        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
-        other = subprocess.run([sys.executable, "-c", "import sys; from grokcopy.training.run_lock import RunLock; "
-                                f"RunLock({str(tmp_path / 'run')!r}).acquire()"], capture_output=True, text=True)
-        assert other.returncode != 0 and RunFolderInUse.__name__ in other.stderr
-    assert not (tmp_path / "run" / RUN_LOCK).exists()
-    with RunLock(tmp_path / "run"):  # free again
-        pass
-
-
 def test_a_run_without_a_copy_test_is_not_counted_as_a_run_that_never_jumped(corpus_file, tmp_path):
     run = finished_run(corpus_file, tmp_path)
     (run / "copy_history.jsonl").write_text("")
@@ -344,43 +351,6 @@ def test_copy_test_on_a_folder_of_another_tool_is_one_line(corpus_file, tmp_path
     proc = subprocess.run([*GROKCOPY, "copy-test", str(run)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "run_config.json: not a grokcopy run config" in last_line(proc.stderr)
-
-
-FULL_CACHE = """
-import resource, signal, sys
-from grokcopy.cli import main
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
-sys.exit(main(["train", sys.argv[1]]))
-"""
-
-
-def test_a_full_datasets_cache_is_named_as_such(corpus_file, tmp_path):
-    cache = tmp_path / "cache"
-    path = write_config(tmp_path / "c.json", tiny_config(corpus_file, tmp_path / "run", cache_dir=str(cache)))
-    proc = subprocess.run([sys.executable, "-c", FULL_CACHE, str(path)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    line = last_line(proc.stderr)
-    assert line.startswith("grokcopy: error: cache_dir: could not write the datasets cache (File too large")
-    assert "train_files" not in line
-
-
-def test_a_nan_before_the_first_checkpoint_does_not_point_at_a_checkpoint(corpus_file, tmp_path):
-    from test_robustness import PoisonWeights
-
-    from grokcopy.errors import TrainingDivergedError
-
-    with pytest.raises(TrainingDivergedError, match=r"at step 2; .*No checkpoint was saved before it: start over"):
-        run_training(*parse_args(tiny_config(corpus_file, tmp_path / "run", max_steps=8)), callbacks=[PoisonWeights(2)])
-
-
-def test_a_first_save_that_fails_says_there_is_no_earlier_checkpoint(corpus_file, tmp_path):
-    path = write_config(tmp_path / "c.json", tiny_config(corpus_file, tmp_path / "run", max_steps=8))
-    proc = disk_fills_up(path, 1, "20000")  # before checkpoint-4: its weights cannot be written
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    line = last_line(proc.stderr)
-    assert "saving checkpoint-4 failed" in line and "There is no earlier checkpoint" in line
-    assert "(none)" not in line and "--resume_from_checkpoint auto (it starts over)" in line
 
 
 def test_a_requeued_finished_run_trains_nothing_and_one_killed_while_finishing_is_finished(corpus_file, tmp_path):
