@@ -11,6 +11,7 @@
     grokcopy report RUN_DIR... --out DIR            figures, grokking statistics and the paper's claims
     grokcopy push OUTPUT_DIR                        push checkpoints a run could not push (Hub was down)
     grokcopy push-metric NAMESPACE/copy_accuracy    share the metric as a Hub Space for evaluate.load
+    grokcopy corpus OUT_DIR                         the Python standard library as a real-text corpus
 """
 
 from __future__ import annotations
