@@ -35,7 +35,7 @@ IGNORED = {"output_dir", "run_name", "logging_dir", "seed", "data_seed", "resume
            "induction_analysis", "induction_eval_steps", "local_rank", "cache_dir", "preprocessing_num_workers",
            "max_eval_samples", "project", "skip_memory_metrics", "ddp_timeout", "do_train", "do_eval",
            "torch_empty_cache_steps", "log_on_each_node", "copy_eval_steps", "copy_eval_schedule",
-           "copyable_loss_blocks"}
+           "copyable_loss_blocks", "resume_allow_changes"}
 IGNORED_PREFIXES = ("hub_", "logging_", "save_", "eval_", "dataloader_", "log_level", "trackio_")
 SHORT = {"per_device_train_batch_size": "bs", "learning_rate": "lr", "gradient_accumulation_steps": "accum"}
 CLAIM_FIELDS = ("tokens_per_step", "per_device_train_batch_size", "gradient_accumulation_steps", "world_size",
@@ -105,15 +105,22 @@ def unfinished(run_dir: Path, run_config: dict, steps: int | None) -> str | None
     return None
 
 
-def flat_config(run_config: dict) -> dict:
-    """The run's fields that can make a condition (section names dropped; bookkeeping left out)."""
+def flat_config(run_config: dict, copy_history: list[dict] | None = None) -> dict:
+    """The run's fields that can make a condition (section names dropped; bookkeeping left out). An unset
+    field (None) is left out, so a field a later version of grokcopy added, unset, does not split a run from
+    the same experiment run before it; the copy test's number of sequences is the one the test used (its
+    first record's), since an unset or larger value is fitted to the model's context."""
     flat = {k: run_config[k] for k in ("world_size", "tokens_per_step") if k in run_config}
     for section in ("model", "data", "training"):
         for key, value in (run_config.get(section) or {}).items():
-            if key not in IGNORED and not key.startswith(IGNORED_PREFIXES):
+            if key not in IGNORED and not key.startswith(IGNORED_PREFIXES) and value is not None:
                 flat[key] = value
-    if "attention_dropout" in flat and flat["attention_dropout"] is None:
-        flat["attention_dropout"] = 0.0  # the models' own default
+    first = (copy_history or [{}])[0]
+    used = (first.get("copy_shape") or {}).get("num_sequences") or first.get("num_sequences")
+    if used is not None:
+        flat["copy_num_sequences"] = used
+    if "attention_dropout" in (run_config.get("model") or {}) and "attention_dropout" not in flat:
+        flat["attention_dropout"] = 0.0  # unset: the models' own default
     if flat.get("demo_corpus"):  # generated from demo_corpus_config and the seed: its file name is no condition
         flat.pop("train_files", None)
     elif flat.get("train_files"):  # the same files under another machine's cache folder are the same data
@@ -141,7 +148,7 @@ def load_runs(dirs: list[Path], loss_target: float | None = None, loss_window: i
         stats["loss_target_source"] = ("given" if loss_target is not None else "experiment" if target is not None
                                        else "shared by the report's runs")
         runs.append({"name": d.name if names.count(d.name) == 1 else f"{d.parent.name}/{d.name}", "path": str(d),
-                     "config": flat_config(data["run_config"]), "seed": (data["run_config"].get("training") or {})
+                     "config": flat_config(data["run_config"], data.get("copy_history")), "seed": (data["run_config"].get("training") or {})
                      .get("seed"), "data": data, "induction": data["induction_history"], "stats": stats,
                      "unfinished": None if is_series(d) or stats["finished"] else unfinished(d, data["run_config"],
                                                                                             stats["steps"])})
