@@ -13,7 +13,7 @@ import grokcopy
 PACKAGE = Path(grokcopy.__file__).parent
 # Each stage may import only the stages listed for it (and itself); the base modules import nothing of grokcopy
 # (but the run folder its safe reads and writes).
-BASE = {"errors", "run_dir", "safe_io", "resources", "devices", "attention"}
+BASE = {"errors", "run_dir", "safe_io", "resources", "devices", "attention", "settings"}
 ALLOWED = {
     **{name: set() for name in BASE},
     "run_dir": {"safe_io"},

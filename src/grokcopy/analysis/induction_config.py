@@ -7,16 +7,16 @@ no torch: the command line reads it to build its flags.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 from grokcopy.copytest.task import check_minimums, setting
+from grokcopy.settings import PrefixedSettings
 
 PAPER_SEQ_LEN = 100  # s of the paper: 100 random tokens repeated twice
 
 
 @dataclass(frozen=True)
-class InductionConfig:
+class InductionConfig(PrefixedSettings):
     """What the induction analysis reads: `seq_len` (s; None: the paper's 100, or the longest repeat that fits
     the model's context, see `fit`) and `batch_size` repeated sequences averaged."""
 
@@ -28,20 +28,8 @@ class InductionConfig:
         check_minimums(type(self), self, error=ValueError)
 
     @classmethod
-    def from_settings(cls, settings, prefix: str = "") -> "InductionConfig":
-        """The config from a mapping or an object holding each field as `prefix` + name (the training arguments
-        with `induction_`, run_config.json's training settings); absent or None: the default."""
-        get = settings.get if isinstance(settings, Mapping) else (lambda key: getattr(settings, key, None))
-        values = {f.name: get(prefix + f.name) for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if v is not None})
-
-    @classmethod
     def from_training_args(cls, args) -> "InductionConfig":
         return cls.from_settings(args, "induction_")
-
-    def settings(self, prefix: str = "") -> dict:
-        """Every field as `prefix` + name: value (e.g. `induction_seq_len`, as in run_config.json)."""
-        return {prefix + f.name: getattr(self, f.name) for f in fields(self)}
 
     def fit(self, model, *, with_bos: bool = True, name: str = "seq_len") -> tuple["InductionConfig", str]:
         """This config with `seq_len` fitted to the model's context (`fit_seq_len`), and a note saying how."""

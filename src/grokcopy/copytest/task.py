@@ -22,6 +22,7 @@ from typing import Literal, get_type_hints
 import numpy as np
 
 from grokcopy.errors import CopyTaskError  # noqa: F401 (re-exported)
+from grokcopy.settings import PrefixedSettings
 
 HEX_DIGITS = string.hexdigits[:16]
 SYMBOL_KINDS = ("tokens", "hex")  # random vocabulary ids, or hex strings as in the paper's Fig. 1
@@ -82,7 +83,7 @@ def with_settings(config_cls, prefix: str = "", after: str | None = None):
 
 
 @dataclass(frozen=True)
-class CopyTaskConfig:
+class CopyTaskConfig(PrefixedSettings):
     """The copy test's settings, defined once: the `copy_*` training arguments, `CopyEvalCallback`'s fields,
     the CLI's flags (copy-test, ablate, series) and the records derive from these fields, their defaults and
     their help. A shape field left None is the paper's value fitted to the model's context (`fit_shape`); a
@@ -106,20 +107,8 @@ class CopyTaskConfig:
         check_minimums(type(self), self)
 
     @classmethod
-    def from_settings(cls, settings, prefix: str = "") -> "CopyTaskConfig":
-        """The config from a mapping or an object holding each field as `prefix` + name (the training arguments
-        with `copy_`, run_config.json's training settings, a callback with ""); absent or None: the default."""
-        get = settings.get if isinstance(settings, Mapping) else (lambda key: getattr(settings, key, None))
-        values = {f.name: get(prefix + f.name) for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if v is not None})
-
-    @classmethod
     def from_training_args(cls, args) -> "CopyTaskConfig":
         return cls.from_settings(args, "copy_")
-
-    def settings(self, prefix: str = "") -> dict:
-        """Every field as `prefix` + name: value (e.g. `copy_num_samples`, as in run_config.json)."""
-        return {prefix + f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass
