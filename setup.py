@@ -17,7 +17,7 @@ setup(
     long_description_content_type="text/markdown",
     package_dir={"": "src", **RESOURCES},
     packages=find_packages("src") + list(RESOURCES),
-    package_data={name: ["**/*"] for name in RESOURCES},
+    package_data={**{name: ["**/*"] for name in RESOURCES}, "grokcopy.forecast": ["reference_runs.json"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",

@@ -20,8 +20,9 @@ ALLOWED = {
     "copytest": BASE,
     "analysis": BASE | {"copytest"},
     "hub": BASE | {"copytest", "analysis"},
-    "training": BASE | {"copytest", "analysis", "hub"},
-    "experiments": BASE | {"copytest", "analysis", "hub", "training"},
+    "forecast": BASE | {"copytest", "analysis"},
+    "training": BASE | {"copytest", "analysis", "hub", "forecast"},
+    "experiments": BASE | {"copytest", "analysis", "hub", "training", "forecast"},
 }
 
 

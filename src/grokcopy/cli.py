@@ -12,6 +12,7 @@
     grokcopy push OUTPUT_DIR                        push checkpoints a run could not push (Hub was down)
     grokcopy push-metric NAMESPACE/copy_accuracy    share the metric as a Hub Space for evaluate.load
     grokcopy corpus OUT_DIR                         the Python standard library as a real-text corpus
+    grokcopy forecast RUN_DIR [--at-step K]         will the run copy by induction, headless or not, and when
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from grokcopy.cli_commands import (
     OneLineParser,
     ablate,
     add_settings,
+    forecast,
     copy_test,
     given,
     induction,
@@ -173,6 +175,23 @@ def build_parser() -> argparse.ArgumentParser:
     corpus.add_argument("out_dir", help="folder for train.jsonl and manifest.json")
     corpus.add_argument("--document-chars", type=int, default=128, help="characters per document (default 128)")
     corpus.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
+    fc = sub.add_parser("forecast", help="forecast whether and when a run will copy by induction (from its folder)",
+                        description="From a run folder's records up to --at-step only: P(copies by induction by the "
+                                    "horizon), P(headless), P(no jump), and the jump step with an 80%% interval. "
+                                    "--evaluate scores forecasts on experiment folders; --build-reference makes a "
+                                    "reference set from them.")
+    fc.add_argument("runs", nargs="+", help="a run folder; with --evaluate or --build-reference, experiment folders")
+    fc.add_argument("--at-step", "--at_step", type=positive_int, help="forecast from records up to this step "
+                                                                         "(default: the run's last record)")
+    fc.add_argument("--horizon", type=positive_int, help="the step the probabilities refer to (default: the run's "
+                                                         "max_steps)")
+    fc.add_argument("--json", help="also write the forecast here")
+    fc.add_argument("--evaluate", action="store_true", help="score forecasts at 25/50/75%% of the way to each jump "
+                                                            "of the runs under the folders; writes --out")
+    fc.add_argument("--build-reference", "--build_reference", action="store_true",
+                    help="write a reference set (summaries of the runs under the folders) to --out")
+    fc.add_argument("--reference", help="a reference set (JSON) to fit on instead of the one grokcopy ships")
+    fc.add_argument("--out", help="folder for --evaluate, file for --build-reference")
     metric = sub.add_parser("push-metric", help="upload metrics/copy_accuracy as a Hub Space")
     metric.add_argument("space_id", help="NAMESPACE/copy_accuracy")
     metric.add_argument("--private", action="store_true")
@@ -312,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         if ns.command == "series":
             return series(ns)
         commands = {"copy-test": copy_test, "induction": induction, "ablate": ablate, "push": _push,
-                    "push-metric": _push_metric, "corpus": _corpus}
+                    "push-metric": _push_metric, "corpus": _corpus, "forecast": forecast}
         try:
             return commands[ns.command](ns)
         except (OSError, ValueError) as err:  # a missing model, revision or file, an unknown architecture,

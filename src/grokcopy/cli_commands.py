@@ -169,6 +169,35 @@ def ablate(ns) -> int:
     return 0
 
 
+def forecast(ns) -> int:
+    """`grokcopy forecast RUN`: whether and when the run will copy by induction; --evaluate / --build-reference DIRS."""
+    from grokcopy.forecast.reference import Forecaster, forecast_run, shipped_forecaster
+
+    if (ns.evaluate or ns.build_reference) and not ns.out:
+        raise ValueError("--evaluate and --build-reference write to --out: name a folder (or file)")
+    if ns.build_reference:
+        from grokcopy.experiments.forecast_evaluation import build_reference
+
+        record = build_reference(ns.runs, ns.out)
+        print(f"{len(record['runs'])} runs of {', '.join(record['experiments'])} -> {ns.out}")
+        return 0
+    forecaster = Forecaster(json.loads(Path(ns.reference).read_text())) if ns.reference else shipped_forecaster()
+    if ns.evaluate:
+        from grokcopy.experiments.forecast_evaluation import evaluate
+
+        record = evaluate(ns.runs, ns.out, forecaster)
+        print(Path(ns.out, "forecast_evaluation.md").read_text())
+        return 0
+    if len(ns.runs) != 1:
+        raise ValueError(f"forecast takes one run folder ({len(ns.runs)} given; --evaluate scores many)")
+    writable_json(ns.json)
+    result = forecast_run(ns.runs[0], ns.at_step, ns.horizon, forecaster)
+    print(result.text())
+    if ns.json:
+        Path(ns.json).write_text(json.dumps(result.to_json(), indent=1) + "\n")
+    return 0
+
+
 def induction(ns) -> int:
     """`grokcopy induction MODEL`: induction-head scores, s the run's own or fitted to the context."""
     from grokcopy.analysis import saved_model

@@ -35,7 +35,7 @@ IGNORED = {"output_dir", "run_name", "logging_dir", "seed", "data_seed", "resume
            "induction_analysis", "induction_eval_steps", "local_rank", "cache_dir", "preprocessing_num_workers",
            "max_eval_samples", "project", "skip_memory_metrics", "ddp_timeout", "do_train", "do_eval",
            "torch_empty_cache_steps", "log_on_each_node", "copy_eval_steps", "copy_eval_schedule",
-           "copyable_loss_blocks", "resume_allow_changes"}
+           "copyable_loss_blocks", "resume_allow_changes", "copy_forecast"}
 IGNORED_PREFIXES = ("hub_", "logging_", "save_", "eval_", "dataloader_", "log_level", "trackio_")
 SHORT = {"per_device_train_batch_size": "bs", "learning_rate": "lr", "gradient_accumulation_steps": "accum"}
 CLAIM_FIELDS = ("tokens_per_step", "per_device_train_batch_size", "gradient_accumulation_steps", "world_size",
@@ -348,7 +348,9 @@ def formation_summary(stats: list[dict]) -> list[dict]:
         rows.append({"layer": layer, "n_runs": len(rows_), "n_formed": result["n_reached"],
                      "median": result["median"], "ci95": result["ci95"], "ci95_coverage": result["ci95_coverage"],
                      "ci95_method": result["ci95_method"],
-                     "max_induction": max(r["max_induction"] for r in rows_)})
+                     "max_induction": max(r["max_induction"] for r in rows_),
+                     "copying_at_end": (float(np.median(copying)) if (copying := [r["copying_at_end"] for r in rows_
+                                        if r.get("copying_at_end") is not None]) else None)})
     return rows
 
 

@@ -134,6 +134,10 @@ class CopyTrainingArguments(TrainingArguments):
     induction_eval_steps: int | None = field(
         default=None, metadata={"help": "Also analyse every N steps (log-spaced below N), besides saves."}
     )
+    copy_forecast: bool = field(
+        default=True, metadata={"help": "Forecast the copy jump at each copy test / induction analysis (logged as "
+                                        "forecast_*; grokcopy.training.forecast_callback)."}
+    )
     induction_threshold: float = field(default=0.3, metadata={"help": "I above which a layer's head has formed."})
     hub_checkpoint_series: bool = field(
         default=False,

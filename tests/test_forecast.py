@@ -1,0 +1,149 @@
+"""`grokcopy forecast` and `CopyForecastCallback`: forecasts from a run folder's records up to a step only, on
+committed runs (the shipped reference set is fit on them), on a run with no induction analyses, and while a tiny
+model trains in CopyTrainer and in a plain Trainer."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import GROKCOPY, assert_one_line_error, tiny_config
+
+from grokcopy.experiments.forecast_evaluation import build_reference
+from grokcopy.forecast.reference import Forecaster, forecast_run, shipped_forecaster
+from grokcopy.run_dir import read_jsonl
+from grokcopy.safe_io import write_jsonl
+
+REPRO = Path(__file__).resolve().parents[1] / "docs" / "reproduction"
+CIRCUIT_RUN = REPRO / "claim4-regularization" / "baseline-seed0"  # held out: never in the reference set
+HEADLESS_RUN = REPRO / "cpu-lr-batch" / "bs2048-lr0.006-seed0"
+
+
+def truncated_copy(run: Path, step: int, dest: Path, drop_induction: bool = False) -> Path:
+    """The run folder as it stood at `step`: histories and the Trainer's log cut there."""
+    dest.mkdir(parents=True)
+    shutil.copy(run / "run_config.json", dest / "run_config.json")
+    write_jsonl([r for r in read_jsonl(run / "copy_history.jsonl") if r["step"] <= step], dest / "copy_history.jsonl")
+    if not drop_induction:
+        write_jsonl([r for r in read_jsonl(run / "induction_history.jsonl") if r["step"] <= step],
+                    dest / "induction_history.jsonl")
+    state = json.loads((run / "trainer_state.json").read_text())
+    state["log_history"] = [r for r in state["log_history"] if r.get("step", 0) <= step]
+    (dest / "trainer_state.json").write_text(json.dumps(state))
+    return dest
+
+
+def test_forecast_uses_only_records_up_to_the_step(tmp_path):
+    out = tmp_path / "f.json"
+    proc = subprocess.run([*GROKCOPY, "forecast", str(CIRCUIT_RUN), "--at-step", "170", "--json", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(out.read_text())
+    assert record["at_step"] == 170 and record["horizon"] == 700 and not record["jumped_already"]
+    assert {"p_circuit", "jump_step", "jump_step_interval", "signals"} <= set(record)
+    assert abs(record["p_circuit"] + record["p_headless"] + record["p_no_jump"] - 1) < 1e-3
+    lo, hi = record["jump_step_interval"]
+    assert 170 <= lo < record["jump_step"] < hi <= 700
+    assert record["signals"]["learning_rate"] == 1.5e-3 and record["signals"]["tokens_per_step"] == 20480
+    assert record["model"] == "full" and record["missing"] == []
+    assert "P(copies by induction by step 700)" in proc.stdout and "80% interval" in proc.stdout
+    # the same forecast from the folder as it stood at step 170: nothing after K leaked in
+    cut = forecast_run(truncated_copy(CIRCUIT_RUN, 170, tmp_path / "cut"))
+    assert cut.at_step == 170 and cut.to_json()["jump_step"] == record["jump_step"]
+    assert cut.to_json()["p_circuit"] == record["p_circuit"]
+    # half-way to its jump (365) this held-out circuit run is forecast inside the interval
+    assert lo <= 365 <= hi and record["outcome"] == "circuit"
+
+
+def test_a_signal_not_recorded_is_named_and_the_forecast_still_made(tmp_path):
+    run = truncated_copy(CIRCUIT_RUN, 200, tmp_path / "no-induction", drop_induction=True)
+    forecast = forecast_run(run)
+    assert forecast.model == "copy" and forecast.missing == ["prev_token_rise"]
+    assert "prev_token_rise" not in forecast.signals and forecast.signals["token_accuracy"] is not None
+    assert "Not recorded by this run" in forecast.text() and "previous-token" in forecast.text()
+
+
+def test_headless_forecast_says_why():
+    forecast = forecast_run(HEADLESS_RUN, at_step=120)
+    assert forecast.outcome == "headless" and forecast.p_headless > 0.5
+    assert "previous-token score" in forecast.reason and "reference runs that jumped headless" in forecast.reason
+
+
+def test_already_jumped_run_reads_its_jump():
+    forecast = forecast_run(CIRCUIT_RUN)
+    assert forecast.jumped_already and forecast.p_no_jump == 0.0
+    crossed = next(r["step"] for r in read_jsonl(CIRCUIT_RUN / "copy_history.jsonl") if r["exact_match"] >= 0.5)
+    assert forecast.jump_step_interval[0] < forecast.jump_step <= crossed
+
+
+def test_forecast_bad_input(tmp_path):
+    assert_one_line_error(subprocess.run([*GROKCOPY, "forecast", str(tmp_path)], capture_output=True, text=True),
+                          "not a grokcopy run folder")
+    assert_one_line_error(subprocess.run([*GROKCOPY, "forecast", str(CIRCUIT_RUN), "--evaluate"], capture_output=True,
+                                         text=True), "--out")
+
+
+def test_reference_build_fit_and_evaluate(tmp_path):
+    """A reference set built from experiment folders fits; --evaluate scores held-out runs apart from in-sample."""
+    ref_file = tmp_path / "ref.json"
+    reference = build_reference([REPRO / "cpu-critical-batch", REPRO / "cpu-lr-batch"], ref_file)
+    assert len(reference["runs"]) == 64 and json.loads(ref_file.read_text())["experiments"] == ["cpu-critical-batch",
+                                                                                                  "cpu-lr-batch"]
+    solutions = {r["outcome"]["solution"] for r in reference["runs"]}
+    assert {"circuit", "headless", "no jump"} <= solutions
+    assert all(s["step"] < (r["outcome"]["jump_step"] or r["outcome"]["last_step"] + 1)
+               for r in reference["runs"] for s in r["snapshots"])  # only snapshots before the jump
+    forecaster = Forecaster(reference)
+    assert forecaster.models["full"].n_runs >= 60
+    out = tmp_path / "eval"
+    proc = subprocess.run([*GROKCOPY, "forecast", "--evaluate", str(REPRO / "cpu-depth-knockout"),
+                           str(REPRO / "cpu-lr-batch"), "--reference", str(ref_file), "--out", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((out / "forecast_evaluation.json").read_text())
+    held, seen = record["sets"]["held_out"], record["sets"]["in_sample"]
+    assert held["0.5"]["n_runs"] == 4 and seen["0.5"]["n_runs"] == 36
+    assert 0 <= held["0.5"]["coverage_80"] <= 1 and held["0.5"]["median_abs_error"] >= 0
+    assert set(held["0.5"]["baselines"]) >= {"nearest configuration", "McCandlish (batch only)", "Aoyama (T0 refit)",
+                                             "copy-test extrapolation"}
+    assert seen["0.5"]["auroc"] is not None and (out / "forecast_evaluation.png").stat().st_size > 10_000
+    assert "## held-out" in (out / "forecast_evaluation.md").read_text()
+
+
+def test_shipped_reference_is_the_protocols_fit_set():
+    reference = shipped_forecaster().reference
+    assert reference["experiments"] == ["cpu-critical-batch-pilot", "cpu-critical-batch", "cpu-lr-batch",
+                                        "demo-seeds", "cpu-depth"]
+    assert len(reference["runs"]) == 98
+
+
+def _forecast_logs(log_history):
+    return [r for r in log_history if "forecast_p_circuit" in r]
+
+
+def test_callback_in_copy_trainer(corpus_file, tmp_path):
+    from grokcopy.training.config import parse_args
+    from grokcopy.training.pipeline import run_training
+
+    out = tmp_path / "run"
+    run_training(*parse_args(tiny_config(corpus_file, out, induction_eval_steps=4)))
+    logs = _forecast_logs(json.loads((out / "trainer_state.json").read_text())["log_history"])
+    assert [r["step"] for r in logs] == [1, 2, 4, 6, 8]  # each step a copy test or an induction analysis recorded
+    for r in logs:
+        assert 0 <= r["forecast_p_circuit"] <= 1 and "forecast_jump_step" in r
+        assert abs(r["forecast_p_circuit"] + r["forecast_p_headless"] + r["forecast_p_no_jump"] - 1) < 1e-3
+
+
+@pytest.mark.parametrize("kind", ["trainer"])
+def test_callback_in_a_plain_trainer(corpus_file, tmp_path, kind):
+    from test_any_trainer import run_other_trainer
+
+    from grokcopy import CopyForecastCallback
+
+    callback = CopyForecastCallback()  # no arguments
+    log_history, _ = run_other_trainer(tiny_config(corpus_file, tmp_path / "run", induction_eval_steps=4), kind,
+                                       "callbacks", extra=(callback,))
+    logs = _forecast_logs(log_history)
+    assert logs and all(0 <= r["forecast_p_circuit"] <= 1 for r in logs)
+    assert callback.latest is not None and callback.latest.signals["tokens_per_step"] == 8 * 128
