@@ -64,6 +64,22 @@ def test_a_signal_not_recorded_is_named_and_the_forecast_still_made(tmp_path):
     assert "Not recorded by this run" in forecast.text() and "previous-token" in forecast.text()
 
 
+def test_an_unseen_configuration_widens_the_interval(tmp_path):
+    """A configuration no reference run had is forecast with the leave-one-configuration-out spread, and says so."""
+    from grokcopy.forecast.signals import snapshot
+    from grokcopy.run_dir import load_histories
+
+    forecaster = shipped_forecaster()
+    snap = snapshot(load_histories(CIRCUIT_RUN), 170)
+    known = forecaster.forecast(snap)
+    snap.config = {**snap.config, "context": 128}
+    unseen = forecaster.forecast(snap)
+    width = lambda f: f.jump_step_interval[1] / f.jump_step_interval[0]  # noqa: E731
+    assert known.outside_reference == [] and width(unseen) > 1.5 * width(known)
+    assert unseen.outside_reference == ["context 128 above the reference runs' 40-40"]
+    assert "Extrapolated (no reference run is like this): context 128" in unseen.text()
+
+
 def test_headless_forecast_says_why():
     forecast = forecast_run(HEADLESS_RUN, at_step=120)
     assert forecast.outcome == "headless" and forecast.p_headless > 0.5
@@ -95,7 +111,9 @@ def test_reference_build_fit_and_evaluate(tmp_path):
     assert all(s["step"] < (r["outcome"]["jump_step"] or r["outcome"]["last_step"] + 1)
                for r in reference["runs"] for s in r["snapshots"])  # only snapshots before the jump
     forecaster = Forecaster(reference)
-    assert forecaster.models["full"].n_runs >= 60
+    full = forecaster.models["full"]
+    assert full["jumps"].n_runs == 64 and full["circuit_time"].n_runs == 30  # every run; the circuits (18 + 12)
+    assert full["circuit_time"].sigma_new > full["circuit_time"].sigma  # unseen configurations are harder
     out = tmp_path / "eval"
     proc = subprocess.run([*GROKCOPY, "forecast", "--evaluate", str(REPRO / "cpu-depth-knockout"),
                            str(REPRO / "cpu-lr-batch"), "--reference", str(ref_file), "--out", str(out)],

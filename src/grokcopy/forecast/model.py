@@ -1,17 +1,23 @@
 """The forecaster: when will the copy test jump, and will the run copy by induction, headless, or not at all.
 
-Two small models, fit on snapshots of the reference runs taken before their jump (each run weighing one in all):
+Small regressions, fit on snapshots of the reference runs taken before their jump (each run weighing one in all;
+a snapshot at step K is a run known to be without a jump at K, so every model is conditional on T > K):
 
-- **When**: a log-normal time-to-jump regression (an accelerated-failure-time model) whose mean is linear in the
-  configuration (ln tokens per step, ln learning rate, their squares and product, depth) and the run's signals so
-  far. Each snapshot at step K is a run known to survive past K, so its likelihood is truncated at K, and runs that
-  never jumped enter censored at their last copy test. The forecast is that distribution given T > K: its median
-  and its 10-90% quantiles (the 80% interval), and P(T <= horizon).
-- **Which solution**: a ridge logistic regression of circuit vs headless on the same features, over the snapshots
-  of runs that jumped with a known solution.
+- **Whether**: ridge logistic regressions of "jumps within its budget" (all runs) and of "circuit, given a jump"
+  (runs that jumped with a known solution) on the configuration (ln tokens per step, ln learning rate, their
+  squares and product, depth) and the run's signals so far.
+- **When**: for each solution, a log-normal time-to-jump regression (an accelerated-failure-time model) over the
+  runs that jumped with it, its likelihood truncated at K: circuit runs on the configuration and the signals,
+  headless runs (fewer) on ln tokens per step and ln learning rate alone. The two solutions' jumps differ (the
+  headless one comes later), so the forecast of T is their mixture weighted by P(circuit | jump), given T > K:
+  its median and 10-90% quantiles (the 80% interval).
+- **Beyond the reference runs**: for a configuration no reference run had, the circuit time's spread is the
+  leave-one-configuration-out error of the fit (each configuration predicted by a fit without it), not the
+  in-sample spread: a forecast that extrapolates says so in its interval.
 
-`p_circuit` = P(jump by the horizon) x P(circuit | jump). Models exist for each set of signals (configuration only;
-+ copy test and loss; + previous-token score): a run is forecast by the richest one whose signals it has.
+`p_circuit` = P(jump) x P(circuit | jump) x P(T <= horizon | circuit); likewise headless; the rest is "no jump".
+Models exist for each set of signals (configuration only; + copy test and loss; + previous-token score): a run is
+forecast by the richest one whose signals it has.
 """
 
 from __future__ import annotations
@@ -29,17 +35,26 @@ MODELS = {"full": ("token_accuracy", "loss_fall_step", "prev_token_rise"),
           "copy": ("token_accuracy", "loss_fall_step"),
           "config": ()}
 INTERVAL = (0.1, 0.9)  # the 80% interval's quantiles
-RIDGE = 1.0  # on standardized features: keeps the small headless class from separating perfectly
+RIDGE = 1.0  # on standardized features: keeps the small classes (headless, no jump) from separating perfectly
 REFERENCE_BATCH, REFERENCE_LR = 20480.0, 1.5e-3  # the demo's tokens per step and learning rate: features centre here
+MIN_RUNS = 10
 
 
-def features(snapshot: Snapshot, signals: tuple[str, ...]) -> np.ndarray | None:
-    """The model's inputs for a snapshot: None when a configuration value or a named signal is missing."""
+def configuration_key(config: dict) -> tuple:
+    """Runs sharing tokens per step, learning rate, depth and context are one configuration (a forecast for
+    one no reference run had uses the leave-one-configuration-out spread)."""
+    return (config.get("tokens_per_step"), config.get("learning_rate"), config.get("num_layers") or 2,
+            config.get("context"))
+
+
+def features(snapshot: Snapshot, signals: tuple[str, ...], linear: bool = False) -> np.ndarray | None:
+    """The model's inputs for a snapshot: None when a configuration value or a named signal is missing.
+    `linear`: ln tokens per step and ln learning rate only (for the small headless set)."""
     c = snapshot.config
     if not c.get("tokens_per_step") or not c.get("learning_rate"):
         return None
     u, v = math.log(c["tokens_per_step"] / REFERENCE_BATCH), math.log(c["learning_rate"] / REFERENCE_LR)
-    row = [u, v, u * u, v * v, u * v, float(c.get("num_layers") or 2) - 2.0]
+    row = [u, v] if linear else [u, v, u * u, v * v, u * v, float(c.get("num_layers") or 2) - 2.0]
     for name in signals:
         value = snapshot.signals.get(name)
         if value is None:
@@ -49,30 +64,36 @@ def features(snapshot: Snapshot, signals: tuple[str, ...]) -> np.ndarray | None:
 
 
 @dataclass
-class FittedModel:
-    """One model's standardization and coefficients: `time` = (beta, ln sigma), `solution` = logistic weights."""
+class Regression:
+    """One fitted regression: its inputs (`signals`, `linear`), standardization and coefficients; `sigma` (ln
+    steps) for a time model, None for a logistic one; `sigma_new` the spread for an unseen configuration."""
 
     signals: tuple
+    linear: bool
     mean: np.ndarray
     scale: np.ndarray
-    time: np.ndarray
-    solution: np.ndarray | None
-    n_runs: int
-    n_snapshots: int
+    coef: np.ndarray
+    sigma: float | None = None
+    sigma_new: float | None = None
+    n_runs: int = 0
+    n_snapshots: int = 0
 
-    def design(self, x: np.ndarray) -> np.ndarray:
-        x = (np.atleast_2d(x) - self.mean) / self.scale
-        return np.hstack([np.ones((x.shape[0], 1)), x])
+    def design(self, snap: Snapshot) -> np.ndarray | None:
+        x = features(snap, self.signals, self.linear)
+        return None if x is None else np.concatenate([[1.0], (x - self.mean) / self.scale])
+
+    def mu(self, snap: Snapshot) -> float:
+        return float(self.design(snap) @ self.coef)
+
+    def probability(self, snap: Snapshot) -> float:
+        return float(1 / (1 + math.exp(-self.mu(snap))))
 
 
-def _time_nll(params, X, log_t, log_k, observed, weight):
+def _time_nll(params, X, log_t, log_k, weight):
     beta, log_sigma = params[:-1], params[-1]
-    sigma = math.exp(log_sigma)
     mu = X @ beta
-    z_t, z_k = (log_t - mu) / sigma, (log_k - mu) / sigma
-    event = stats.norm.logpdf(z_t) - log_sigma - log_t
-    tail = stats.norm.logsf(z_t)
-    ll = np.where(observed, event, tail) - stats.norm.logsf(z_k)
+    sigma = math.exp(log_sigma)
+    ll = (stats.norm.logpdf((log_t - mu) / sigma) - log_sigma) - stats.norm.logsf((log_k - mu) / sigma)
     return -(weight * ll).sum() + 1e-3 * (beta[1:] ** 2).sum()
 
 
@@ -81,36 +102,83 @@ def _logistic_nll(w, X, y, weight):
     return (weight * (np.logaddexp(0, z) - y * z)).sum() + 0.5 * RIDGE * (w[1:] ** 2).sum()
 
 
-def fit_model(rows: list[dict], signals: tuple[str, ...]) -> FittedModel | None:
-    """Fit one model on reference snapshot rows ({run, snapshot, outcome}); None with too few runs."""
-    kept = [(r, x) for r in rows if (x := features(r["snapshot"], signals)) is not None]
+def _design(rows: list[dict], signals, linear):
+    kept = [(r, x) for r in rows if (x := features(r["snapshot"], signals, linear)) is not None]
     runs = {r["run"] for r, _ in kept}
-    if len(runs) < 10:
+    if len(runs) < MIN_RUNS:
         return None
-    per_run = {run: sum(1 for r, _ in kept if r["run"] == run) for run in runs}
+    per_run = {run: 0 for run in runs}
+    for r, _ in kept:
+        per_run[r["run"]] += 1
     x = np.array([x for _, x in kept])
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale[scale == 0] = 1.0
-    model = FittedModel(signals, mean, scale, np.zeros(x.shape[1] + 2), None, len(runs), len(kept))
-    X = model.design(x)
+    X = np.hstack([np.ones((len(kept), 1)), (x - mean) / scale])
     weight = np.array([1.0 / per_run[r["run"]] for r, _ in kept])
-    observed = np.array([r["outcome"]["jump_step"] is not None for r, _ in kept])
-    t = np.array([r["outcome"]["jump_step"] if r["outcome"]["jump_step"] is not None else r["outcome"]["last_step"]
-                  for r, _ in kept], dtype=float)
-    k = np.array([max(r["snapshot"].step, 1) for r, _ in kept], dtype=float)
+    return [r for r, _ in kept], X, weight, Regression(signals, linear, mean, scale, np.zeros(X.shape[1]),
+                                                       n_runs=len(runs), n_snapshots=len(kept))
+
+
+def fit_time(rows: list[dict], signals: tuple[str, ...], linear: bool = False) -> Regression | None:
+    """The log-normal time to the jump over rows of runs that jumped, each truncated at its snapshot's step."""
+    designed = _design([r for r in rows if r["outcome"]["jump_step"] is not None], signals, linear)
+    if designed is None:
+        return None
+    kept, X, weight, model = designed
+    log_t = np.log([r["outcome"]["jump_step"] for r in kept])
+    log_k = np.log([max(r["snapshot"].step, 1) for r in kept])
     start = np.zeros(X.shape[1] + 1)
-    start[0], start[-1] = np.log(t[observed]).mean() if observed.any() else np.log(t).mean(), math.log(0.5)
-    fit = optimize.minimize(_time_nll, start, args=(X, np.log(t), np.log(k), observed, weight), method="L-BFGS-B")
-    if not fit.success and not np.isfinite(fit.fun):
+    start[0], start[-1] = log_t.mean(), math.log(0.3)
+    fit = optimize.minimize(_time_nll, start, args=(X, log_t, log_k, weight), method="L-BFGS-B")
+    if not np.isfinite(fit.fun):
         raise RuntimeError(f"the time model ({'+'.join(signals) or 'configuration'}) did not converge: {fit.message}")
-    model.time = fit.x
-    labelled = np.array([r["outcome"]["solution"] in ("circuit", "headless") for r, _ in kept])
-    y = np.array([r["outcome"]["solution"] == "circuit" for r, _ in kept], dtype=float)
-    if labelled.sum() and 0 < y[labelled].mean() < 1:
-        w = optimize.minimize(_logistic_nll, np.zeros(X.shape[1]), args=(X[labelled], y[labelled], weight[labelled]),
-                              method="L-BFGS-B")
-        model.solution = w.x
+    model.coef, model.sigma = fit.x[:-1], float(math.exp(fit.x[-1]))
     return model
+
+
+def fit_logistic(rows: list[dict], signals: tuple[str, ...], label) -> Regression | None:
+    """P(label) over the rows `label` gives a 0 or 1 for (None: left out); None when one class is missing."""
+    labelled = [r for r in rows if label(r) is not None]
+    designed = _design(labelled, signals, False)
+    if designed is None:
+        return None
+    kept, X, weight, model = designed
+    y = np.array([float(label(r)) for r in kept])
+    if not 0 < y.mean() < 1:
+        return None
+    model.coef = optimize.minimize(_logistic_nll, np.zeros(X.shape[1]), args=(X, y, weight), method="L-BFGS-B").x
+    return model
+
+
+def leave_one_configuration_out(rows: list[dict], signals: tuple[str, ...]) -> float | None:
+    """The circuit time model's spread (ln steps, root mean square over runs) when each configuration's runs are
+    predicted by a fit without that configuration: the error of a forecast for a configuration it never saw."""
+    keys = {configuration_key(r["snapshot"].config) for r in rows}
+    errors = []
+    for key in keys:
+        inside = [r for r in rows if configuration_key(r["snapshot"].config) == key]
+        model = fit_time([r for r in rows if configuration_key(r["snapshot"].config) != key], signals)
+        if model is None:
+            continue
+        per_run: dict[str, list[float]] = {}
+        for r in inside:
+            if model.design(r["snapshot"]) is not None:
+                per_run.setdefault(r["run"], []).append(math.log(r["outcome"]["jump_step"]) - model.mu(r["snapshot"]))
+        errors += [float(np.mean(np.square(v))) for v in per_run.values()]
+    return float(math.sqrt(np.mean(errors))) if errors else None
+
+
+def fit_models(rows: list[dict], signals: tuple[str, ...]) -> dict | None:
+    """Every regression of one signal set: `circuit_time`, `headless_time`, `jumps`, `circuit`."""
+    circuit_rows = [r for r in rows if r["outcome"]["solution"] == "circuit"]
+    circuit_time = fit_time(circuit_rows, signals)
+    if circuit_time is None:
+        return None
+    circuit_time.sigma_new = max(circuit_time.sigma, leave_one_configuration_out(circuit_rows, signals) or 0.0)
+    return {"circuit_time": circuit_time,
+            "headless_time": fit_time([r for r in rows if r["outcome"]["solution"] == "headless"], (), linear=True),
+            "jumps": fit_logistic(rows, signals, lambda r: r["outcome"]["jump_step"] is not None),
+            "circuit": fit_logistic(rows, signals, lambda r: {"circuit": 1, "headless": 0}.get(r["outcome"]["solution"]))}
 
 
 @dataclass
@@ -161,31 +229,43 @@ class Forecast:
         return "\n".join(lines)
 
 
-def conditional_quantile(q: float, mu: float, sigma: float, after: float) -> float:
-    """Quantile q of a log-normal(mu, sigma) given T > after."""
-    f_k = stats.norm.cdf((math.log(max(after, 1.0)) - mu) / sigma)
-    p = f_k + q * (1.0 - f_k)
-    if p >= 1.0:
-        return math.inf
-    return float(math.exp(mu + sigma * stats.norm.ppf(p)))
-
-
-def survival_past(step: float, mu: float, sigma: float, after: float) -> float:
-    """P(T > step | T > after) for a log-normal(mu, sigma)."""
-    if step <= after:
-        return 1.0
+def _cdf_after(t: float, mu: float, sigma: float, after: float) -> float:
+    """P(T <= t | T > after) for a log-normal(mu, sigma)."""
+    if t <= after:
+        return 0.0
     s_k = stats.norm.sf((math.log(max(after, 1.0)) - mu) / sigma)
-    return float(stats.norm.sf((math.log(step) - mu) / sigma) / s_k) if s_k > 0 else 1.0
+    if s_k <= 0:
+        return 1.0
+    return float(1.0 - stats.norm.sf((math.log(t) - mu) / sigma) / s_k)
 
 
-def predict(model: FittedModel, snap: Snapshot, horizon: float | None) -> dict:
-    """The time distribution's median and 80% interval given T > K, P(jump by the horizon), P(circuit | jump)."""
-    X = model.design(features(snap, model.signals))
-    beta, sigma = model.time[:-1], math.exp(model.time[-1])
-    mu = float((X @ beta)[0])
+def mixture_quantile(q: float, parts: list[tuple[float, float, float]], after: float) -> float:
+    """Quantile q of a mixture of log-normals [(weight, mu, sigma)], each given T > after (bisection in ln t)."""
+    def cdf(t):
+        return sum(w * _cdf_after(t, mu, sigma, after) for w, mu, sigma in parts)
+
+    lo, hi = math.log(max(after, 1.0)), max(mu + 8 * sigma for _, mu, sigma in parts)
+    if cdf(math.exp(hi)) < q:
+        return math.inf
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(math.exp(mid)) < q else (lo, mid)
+    return float(math.exp(hi))
+
+
+def predict(models: dict, snap: Snapshot, horizon: float | None, known_configuration: bool) -> dict:
+    """The jump's median and 80% interval given T > K (the two solutions' times mixed), and the probabilities."""
     k = max(snap.step, 1)
-    lo, med, hi = (conditional_quantile(q, mu, sigma, k) for q in (INTERVAL[0], 0.5, INTERVAL[1]))
-    p_jump = 1.0 - survival_past(horizon, mu, sigma, k) if horizon else 1.0
-    p_circuit_given_jump = float(1 / (1 + math.exp(-(X @ model.solution)[0]))) if model.solution is not None else 1.0
-    return {"mu": mu, "sigma": sigma, "median": med, "interval": [lo, hi], "p_jump": p_jump,
-            "p_circuit_given_jump": p_circuit_given_jump}
+    circuit_time, headless_time = models["circuit_time"], models["headless_time"]
+    p_jumps = models["jumps"].probability(snap) if models["jumps"] is not None else 1.0
+    p_circuit = models["circuit"].probability(snap) if models["circuit"] is not None else 1.0
+    sigma = circuit_time.sigma if known_configuration else circuit_time.sigma_new
+    parts = [(p_circuit, circuit_time.mu(snap), sigma)]
+    if headless_time is not None and p_circuit < 1.0:
+        parts.append((1.0 - p_circuit, headless_time.mu(snap), headless_time.sigma))
+    lo, median, hi = (mixture_quantile(q, parts, k) for q in (INTERVAL[0], 0.5, INTERVAL[1]))
+    by_horizon = [_cdf_after(horizon, mu, sd, k) if horizon else 1.0 for _, mu, sd in parts]
+    p_c = p_jumps * p_circuit * by_horizon[0]
+    p_h = p_jumps * (1 - p_circuit) * (by_horizon[1] if len(parts) > 1 else 1.0)
+    return {"median": median, "interval": [lo, hi], "p_circuit": p_c, "p_headless": p_h,
+            "p_jump": p_c + p_h, "sigma": sigma}

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from grokcopy.analysis.grokking import crossing_step
-from grokcopy.forecast.model import MODELS, Forecast, fit_model, predict
+from grokcopy.forecast.model import MODELS, Forecast, configuration_key, fit_models, predict
 from grokcopy.forecast.signals import Snapshot, outcome, snapshot
 from grokcopy.safe_io import write_json_atomic
 
@@ -66,9 +66,11 @@ class Forecaster:
     def __init__(self, reference: dict):
         self.reference = reference
         rows = rows_of(reference)
-        self.models = {name: fit_model(rows, signals) for name, signals in MODELS.items()}
+        self.models = {name: fit_models(rows, signals) for name, signals in MODELS.items()}
         if self.models["config"] is None:
-            raise ValueError("the reference set has fewer than 10 runs with a known configuration: nothing to fit")
+            raise ValueError("the reference set has fewer than 10 runs that formed a circuit with a known "
+                             "configuration: nothing to fit")
+        self.configurations = {configuration_key(r["config"]) for r in reference["runs"]}
         self.facts = _facts(reference)
         self.ranges = {name: (min(values), max(values)) for name in ("tokens_per_step", "learning_rate", "num_layers",
                                                                     "context")
@@ -87,21 +89,20 @@ class Forecaster:
         """The forecast at `snap.step`, to `horizon` (default: the run's max_steps)."""
         horizon = horizon or snap.config.get("max_steps")
         name = next(n for n, m in self.models.items() if m is not None and all(
-            snap.signals.get(s) is not None for s in m.signals))
-        model = self.models[name]
+            snap.signals.get(s) is not None for s in MODELS[n]))
         missing = [s for s in MODELS["full"] if snap.signals.get(s) is None]
         if not snap.config.get("tokens_per_step") or not snap.config.get("learning_rate"):
             raise ValueError("the run's folder does not say its tokens per step and learning rate (run_config.json): "
                              "the forecast needs both")
-        p = predict(model, snap, horizon)
+        p = predict(self.models[name], snap, horizon, configuration_key(snap.config) in self.configurations)
         jumped = snap.exact_match is not None and snap.exact_match >= 0.5
-        if jumped:
+        if jumped:  # measured, not forecast; which solution it took is still the model's
             crossed = crossing_step(snap.copy_points, 0.5)
             steps = [s for s, _ in snap.copy_points]
             before = max([s for s in steps if s < (crossed or snap.step)], default=0)
-            p.update(median=crossed, interval=[before, crossed], p_jump=1.0)
-        p_circuit = p["p_jump"] * p["p_circuit_given_jump"]
-        p_headless = p["p_jump"] * (1 - p["p_circuit_given_jump"])
+            share = p["p_circuit"] / p["p_jump"] if p["p_jump"] > 0 else 1.0
+            p.update(median=crossed, interval=[before, crossed], p_jump=1.0, p_circuit=share, p_headless=1 - share)
+        p_circuit, p_headless = p["p_circuit"], p["p_headless"]
         probs = {"circuit": p_circuit, "headless": p_headless, "no jump": 1 - p["p_jump"]}
         hi = p["interval"][1]
         forecast = Forecast(at_step=snap.step, horizon=horizon, jump_step=p["median"] if math.isfinite(p["median"]) else None,
@@ -110,7 +111,7 @@ class Forecaster:
                             outcome=max(probs, key=probs.get), model=name,
                             signals={**{k: snap.config.get(k) for k in ("tokens_per_step", "learning_rate",
                                                                           "num_layers")},
-                                     **{k: snap.signals.get(k) for k in model.signals}},
+                                     **{k: snap.signals.get(k) for k in MODELS[name]}},
                             missing=missing, jumped_already=jumped,
                             outside_reference=self.outside_reference(snap.config))
         forecast.reason = self.reason(forecast, snap)
