@@ -27,18 +27,18 @@ def evaluation_figure(record: dict, out: Path) -> Path:
                      label=f"forecast ({name.replace('_', '-')})")
         if name == "held_out":
             for baseline in sets[str(fractions[0])]["baselines"]:
-                values = [min(sets[str(f)]["baselines"][baseline]["median_abs_error"], 2.0) for f in fractions]
+                values = [min(sets[str(f)]["baselines"][baseline]["median_abs_error"], 10.0) for f in fractions]
                 axes[0].plot(fractions, values, "s--", alpha=0.6, label=baseline)
             near = [sets[str(f)]["baselines"]["nearest configuration"]["coverage_80"] for f in fractions]
             axes[1].plot(fractions, near, "s--", alpha=0.6, label="nearest configuration")
-            rel = sets["0.5"]["reliability"]
-            axes[2].plot([r["mean_p_circuit"] for r in rel], [r["share_circuit"] for r in rel], "o-", color="k",
-                         label="held-out, half-way")
-            for r in rel:
-                axes[2].annotate(str(r["n"]), (r["mean_p_circuit"], r["share_circuit"]), fontsize=8)
+        rel = sets["0.5"]["reliability"]
+        axes[2].plot([r["mean_p_circuit"] for r in rel], [r["share_circuit"] for r in rel], "o" + style, color="k",
+                     label=f"{name.replace('_', '-')}, half-way")
+        for r in rel:
+            axes[2].annotate(str(r["n"]), (r["mean_p_circuit"], r["share_circuit"]), fontsize=8)
     axes[0].axhline(0.15, color="r", lw=0.8)
     axes[0].set(xlabel="forecast made at this share of the way to the jump", ylabel="median |error| / jump step",
-                title="jump step error (capped at 2)")
+                title="jump step error (log scale, capped at 10)", yscale="log")
     axes[1].axhline(0.8, color="r", lw=0.8)
     axes[1].set(xlabel="share of the way to the jump", ylabel="share inside the 80% interval", ylim=(0, 1.05),
                 title="80% interval coverage")
