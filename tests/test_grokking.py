@@ -89,6 +89,9 @@ def test_formation_is_censored_where_the_analyses_stop():
     rows = formation_steps(history, 0.3)
     assert rows[0]["formation_step"] is None and rows[0]["censored_at"] == 400
     assert rows[1]["formation_step"] == 300 and rows[1]["censored_at"] is None and rows[1]["head"] == 1
+    assert rows[0]["copying_at_end"] is None  # not recorded by this history
+    history[-1]["copying"] = [[0.2, 0.05], [0.1, 0.9]]  # the depth-aware copying score, read at the last analysis
+    assert [r["copying_at_end"] for r in formation_steps(history, 0.3)] == [0.2, 0.9]
 
 
 def test_lag_is_jump_minus_loss_target_and_tokens_follow_steps():

@@ -129,7 +129,9 @@ def formation_steps(induction_history: list[dict], threshold: float = 0.3) -> li
     """Per layer, the first analysed step at which its best head's I reaches `threshold`: "shallow to deep"
     (the paper's Fig. 6) reads as steps that grow with depth. Each row: `formation_step` (None when never) with
     its `formation_tokens` and `formation_bounds` (the analyses around it), else `censored_at` (the last
-    analysed step); `head` (the one that crossed, or the best) and `max_induction` (its best I over the run)."""
+    analysed step); `head` (the one that crossed, or the best) and `max_induction` (its best I over the run);
+    `copying_at_end`: the layer's best depth-aware copying score (analysis.ov_circuit.residual_copying_score)
+    at the last analysis, None where the history does not record it."""
     history = sorted(induction_history, key=lambda r: r["step"])
     if not history:
         return []
@@ -143,7 +145,9 @@ def formation_steps(induction_history: list[dict], threshold: float = 0.3) -> li
                      "formation_tokens": crossed.get("tokens") if crossed else None,
                      "formation_bounds": bounds(steps, crossed["step"] if crossed else None),
                      "censored_at": None if crossed else steps[-1],
-                     "head": max(range(len(head_values)), key=head_values.__getitem__), "max_induction": best[0]})
+                     "head": max(range(len(head_values)), key=head_values.__getitem__), "max_induction": best[0],
+                     "copying_at_end": (max(history[-1]["copying"][layer]) if history[-1].get("copying") is not None
+                                        else None)})
     return rows
 
 

@@ -305,9 +305,15 @@ def write_markdown(record: dict, out: Path) -> None:
             cells = []
             for _, rows in formation:
                 r = rows[layer] if layer < len(rows) else None
+                copying = "" if r is None or r.get("copying_at_end") is None else f"; copying {r['copying_at_end']:.2f}"
                 cells.append("-" if r is None else f"{'never' if r['median'] is None else num(r['median'])}"
-                             f"{interval_text(r['ci95'], r.get('ci95_coverage'))} ({r['n_formed']}/{r['n_runs']})")
+                             f"{interval_text(r['ci95'], r.get('ci95_coverage'))} ({r['n_formed']}/{r['n_runs']})"
+                             f"{copying}")
             lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+        if any(r.get("copying_at_end") is not None for _, rows in formation for r in rows):
+            lines += ["", "copying: the layer's best head's depth-aware OV copying score at the last analysis (the share "
+                          "of tokens it copies, read through the residual stream it actually reads; median over seeds), "
+                          "shown beside the paper's I, which reads only the direct path (docs/REPORT.md)."]
     split = record.get("seed_split")
     if split:
         lines += ["", f"## Chosen on seeds < {split['held_out_from']}, confirmed on seeds >= {split['held_out_from']}", "",
