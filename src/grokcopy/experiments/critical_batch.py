@@ -83,16 +83,17 @@ def _seeds(conditions: dict, labels: list[str]) -> tuple[np.ndarray, ...]:
     return index.astype(int), batch.astype(float), steps.astype(float), observed.astype(bool)
 
 
-def _resampled_fitted(index, batch, steps, observed, n_batches: int, n: int) -> tuple[np.ndarray, ...]:
-    """Resample the seeds of each batch (every batch keeps its number of seeds) and re-apply the fit-range
-    rule to each resample's per-batch KM medians: (counts [n, seeds], fitted [n, batches], edge [n])."""
+def _resampled_medians(index, batch, steps, observed, n_groups: int, n: int) -> tuple[np.ndarray, ...]:
+    """Resample the seeds of each group (every group keeps its number of seeds): (counts [n, seeds], each
+    resample's per-group KM median tokens to the jump [n, groups] (NaN: undefined), the lower bound where it
+    is undefined [n, groups] (NaN: none), whether any seed jumped [n, groups])."""
     rng = data_rng(batch, steps, observed)
     counts = np.zeros((n, index.size))
-    tokens = np.full((n, n_batches), np.nan)
-    bounds = np.full((n, n_batches), np.nan)
-    jumped = np.zeros((n, n_batches), dtype=bool)
+    tokens = np.full((n, n_groups), np.nan)
+    bounds = np.full((n, n_groups), np.nan)
+    jumped = np.zeros((n, n_groups), dtype=bool)
     cache: dict = {}
-    for b in range(n_batches):
+    for b in range(n_groups):
         members = np.flatnonzero(index == b)
         if members.size == 0:
             continue
@@ -106,6 +107,13 @@ def _resampled_fitted(index, batch, steps, observed, n_batches: int, n: int) -> 
                 bound = None if median is not None else median_lower_bound(t, o)
                 cache[key] = (np.nan if median is None else median, np.nan if bound is None else bound, o.any())
             tokens[k, b], bounds[k, b], jumped[k, b] = cache[key]
+    return counts, tokens, bounds, jumped
+
+
+def _resampled_fitted(index, batch, steps, observed, n_batches: int, n: int) -> tuple[np.ndarray, ...]:
+    """Resample the seeds of each batch (every batch keeps its number of seeds) and re-apply the fit-range
+    rule to each resample's per-batch KM medians: (counts [n, seeds], fitted [n, batches], edge [n])."""
+    counts, tokens, bounds, jumped = _resampled_medians(index, batch, steps, observed, n_batches, n)
     fitted, edges = np.zeros((n, n_batches), dtype=bool), np.zeros(n, dtype=int)
     for k in range(n):
         edges[k], _, mask = fit_range([None if np.isnan(t) else t for t in tokens[k]],

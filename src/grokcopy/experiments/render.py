@@ -23,6 +23,7 @@ from grokcopy.experiments.conditions import family  # noqa: E402
 from grokcopy.experiments.critical_batch import MIN_FITTED_BATCHES  # noqa: E402
 from grokcopy.experiments.report_text import (  # noqa: E402
     censored_text,
+    critical_batch_best_lr_lines,
     critical_batch_lines,
     interval_text,
     noise_scale_lines,
@@ -341,6 +342,7 @@ def write_markdown(record: dict, out: Path) -> None:
                          for c in row) + " |")
         lines += lr_effect_table(grid)
     lines += noise_scale_lines(record.get("noise_scale")) + critical_batch_lines(record.get("critical_batch"))
+    lines += critical_batch_best_lr_lines(record.get("critical_batch_best_lr"))
     lines += ["", "## The paper's claims", ""]
     for claim in record["claims"]:
         lines.append(f"- **{claim['text']}**: **{claim['verdict']}**. {claim['evidence']}.")

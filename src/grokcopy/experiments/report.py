@@ -24,6 +24,7 @@ from grokcopy.experiments.conditions import (
     rate_summary,
 )
 from grokcopy.experiments.critical_batch import critical_batch
+from grokcopy.experiments.critical_batch_tuned import critical_batch_best_lr
 from grokcopy.experiments.options import ReportConfig
 from grokcopy.run_dir import writable_problem, write_json_atomic
 
@@ -53,6 +54,7 @@ def build_report(paths, out, *, threshold: float = ReportConfig.threshold,
     batch_family = family(by_label, BATCH_FIELDS, key="tokens_per_step")
     fit = critical_batch(by_label, batch_family) if batch_family else None
     grid = lr_batch_grid(by_label)
+    tuned = critical_batch_best_lr(by_label, fixed=fit)  # None unless >= 2 batches ran more than one rate
     noise = noise_scale_summary(by_label, fit)
     out.mkdir(parents=True, exist_ok=True)
     figures = write_figures(conditions, out, threshold, fit)
@@ -78,7 +80,7 @@ def build_report(paths, out, *, threshold: float = ReportConfig.threshold,
                         **{k: c["stats"][k] for k in ("jump_step_ci95", "jump_step_ci95_coverage",
                                                       "jump_step_ci95_method")},
                         "stats": c["stats"]} for c in conditions],
-        "claims": claims, "critical_batch": fit, "lr_batch": grid, "noise_scale": noise, "figures": [p.name for p in figures], "missing": missing_members(paths),
+        "claims": claims, "critical_batch": fit, "critical_batch_best_lr": tuned, "lr_batch": grid, "noise_scale": noise, "figures": [p.name for p in figures], "missing": missing_members(paths),
         "seed_split": None if held_out_from is None else seed_split(conditions, runs, held_out_from),
     }
     write_json_atomic(out / "report.json", json.loads(json.dumps(record, default=str)))
@@ -135,6 +137,13 @@ def run_report(config: ReportConfig) -> int:
         low, high = fit["b_crit_ci95"]
         print(f"critical batch B_crit = {fit['b_crit']:,.0f} tokens per step [{low:,.0f}, {high:,.0f}]; " +
               "; ".join(f"{s['tokens_per_step']:,}: slope {s['slope']:.2f} ({s['regime']})" for s in fit["local_slopes"]))
+    tuned = record.get("critical_batch_best_lr")
+    if tuned and tuned.get("resolved"):
+        low, high = tuned["b_crit_ci95"] or (None, None)
+        comparison = (tuned.get("fixed_lr_comparison") or {}).get("verdict")
+        print(f"critical batch at the best learning rate per batch: B_crit = {tuned['b_crit']:,.0f} tokens per step"
+              + ("" if low is None else f" [{low:,.0f}, {high:,.0f}]") + f"; {tuned['verdict']}"
+              + (f"; against the fixed rate: {comparison}" if comparison else ""))
     grid = record.get("lr_batch")
     if grid:
         print("learning-rate effect per batch: " + "; ".join(

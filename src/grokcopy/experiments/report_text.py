@@ -95,3 +95,52 @@ def critical_batch_lines(fit: dict | None) -> list[str]:
         lines.append(f"- {row['label']} ({row['tokens_per_step']:,} tokens per step): most seeds never jumped "
                      f"(by step {num(row['steps_without_jump'])}){predicted}.")
     return lines
+
+
+def _rate_cell(r: dict) -> str:
+    median = "not reached" if r["jump_step_median"] is None else num(r["jump_step_median"])
+    chosen = "" if r.get("n_chosen_resampled") is None else f", best in {r['n_chosen_resampled']}"
+    return f"{r['learning_rate']:g}: {median} ({r['n_jumped']}/{r['n_runs']}{chosen})"
+
+
+def critical_batch_best_lr_lines(tuned: dict | None) -> list[str]:
+    """The critical batch at each batch's best learning rate (the tuned sweep's protocol): the best rate per
+    batch with how often each rate was best over the resamples, the fit with its intervals, the small batches
+    against its prediction intervals, and the comparison with the fixed rate's B_crit."""
+    if not tuned:
+        return []
+    n = tuned.get("n_resamples")
+    lines = ["", "## Critical batch at the best learning rate per batch (McCandlish's S(B) at tuned rates)", "",
+             f"Rule: {tuned['rule']}.", "",
+             "| tokens per step | rate: KM median jump step (k/n jumped"
+             + (f", best in how many of {n} resamples" if n else "") + ") | best rate | fitted |", "|---|---|---|---|"]
+    for row in tuned["batches"]:
+        best = "-" if row["best_learning_rate"] is None else f"{row['best_learning_rate']:g}"
+        if row["best_learning_rate"] is None and row.get("jump_step_lower_bound") is not None:
+            best = f"none defined (median > {num(row['jump_step_lower_bound'])})"
+        lines.append(f"| {row['tokens_per_step']:,} | " + "; ".join(_rate_cell(r) for r in row["rates"])
+                     + f" | {best} | {'yes' if row['fitted'] else 'no' if row['in_fit_range'] else 'no (untuned)'} |")
+    if not tuned.get("resolved"):
+        return lines + ["", "Not resolved: fewer than two batches whose best rate's median is defined."]
+    lines += ["", (f"B_crit = {num(tuned['b_crit'], 'tokens')} tokens per step{interval_text(tuned['b_crit_ci95'])}, "
+              f"S_min = {num(tuned['s_min'])} steps{interval_text(tuned['s_min_ci95'])}, E_min = "
+              f"{num(tuned['e_min'], 'tokens')} tokens, sigma(ln S*) = {tuned['sigma']:.2f}; fitted on "
+              f"{tuned['n_seeds_fitted']} seeds ({tuned['n_censored_seeds_fitted']} censored) of "
+              f"{len(tuned['fitted'])} batches ({tuned['fitted_range'][0]:,}-{tuned['fitted_range'][1]:,} tokens "
+              f"per step). Intervals: {tuned['b_crit_ci95_method']}.")] + ([""] if tuned["small_batches"] else [])
+    for s in tuned["small_batches"]:
+        seen = (num(s["jump_step_median"]) if s["jump_step_median"] is not None else
+                f"not reached (> {num(s['jump_step_lower_bound'])})" if s["jump_step_lower_bound"] else "not reached")
+        place = {True: "within", False: "outside", None: "not settled"}[s["within"]]
+        lines.append(f"- {s['tokens_per_step']:,} tokens per step at {s['learning_rate'] or '-'}: median jump step "
+                     f"{seen}; the fit predicts {num(s['predicted_jump_step'])}{interval_text(s['predicted_ci95'])} "
+                     f"(median of {s['n_seeds']} seeds): {place}.")
+    method = f" (prediction intervals: {tuned['small_batches'][0]['predicted_ci95_method']})" \
+        if tuned["small_batches"] else ""
+    lines += ["", (f"Small batches (below the fixed rate's fewest-tokens batch, "
+                   f"{tuned.get('small_batches_below') or '-'}): **{tuned['verdict']}**{method}.")]
+    comparison = tuned.get("fixed_lr_comparison")
+    if comparison:
+        lines += ["", (f"Against the fixed rate's B_crit {num(comparison['fixed_b_crit'], 'tokens')}"
+                       f"{interval_text(comparison['fixed_b_crit_ci95'])}: **{comparison['verdict']}**.")]
+    return lines
