@@ -640,3 +640,32 @@ def test_report_finds_runs_in_folders_of_folders(tmp_path):
     # a JSON-object field is labelled by the key that differs, not by the whole object
     labels = sorted(c["label"] for c in record["conditions"])
     assert labels == ["demo_corpus_config.newline_share=0", "demo_corpus_config.newline_share=0.03"], labels
+
+
+def _claim1_condition(jumps, loss_fall=100, widths=(40,), n=4):
+    """Per-seed landmarks for claim (f): the loss's 80% fall at `loss_fall`, jumps at `jumps` (None: never)."""
+    per_seed = []
+    for i, j in enumerate(jumps[:n]):
+        w = widths[i % len(widths)]
+        per_seed.append({"jump_step": j, "jump_censored_at": None if j else 3000, "loss_80pct_fall_step": loss_fall,
+                         "loss_first": j is not None and j > loss_fall, "jump_width": w if j else None,
+                         "jump_width_bounds": [w, w] if j else None,
+                         "plateau_steps": (j - w / 2 - loss_fall) if j else None,
+                         "plateau_steps_bounds": [(j - w / 2 - loss_fall)] * 2 if j else None, "formation": []})
+    stats, samples = summarize(per_seed)
+    return {"config": {}, "stats": stats, "samples": samples, "runs": [{"stats": s} for s in per_seed]}
+
+
+@pytest.mark.parametrize("jumps, widths, verdict", [
+    ((500, 520, 480, 510), (40,), SUPPORTED),                  # loss first, jump quick after a long plateau
+    ((500, 520, 480, 510), (600,), CONTRADICTED),              # a rise as slow as the wait: gradual, not a jump
+    ((60, 70, 80, 500), (20,), CONTRADICTED),                  # copying before the loss's fall in 3/4
+    ((None, None, None, 500), (40,), "loss first, no jump within the budget"),
+    ((500, 520, None, None), (40,), NOT_RESOLVED),
+])
+def test_claim_f_loss_first_then_an_abrupt_jump(jumps, widths, verdict):
+    from grokcopy.experiments.claims import claim_loss_first_then_jump
+
+    claim = claim_loss_first_then_jump({"c": _claim1_condition(list(jumps), widths=widths)})
+    assert claim["claim"] == "f" and claim["verdict"] == verdict, claim["evidence"]
+    assert claim_loss_first_then_jump({"c": _claim1_condition([500, 510], n=2)})["verdict"] == NOT_TESTABLE

@@ -18,7 +18,8 @@ larger learning rate groks earlier: the slope of ln(median jump step) against ln
 negative, read per batch size (a verdict per family, "differs by condition" when they disagree); (d) attention dropout / weight decay make the jump earlier or the copy accuracy higher, by the
 rule of its protocol (grokcopy.experiments.regularization: exact permutation tests, Holm); (e) induction heads
 form from shallow to deep layers: among the layers that form in >= 3/4 of a condition's seeds, the shallower
-forms first in every seed (claim_shallow_to_deep).
+forms first in every seed (claim_shallow_to_deep); (f) the loss falls first, then copying jumps, abruptly
+(claim_loss_first_then_jump).
 """
 
 from __future__ import annotations
@@ -225,7 +226,51 @@ def claim_shallow_to_deep(conditions: dict) -> dict:
     return _claim("e", text, verdict, "; ".join(parts), {"conditions": orders})
 
 
+NO_JUMP = "loss first, no jump within the budget"
+
+
+def claim_loss_first_then_jump(conditions: dict) -> dict:
+    """(f) The paper's first finding: the training loss falls first, copying lags and then jumps. Per condition
+    with >= MIN_SEEDS seeds (the rule of docs/reproduction/claim1-stdlib/PROTOCOL.md): supported when in >= 3/4
+    of its seeds the copy jump (exact match 0.5) comes after the loss's 80% fall, and the median jump width
+    (10-90% of the rise) is below the median plateau (the loss's 80% fall to the jump's 10% point); contradicted
+    when in >= 3/4 copying reached 0.5 before the loss's 80% fall, or >= 3/4 jumped and the median width is at
+    least the median plateau; "loss first, no jump within the budget" when >= 3/4 never jumped (no verdict on
+    the claim); else not resolved. Over conditions: their common verdict, or "differs by condition"."""
+    text = "(f) the loss falls first, copying lags and then jumps (the paper's first finding)"
+    per, parts = {}, []
+    for label, c in conditions.items():
+        runs = [r["stats"] for r in c.get("runs") or []]
+        if len(runs) < MIN_SEEDS:
+            continue
+        n = len(runs)
+        jumped = [s for s in runs if s.get("jump_step") is not None]
+        first = sum(bool(s.get("loss_first")) for s in jumped)
+        before = sum(s.get("loss_80pct_fall_step") is not None and s["jump_step"] <= s["loss_80pct_fall_step"]
+                     for s in jumped)
+        width, plateau = c["stats"].get("jump_width_median"), c["stats"].get("plateau_steps_median")
+        abrupt = width is not None and plateau is not None and width < plateau
+        if n - len(jumped) >= 0.75 * n:
+            verdict = NO_JUMP
+        elif before >= 0.75 * n or (len(jumped) >= 0.75 * n and width is not None and plateau is not None
+                                     and not abrupt):
+            verdict = CONTRADICTED
+        elif first >= 0.75 * n and abrupt:
+            verdict = SUPPORTED
+        else:
+            verdict = NOT_RESOLVED
+        per[label] = {"verdict": verdict, "n_runs": n, "n_jumped": len(jumped), "n_loss_first": first,
+                      "n_jumped_before_loss_fall": before, "jump_width_median": width, "plateau_steps_median": plateau}
+        parts.append(f"{label}: loss first then jump in {first}/{n}, jumped {len(jumped)}/{n}, median width "
+                     f"{_fmt(width)} vs plateau {_fmt(plateau)} steps ({verdict})")
+    if not per:
+        return _claim("f", text, NOT_TESTABLE, f"needs a condition with >= {MIN_SEEDS} seeds", {"per_condition": per})
+    verdicts = {p["verdict"] for p in per.values()}
+    verdict = verdicts.pop() if len(verdicts) == 1 else DIFFERS
+    return _claim("f", text, verdict, "; ".join(parts), {"per_condition": per})
+
+
 def evaluate_claims(conditions: dict) -> list[dict]:
     return [claim_jump_follows_steps(conditions), claim_loss_follows_tokens(conditions),
             claim_larger_lr_earlier(conditions), claim_regularization(conditions),
-            claim_shallow_to_deep(conditions)]
+            claim_shallow_to_deep(conditions), claim_loss_first_then_jump(conditions)]
