@@ -45,3 +45,27 @@ def test_demo_records_induction_heads_per_checkpoint(demo_run):
     checkpoints = sorted(out.glob("checkpoint-*"))
     assert checkpoints and all((c / "induction.json").is_file() and (c / "copy_eval.json").is_file()
                                for c in checkpoints)
+
+
+def test_demo_logs_its_forecast_and_can_be_forecast_from_its_folder(demo_run, tmp_path):
+    """The demo's default schedule feeds the forecast: logged at its copy tests, and `grokcopy forecast` on its
+    folder as it stood half-way to its jump (a run the reference set never saw) gives a full record."""
+    import subprocess
+
+    from conftest import GROKCOPY
+
+    out, _ = demo_run
+    state = json.loads((out / "trainer_state.json").read_text())
+    logged = [r for r in state["log_history"] if "forecast_p_circuit" in r]
+    copy_steps = {r["step"] for r in read_jsonl(out / "copy_history.jsonl")}
+    assert copy_steps - {0} <= {r["step"] for r in logged}  # a forecast at every copy test after the first step
+    assert all(0 <= r["forecast_p_circuit"] <= 1 for r in logged)
+    jump = json.loads((out / "summary.json").read_text())["jump_step"] or 700
+    at = int(jump // 2)
+    proc = subprocess.run([*GROKCOPY, "forecast", str(out), "--at-step", str(at), "--json", str(tmp_path / "f.json")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((tmp_path / "f.json").read_text())
+    assert record["at_step"] == at and record["horizon"] == 700 and not record["jumped_already"]
+    assert record["model"] == "full" and record["missing"] == [] and 0 <= record["p_circuit"] <= 1
+    assert record["jump_step"] > at and record["jump_step_interval"][0] >= at
