@@ -137,6 +137,7 @@ def evaluate(paths, out: str | Path, forecaster: Forecaster | None = None, fract
                 label: score(part) for label, part in (
                     ("within the reference ranges", [r for r in half if not r["forecast"]["outside_reference"]]),
                     ("extrapolated", [r for r in half if r["forecast"]["outside_reference"]])) if part}
+    record["signal_leads"] = signal_leads(rows)
     record["verdict"] = verdict(record)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -146,6 +147,23 @@ def evaluate(paths, out: str | Path, forecaster: Forecaster | None = None, fract
     evaluation_figure(record, out / "forecast_evaluation.png")
     write_text_atomic(out / "forecast_evaluation.md", evaluation_text(record))
     return record
+
+
+def signal_leads(rows: list[dict]) -> dict:
+    """Each signal's value part of the way to the jump, by how the run ended: {solution: {fraction: {signal:
+    [10th, 50th, 90th percentile]}}} over the runs that jumped with a known solution: which signals move before
+    the jump, and how far ahead (measured, not assumed)."""
+    from grokcopy.forecast.signals import SIGNALS
+
+    out: dict = {}
+    for solution in ("circuit", "headless"):
+        for f in sorted({r["fraction"] for r in rows}):
+            chosen = [r["forecast"]["signals"] for r in rows if r["solution"] == solution and r["fraction"] == f]
+            out.setdefault(solution, {})[str(f)] = {
+                name: [float(v) for v in np.percentile(values, [10, 50, 90])]
+                for name in SIGNALS if (values := [s[name] for s in chosen if s.get(name) is not None])}
+            out[solution][str(f)]["n_runs"] = len(chosen)
+    return out
 
 
 def verdict(record: dict) -> dict:

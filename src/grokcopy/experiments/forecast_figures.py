@@ -86,6 +86,18 @@ def evaluation_text(record: dict) -> str:
         for label, s in sets.get("by_range", {}).items():
             lines.append(f"| {label} | {s['n_runs']} | {_pct(s['median_abs_error'])} | {_pct(s['coverage_80'])} |")
         lines.append("")
+    leads = record.get("signal_leads") or {}
+    if leads:
+        lines += ["## Which signals move before the jump (all evaluated runs that jumped; median [10th, 90th "
+                  "percentile])", "", "| solution | share of the way | runs | token accuracy | loss fall step | "
+                  "previous-token rise |", "|---|---|---|---|---|---|"]
+        for solution, by_fraction in leads.items():
+            for f, values in by_fraction.items():
+                cells = [("-" if name not in values else
+                          f"{values[name][1]:.3g} [{values[name][0]:.3g}, {values[name][2]:.3g}]")
+                         for name in ("token_accuracy", "loss_fall_step", "prev_token_rise")]
+                lines.append(f"| {solution} | {f} | {values['n_runs']} | " + " | ".join(cells) + " |")
+        lines.append("")
     v = record["verdict"]
     lines += ["## Verdict (the pass rule of docs/reproduction/forecast/PROTOCOL.md, held-out, half-way)", "",
               f"passed: {v.get('passed')}; parts: {v.get('parts')}; baselines beaten on error: "
