@@ -127,6 +127,9 @@ def test_reference_build_fit_and_evaluate(tmp_path):
                                              "copy-test extrapolation"}
     assert seen["0.5"]["auroc"] is not None and (out / "forecast_evaluation.png").stat().st_size > 10_000
     assert "## held-out" in (out / "forecast_evaluation.md").read_text()
+    leads = record["signal_leads"]["circuit"]
+    assert leads["0.5"]["n_runs"] == 12 + 4  # cpu-lr-batch's circuits and the knock-out twin's
+    assert leads["0.75"]["prev_token_rise"][1] > leads["0.25"]["prev_token_rise"][1]  # the previous-token head leads
 
 
 def test_shipped_reference_is_the_protocols_fit_set():
