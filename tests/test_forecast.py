@@ -98,6 +98,8 @@ def test_forecast_bad_input(tmp_path):
                           "not a grokcopy run folder")
     assert_one_line_error(subprocess.run([*GROKCOPY, "forecast", str(CIRCUIT_RUN), "--evaluate"], capture_output=True,
                                          text=True), "--out")
+    assert_one_line_error(subprocess.run([*GROKCOPY, "forecast", str(CIRCUIT_RUN), "--at-step", "5000"],
+                                         capture_output=True, text=True), "last record is at step 700", "--at-step 5000")
 
 
 def test_reference_build_fit_and_evaluate(tmp_path):

@@ -171,5 +171,10 @@ def forecast_run(folder: str | Path, at_step: int | None = None, horizon: int | 
     if not run.copy_history.is_file() and not run.run_config.is_file():
         raise FileNotFoundError(f"{folder}: not a grokcopy run folder (no copy_history.jsonl or run_config.json)")
     histories = run.histories()
+    last = max([r["step"] for r in histories["copy_history"]] + [r["step"] for r in histories["induction_history"]]
+               + [s for s, _ in histories["losses"]], default=0)
+    if at_step is not None and at_step > last:
+        raise ValueError(f"{folder}: its last record is at step {last}; --at-step {at_step} is past it (a forecast "
+                         "reads only what the run has recorded)")
     snap = snapshot(histories, at_step)
     return (forecaster or shipped_forecaster()).forecast(snap, horizon)
