@@ -77,7 +77,7 @@ def test_an_unseen_configuration_widens_the_interval(tmp_path):
     width = lambda f: f.jump_step_interval[1] / f.jump_step_interval[0]  # noqa: E731
     assert known.outside_reference == [] and width(unseen) > 1.5 * width(known)
     assert unseen.outside_reference == ["context 128 above the reference runs' 40-40"]
-    assert "Extrapolated (no reference run is like this): context 128" in unseen.text()
+    assert "Unlike every reference run (the forecast extrapolates): context 128" in unseen.text()
 
 
 def test_headless_forecast_says_why():
@@ -100,6 +100,18 @@ def test_forecast_bad_input(tmp_path):
                                          text=True), "--out")
     assert_one_line_error(subprocess.run([*GROKCOPY, "forecast", str(CIRCUIT_RUN), "--at-step", "5000"],
                                          capture_output=True, text=True), "last record is at step 700", "--at-step 5000")
+    assert_one_line_error(subprocess.run([*GROKCOPY, "forecast", str(CIRCUIT_RUN), "--at-step", "170", "--horizon",
+                                          "100"], capture_output=True, text=True), "horizon 100 is before")
+
+
+def test_quantiles_far_past_the_forecast_median_stay_finite():
+    """A run far past where its configuration usually jumps still gets a finite interval after K."""
+    from grokcopy.forecast.model import mixture_quantile
+
+    parts = [(0.9, 5.8, 0.09), (0.1, 6.4, 0.1)]  # medians ~330 and ~600 steps
+    for after in (100, 2000, 50_000):
+        lo, hi = (mixture_quantile(q, parts, after) for q in (0.1, 0.9))
+        assert after < lo < hi < float("inf")
 
 
 def test_reference_build_fit_and_evaluate(tmp_path):
@@ -128,6 +140,9 @@ def test_reference_build_fit_and_evaluate(tmp_path):
     assert set(held["0.5"]["baselines"]) >= {"nearest configuration", "McCandlish (batch only)", "Aoyama (T0 refit)",
                                              "copy-test extrapolation"}
     assert seen["0.5"]["auroc"] is not None and (out / "forecast_evaluation.png").stat().st_size > 10_000
+    paired = held["0.5"]["baselines"]["nearest configuration"]["forecast_minus_baseline"]
+    assert paired["n_runs"] == 4 and paired["ci95"][0] <= paired["difference"] <= paired["ci95"][1]
+    assert set(record["verdict"]["baselines_beaten"].values()) <= {"beaten", "worse", "not told apart"}
     assert "## held-out" in (out / "forecast_evaluation.md").read_text()
     leads = record["signal_leads"]["circuit"]
     assert leads["0.5"]["n_runs"] == 12 + 4  # cpu-lr-batch's circuits and the knock-out twin's

@@ -53,13 +53,45 @@ def forecast_points(paths, forecaster: Forecaster, fractions=FRACTIONS) -> list[
             histories = load_histories(run)
             end = outcome(histories)
             base = end["jump_step"] if end["jump_step"] is not None else end["last_step"]
+            alarm = first_alarm(histories, forecaster, max(fractions) * base) if end["solution"] == "circuit" else None
             for f in fractions:
                 snap = snapshot(histories, max(1, int(round(f * base))))
                 forecast = forecaster.forecast(snap)
                 rows.append({"experiment": experiment, "run": str(Path(run).relative_to(path)), "fraction": f,
                              "held_out": experiment not in known, "at_step": snap.step, **end,
+                             "alarmed_by_then": alarm is not None and alarm <= snap.step, "first_alarm": alarm,
                              "forecast": forecast.to_json(), "baselines": baselines.all(snap)})
     return rows
+
+
+def first_alarm(histories: dict, forecaster: Forecaster, until: float) -> int | None:
+    """The first record step (a copy test or an induction analysis) before `until` at which the forecast turned
+    to headless or no jump: where CopyForecastCallback would have warned; None when it never did."""
+    steps = sorted({r["step"] for r in histories.get("copy_history") or []}
+                   | {r["step"] for r in histories.get("induction_history") or []})
+    for step in (s for s in steps if 0 < s <= until):
+        if forecaster.forecast(snapshot(histories, step)).outcome != "circuit":
+            return step
+    return None
+
+
+def paired_difference(rows: list[dict], baseline: str, n: int = 2000, seed: int = 0) -> dict:
+    """The forecast's median absolute error minus a baseline's on the same runs, with a 95% percentile bootstrap
+    over runs (nominal; coverage not guaranteed): whether the forecast is told apart from the baseline."""
+    pairs = np.array([(_error(r["forecast"]["jump_step"], r["jump_step"]),
+                       _error(r["baselines"][baseline]["jump_step"], r["jump_step"])) for r in rows
+                      if r["jump_step"] is not None])
+    if len(pairs) < 2:
+        return {"difference": None, "ci95": None}
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(pairs), size=(n, len(pairs)))
+    diffs = np.median(pairs[picks, 0], axis=1) - np.median(pairs[picks, 1], axis=1)
+    diffs = diffs[np.isfinite(diffs)]
+    point = float(np.median(pairs[:, 0]) - np.median(pairs[:, 1]))
+    return {"difference": point if math.isfinite(point) else None,
+            "ci95": [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))] if len(diffs) else None,
+            "ci95_method": f"percentile bootstrap over runs ({n} resamples); nominal 95%", "ci95_coverage": None,
+            "n_runs_better": int((pairs[:, 0] < pairs[:, 1]).sum()), "n_runs": len(pairs)}
 
 
 def _error(predicted, truth) -> float:
@@ -107,12 +139,14 @@ def score(rows: list[dict]) -> dict:
                              "coverage_80": (float(np.mean([_covers(r["baselines"][name]["interval"], r["jump_step"])
                                                             for r in jumped]))
                                              if jumped and any(r["baselines"][name]["interval"] for r in jumped) else None),
-                             "n_without_forecast": sum(r["baselines"][name]["jump_step"] is None for r in jumped)}
+                             "n_without_forecast": sum(r["baselines"][name]["jump_step"] is None for r in jumped),
+                             "forecast_minus_baseline": paired_difference(jumped, name)}
                       for name in names},
         "n_circuit": int(y.sum()), "n_not_circuit": int(len(y) - y.sum()),
         "auroc": auroc(p.tolist(), y.tolist()), "brier": float(np.mean((p - y) ** 2)) if len(y) else None,
         "reliability": reliability,
-        "false_alarm_rate": (float(np.mean([r["forecast"]["outcome"] != "circuit" for r in circuits]))
+        # warned (turned to headless or no jump) at any record step up to K, on a run that then formed a circuit
+        "false_alarm_rate": (float(np.mean([r["alarmed_by_then"] for r in circuits]))
                              if circuits else None),
     }
 
@@ -121,9 +155,22 @@ def evaluate(paths, out: str | Path, forecaster: Forecaster | None = None, fract
     """Forecast every run under `paths`, score held-out and in-sample runs apart, write OUT/forecast_evaluation.json,
     .md and .png; returns the record."""
     forecaster = forecaster or shipped_forecaster()
+    from grokcopy.errors import ConfigError
+
+    kept, skipped = [], []
+    for path in paths:  # an experiment whose runs have not landed yet is named, not fatal
+        try:
+            find_runs([path])
+            kept.append(path)
+        except ConfigError as err:
+            skipped.append(f"{Path(path).name}: {err}")
+    if not kept:
+        raise ConfigError("no runs in any folder given: " + "; ".join(skipped))
+    paths = kept
     rows = forecast_points(paths, forecaster, fractions)
     record = {"reference_experiments": forecaster.reference.get("experiments", []),
-              "evaluated": [Path(p).name for p in paths], "fractions": list(fractions), "pass_rule": PASS, "sets": {}}
+              "evaluated": [Path(p).name for p in paths], "skipped": skipped, "fractions": list(fractions),
+              "pass_rule": PASS, "sets": {}}
     for name, held in (("held_out", True), ("in_sample", False)):
         chosen = [r for r in rows if r["held_out"] is held]
         if chosen:
@@ -175,7 +222,10 @@ def verdict(record: dict) -> dict:
              "error": held["median_abs_error"] is not None and held["median_abs_error"] <= PASS["error"]}
     if held["n_not_circuit"] >= MIN_NEGATIVES:
         parts["auroc"] = held["auroc"] is not None and held["auroc"] >= PASS["auroc"]
-    beaten = {name: held["median_abs_error"] < b["median_abs_error"] for name, b in held["baselines"].items()
-              if held["median_abs_error"] is not None and b["median_abs_error"] is not None}
+    beaten = {}
+    for name, b in held["baselines"].items():  # told apart only when the paired interval excludes 0
+        ci = (b.get("forecast_minus_baseline") or {}).get("ci95")
+        beaten[name] = ("beaten" if b["median_abs_error"] == math.inf or (ci and ci[1] < 0) else
+                        "worse" if ci and ci[0] > 0 else "not told apart")
     return {"passed": all(parts.values()), "parts": parts, "baselines_beaten": beaten,
             "auroc_claimed": "auroc" in parts}

@@ -56,7 +56,8 @@ def evaluation_text(record: dict) -> str:
     lines = ["# Forecast evaluation", "",
              f"Reference (fit) set: {', '.join(record['reference_experiments'])}. Evaluated: "
              f"{', '.join(record['evaluated'])}. Forecasts at {', '.join(str(f) for f in record['fractions'])} of the "
-             "way to each run's jump, from its records up to there only.", ""]
+             "way to each run's jump, from its records up to there only."
+             + (f" Skipped (no runs yet): {'; '.join(record['skipped'])}." if record.get("skipped") else ""), ""]
     for name, sets in record["sets"].items():
         lines += [f"## {name.replace('_', '-')}", "",
                   "| lead | runs (jumped) | median abs error | 80% coverage | AUROC (circuit / not) | Brier | "
@@ -72,15 +73,23 @@ def evaluation_text(record: dict) -> str:
         lines += ["", "Baselines at half-way (median abs error; 80% coverage where the baseline has an interval; runs "
                   "it gave no forecast for):", ""]
         for baseline, b in half["baselines"].items():
+            d = b.get("forecast_minus_baseline") or {}
+            paired = ("" if d.get("difference") is None or d.get("ci95") is None else
+                      f"; forecast minus baseline {100 * d['difference']:+.1f} points [{100 * d['ci95'][0]:+.1f}, "
+                      f"{100 * d['ci95'][1]:+.1f}] (bootstrap over runs, nominal 95%), the forecast closer in "
+                      f"{d['n_runs_better']} of {d['n_runs']} runs")
             lines.append(f"- {baseline}: {_pct(b['median_abs_error'])}"
                          + (f", coverage {_pct(b['coverage_80'])}" if b["coverage_80"] is not None else "")
-                         + (f", no forecast for {b['n_without_forecast']}" if b["n_without_forecast"] else ""))
-        lines += ["", "By experiment, at half-way:", "", "| experiment | runs | median abs error | 80% coverage | "
-                  "AUROC |", "|---|---|---|---|---|"]
+                         + (f", no forecast for {b['n_without_forecast']}" if b["n_without_forecast"] else "") + paired)
+        lines += ["", "By experiment, at half-way (baselines' median abs error beside the forecast's):", "",
+                  "| experiment | runs | median abs error | 80% coverage | AUROC | nearest configuration | McCandlish |",
+                  "|---|---|---|---|---|---|---|"]
         for experiment, s in sets["by_experiment"].items():
             auroc = "n/a" if s["auroc"] is None else f"{s['auroc']:.2f}"
+            near, mc = (s["baselines"].get(k, {}).get("median_abs_error")
+                        for k in ("nearest configuration", "McCandlish (batch only)"))
             lines.append(f"| {experiment} | {s['n_runs']} | {_pct(s['median_abs_error'])} | {_pct(s['coverage_80'])} "
-                         f"| {auroc} ({s['n_circuit']} / {s['n_not_circuit']}) |")
+                         f"| {auroc} ({s['n_circuit']} / {s['n_not_circuit']}) | {_pct(near)} | {_pct(mc)} |")
         lines += ["", "At half-way, runs whose settings lie within the reference runs' ranges vs beyond them:", "",
                   "| runs | n | median abs error | 80% coverage |", "|---|---|---|---|"]
         for label, s in sets.get("by_range", {}).items():
@@ -100,7 +109,7 @@ def evaluation_text(record: dict) -> str:
         lines.append("")
     v = record["verdict"]
     lines += ["## Verdict (the pass rule of docs/reproduction/forecast/PROTOCOL.md, held-out, half-way)", "",
-              f"passed: {v.get('passed')}; parts: {v.get('parts')}; baselines beaten on error: "
+              f"passed: {v.get('passed')}; parts: {v.get('parts')}; against each baseline on error (paired bootstrap): "
               f"{v.get('baselines_beaten')}" + ("" if v.get("auroc_claimed", True) else
                                                  f" (AUROC not claimed: fewer than 5 held-out negatives)"), "",
               "![evaluation](forecast_evaluation.png)", ""]

@@ -211,9 +211,9 @@ class Forecast:
         if self.jumped_already:
             when = f"It has jumped: exact match crossed 0.5 at step {self.jump_step:.0f} (between copy tests at {lo:.0f} and {hi:.0f})."
         elif self.jump_step is None:
-            when = f"The jump is not expected within any step the model can place (80% interval from {lo:.0f})."
+            when = f"If it jumps, not within any step the model can place (80% interval from {lo:.0f})."
         else:
-            when = (f"Jump (exact match 0.5) forecast at step {self.jump_step:.0f}, 80% interval [{lo:.0f}, "
+            when = (f"If it jumps (exact match 0.5): at step {self.jump_step:.0f}, 80% interval [{lo:.0f}, "
                     + (f"{hi:.0f}]." if hi is not None else f"past {horizon}]."))
         shown = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in self.signals.items())
         lines = [f"At step {self.at_step}: P(copies by induction by {horizon}) = {self.p_circuit:.2f}, "
@@ -223,7 +223,7 @@ class Forecast:
             lines.append("Not recorded by this run, so not used: " + ", ".join(
                 f"{name} ({SIGNALS[name]})" for name in self.missing) + ".")
         if self.outside_reference:
-            lines.append("Extrapolated (no reference run is like this): " + "; ".join(self.outside_reference) + ".")
+            lines.append("Unlike every reference run (the forecast extrapolates): " + "; ".join(self.outside_reference) + ".")
         if self.reason:
             lines.append(f"Why {self.outcome}: {self.reason}.")
         return "\n".join(lines)
@@ -233,10 +233,8 @@ def _cdf_after(t: float, mu: float, sigma: float, after: float) -> float:
     """P(T <= t | T > after) for a log-normal(mu, sigma)."""
     if t <= after:
         return 0.0
-    s_k = stats.norm.sf((math.log(max(after, 1.0)) - mu) / sigma)
-    if s_k <= 0:
-        return 1.0
-    return float(1.0 - stats.norm.sf((math.log(t) - mu) / sigma) / s_k)
+    log_ratio = stats.norm.logsf((math.log(t) - mu) / sigma) - stats.norm.logsf((math.log(max(after, 1.0)) - mu) / sigma)
+    return float(-math.expm1(log_ratio))  # in logs: a K far in the tail does not underflow
 
 
 def mixture_quantile(q: float, parts: list[tuple[float, float, float]], after: float) -> float:
@@ -244,7 +242,8 @@ def mixture_quantile(q: float, parts: list[tuple[float, float, float]], after: f
     def cdf(t):
         return sum(w * _cdf_after(t, mu, sigma, after) for w, mu, sigma in parts)
 
-    lo, hi = math.log(max(after, 1.0)), max(mu + 8 * sigma for _, mu, sigma in parts)
+    lo = math.log(max(after, 1.0))
+    hi = max(lo, max(mu for _, mu, _ in parts)) + 8 * max(sigma for _, _, sigma in parts)
     if cdf(math.exp(hi)) < q:
         return math.inf
     for _ in range(60):

@@ -21,6 +21,7 @@ from grokcopy.forecast.model import MODELS, Forecast, configuration_key, fit_mod
 from grokcopy.forecast.signals import Snapshot, outcome, snapshot
 from grokcopy.safe_io import write_json_atomic
 
+UNREAD = {"attention_dropout": 0.0, "weight_decay": 0.0, "knockout_attention_layers": None}  # and their defaults
 MAX_SNAPSHOTS = 24  # per run: enough leads for the fit, a file small enough to ship
 SHIPPED = Path(__file__).with_name("reference_runs.json")
 
@@ -75,6 +76,8 @@ class Forecaster:
         self.ranges = {name: (min(values), max(values)) for name in ("tokens_per_step", "learning_rate", "num_layers",
                                                                     "context")
                        if (values := [r["config"][name] for r in reference["runs"] if r["config"].get(name)])}
+        self.unread = {name: {r["config"].get(name, default) for r in reference["runs"]}
+                       for name, default in UNREAD.items()}
 
     def outside_reference(self, config: dict) -> list[str]:
         """The settings of `config` outside the range of the reference runs' (the forecast extrapolates there)."""
@@ -83,11 +86,20 @@ class Forecaster:
             value = config.get(name)
             if value is not None and not lo <= value <= hi:
                 out.append(f"{name} {value:g} {'below' if value < lo else 'above'} the reference runs' {lo:g}-{hi:g}")
+        for name, seen in self.unread.items():  # settings no model reads: named when no reference run had them
+            value = config.get(name, UNREAD[name])
+            if value not in seen:
+                out.append(f"{name} {value} (reference runs: {', '.join(str(v) for v in sorted(seen, key=str))}; "
+                           "not a model input)")
         return out
 
     def forecast(self, snap: Snapshot, horizon: int | None = None) -> Forecast:
         """The forecast at `snap.step`, to `horizon` (default: the run's max_steps)."""
-        horizon = horizon or snap.config.get("max_steps")
+        if horizon is not None and horizon < snap.step:
+            raise ValueError(f"horizon {horizon} is before the step forecast from ({snap.step}): name a later "
+                             "--horizon")
+        if horizon is None and snap.config.get("max_steps"):  # a run read at its end: the horizon is its end
+            horizon = max(snap.config["max_steps"], snap.step)
         name = next(n for n, m in self.models.items() if m is not None and all(
             snap.signals.get(s) is not None for s in MODELS[n]))
         missing = [s for s in MODELS["full"] if snap.signals.get(s) is None]
@@ -126,13 +138,18 @@ class Forecaster:
             return (f"layer 0's best previous-token score is {rise:+.3f} from its start by step {snap.step}: it fell "
                     f"(median {facts['headless_prev_rise']:+.3f}) in the reference runs that jumped headless, and "
                     f"stayed level or rose (median {facts['circuit_prev_rise']:+.3f}) in those that formed a circuit")
+        why = (f"at {snap.config['tokens_per_step']:.0f} tokens per step and learning rate "
+               f"{snap.config['learning_rate']:g}, no jump by step {forecast.horizon} has probability "
+               f"{forecast.p_no_jump:.2f}" if forecast.outcome == "no jump" else
+               f"at {snap.config['tokens_per_step']:.0f} tokens per step and learning rate "
+               f"{snap.config['learning_rate']:g}, the reference runs that jumped mostly jumped headless")
+        if forecast.jump_step is not None and forecast.horizon and forecast.jump_step > forecast.horizon:
+            why += f" (a jump, if it comes, is forecast at step {forecast.jump_step:.0f})"
         if rise is not None and rise < facts["circuit_prev_rise_before_jump"]:
-            return (f"no previous-token head by step {snap.step} (layer 0's best previous-token score "
-                    f"{rise:+.3f} from its start); in 90% of the reference circuits it had risen by >= "
-                    f"{facts['circuit_prev_rise_before_jump']:.3f} before the jump")
-        return (f"at {snap.config['tokens_per_step']:.0f} tokens per step and learning rate "
-                f"{snap.config['learning_rate']:g}, the jump is forecast past step {forecast.horizon} with "
-                f"probability {forecast.p_no_jump:.2f}")
+            why += (f"; and no previous-token head yet by step {snap.step} (layer 0's best previous-token score "
+                    f"{rise:+.3f} from its start; in 90% of the reference circuits it had risen by >= "
+                    f"{facts['circuit_prev_rise_before_jump']:.3f} before the jump)")
+        return why
 
 
 def _facts(reference: dict) -> dict:

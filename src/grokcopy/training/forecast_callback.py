@@ -27,7 +27,7 @@ class CopyForecastCallback(AnalysisCallback):
 
     Every argument has a default: `horizon` the step the probabilities refer to (the run's max_steps),
     `forecaster` a grokcopy.forecast.reference.Forecaster (the reference set grokcopy ships), `every` also forecast
-    every N steps (e.g. with no analysis callback, from the configuration and the loss alone).
+    every N steps (e.g. with no analysis callback: then from the configuration alone).
     """
 
     trainer: Any = field(default=None, repr=False)
@@ -68,7 +68,8 @@ class CopyForecastCallback(AnalysisCallback):
         if not state.is_world_process_zero:
             return
         scheduled = bool(self.every) and state.global_step % self.every == 0
-        if not (self._changed() or scheduled):
+        horizon = self.horizon or self.configuration["max_steps"]
+        if not (self._changed() or scheduled) or (horizon and state.global_step > horizon):
             return
         from grokcopy.forecast.signals import snapshot
 
@@ -77,7 +78,7 @@ class CopyForecastCallback(AnalysisCallback):
         snap = snapshot(histories, state.global_step)
         snap.config = dict(self.configuration)
         try:
-            forecast = self.forecaster.forecast(snap, self.horizon or self.configuration["max_steps"])
+            forecast = self.forecaster.forecast(snap, horizon)
         except ValueError as err:  # e.g. no tokens per step known: say so once, training goes on
             if self._warned != "error":
                 logger.warning("copy forecast: %s", err)
