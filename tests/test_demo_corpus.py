@@ -1,6 +1,8 @@
 """The demo corpus is what the demo's phenomenon rests on: its two kinds of documents must be what the
 module says they are."""
 
+import pytest
+
 from grokcopy.training.demo_corpus import ALPHABET, DemoCorpusConfig, demo_corpus_files, generate_documents
 
 
@@ -71,3 +73,22 @@ def test_identifier_lines_hold_newlines_that_repeat_with_their_passage():
     shipped = DemoCorpusConfig(identifier_share=0.5, prose_symbols=20, prose_certainty=1.0, prose_single_cycle=True,
                                num_documents=400000)
     assert shipped.key == "12c54bf68e85" and config.key != DemoCorpusConfig(**{**config.__dict__, "newline_share": 0}).key
+
+
+def test_small_alphabet_documents_make_one_symbol_ambiguous_and_leave_other_corpora_unchanged():
+    """A share of identifier documents over 8 symbols: each symbol recurs often, so the repeat is found only by
+    matching several preceding symbols; with the share at 0 the corpus is the one made before the option."""
+    from grokcopy.training.demo_corpus import ALPHABET
+
+    base = DemoCorpusConfig(num_documents=200, document_chars=128, seed=3)
+    mixed = DemoCorpusConfig(num_documents=200, document_chars=128, small_alphabet_share=0.5, seed=3)
+    assert base.key == DemoCorpusConfig(num_documents=200, document_chars=128, seed=3, small_alphabet=5).key
+    assert mixed.key != base.key
+    docs = list(generate_documents(mixed))
+    small = [d for d in docs if set(d) <= set(ALPHABET[:8])]
+    assert 70 <= len(small) <= 130  # about half
+    for doc in small:
+        assert max(doc.count(c) for c in set(doc)) >= 10  # one symbol is no address
+        assert any(doc[i:i + 6] == doc[j:j + 6] for i in range(122) for j in range(i + 6, 123))  # the repeat is there
+    with pytest.raises(ValueError, match="small_alphabet"):
+        DemoCorpusConfig(small_alphabet_share=0.5, small_alphabet=1)

@@ -15,7 +15,10 @@ training block long:
   fixed one, which a model could learn through positions). Only an induction mechanism (find the
   earlier occurrence, copy what followed) predicts the second copy. With `newline_share` > 0 each
   symbol is a newline with that probability (identifiers on lines, as in logs and lists), and a
-  repeated passage repeats its newlines.
+  repeated passage repeats its newlines. With `small_alphabet_share` > 0 that share of identifier documents
+  uses only the first `small_alphabet` symbols: there every symbol recurs many times in a document, so one
+  matched symbol does not find the earlier occurrence of a passage, and copying needs the two or three preceding
+  symbols matched (a higher-order induction circuit, which may need more depth: the claim-3 depth design).
 
 Why newlines: the copy test separates its sequences with a newline (the paper's format). A model that
 never saw one meets an untrained embedding there, and its score says how it reacts to that token, not
@@ -57,17 +60,25 @@ class DemoCorpusConfig:
     prose_symbols: int = 0  # > 0: prose uses its own symbols (like words vs. hashes), none shared with identifiers
     prose_single_cycle: bool = False  # the successor chain is one cycle through all prose symbols: no repeats
     newline_share: float = 0.0  # identifier documents: the probability that a symbol is a newline
+    small_alphabet_share: float = 0.0  # identifier documents drawn from the first `small_alphabet` symbols only
+    small_alphabet: int = 8
     seed: int = 0
 
     def __post_init__(self):
         if not 0.0 <= self.newline_share < 1.0:
             raise ValueError(f"newline_share: expected a probability in [0, 1), got {self.newline_share}")
+        if not 0.0 <= self.small_alphabet_share <= 1.0:
+            raise ValueError(f"small_alphabet_share: expected a probability in [0, 1], got {self.small_alphabet_share}")
+        if not 2 <= self.small_alphabet <= len(ALPHABET):
+            raise ValueError(f"small_alphabet: expected 2-{len(ALPHABET)} symbols, got {self.small_alphabet}")
 
     @property
     def key(self) -> str:
         fields = asdict(self)
         if not fields["newline_share"]:  # added later: the corpora made before keep their cache names
             del fields["newline_share"]
+        if not fields["small_alphabet_share"]:
+            del fields["small_alphabet_share"], fields["small_alphabet"]
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -94,7 +105,8 @@ def generate_documents(config: DemoCorpusConfig):
             yield "".join(prose[doc])
             continue
         else:
-            doc = rng.integers(0, k, size=n)
+            small = config.small_alphabet_share > 0 and rng.random() < config.small_alphabet_share  # no draw when off
+            doc = rng.integers(0, config.small_alphabet if small else k, size=n)
             if config.newline_share > 0:
                 doc[rng.random(n) < config.newline_share] = k  # index k: the newline (symbols[k])
             for _ in range(config.spans_per_document):
