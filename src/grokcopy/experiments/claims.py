@@ -261,8 +261,9 @@ def claim_loss_first_then_jump(conditions: dict) -> dict:
             verdict = NOT_RESOLVED
         per[label] = {"verdict": verdict, "n_runs": n, "n_jumped": len(jumped), "n_loss_first": first,
                       "n_jumped_before_loss_fall": before, "jump_width_median": width, "plateau_steps_median": plateau}
-        parts.append(f"{label}: loss first then jump in {first}/{n}, jumped {len(jumped)}/{n}, median width "
-                     f"{_fmt(width)} vs plateau {_fmt(plateau)} steps ({verdict})")
+        shape = ("" if width is None or plateau is None else
+                 f", median width {_fmt(width)} vs plateau {_fmt(plateau)} steps")
+        parts.append(f"{label}: loss first then jump in {first}/{n}, jumped {len(jumped)}/{n}{shape} ({verdict})")
     if not per:
         return _claim("f", text, NOT_TESTABLE, f"needs a condition with >= {MIN_SEEDS} seeds", {"per_condition": per})
     verdicts = {p["verdict"] for p in per.values()}
