@@ -43,13 +43,13 @@ def build_reference(paths, out: str | Path | None = None) -> dict:
     return record
 
 
-def forecast_points(runs_by_path: dict, forecaster: Forecaster, fractions=FRACTIONS) -> list[dict]:
+def forecast_points(paths, forecaster: Forecaster, fractions=FRACTIONS) -> list[dict]:
     """One row per (run, fraction): the truth, the forecast and each baseline's jump step and interval."""
     baselines, known = Baselines(forecaster.reference), set(forecaster.reference.get("experiments", []))
     rows = []
-    for path, runs in runs_by_path.items():
+    for path in paths:
         experiment = Path(path).name
-        for run in runs:
+        for run in find_runs([path]):
             histories = load_histories(run)
             end = outcome(histories)
             base = end["jump_step"] if end["jump_step"] is not None else end["last_step"]
@@ -157,16 +157,17 @@ def evaluate(paths, out: str | Path, forecaster: Forecaster | None = None, fract
     forecaster = forecaster or shipped_forecaster()
     from grokcopy.errors import ConfigError
 
-    found, skipped = {}, []
+    kept, skipped = [], []
     for path in paths:  # an experiment whose runs have not landed yet is named, not fatal
         try:
-            found[path] = find_runs([path])
+            find_runs([path])
+            kept.append(path)
         except ConfigError as err:
             skipped.append(f"{Path(path).name}: {err}")
-    if not found:
+    if not kept:
         raise ConfigError("no runs in any folder given: " + "; ".join(skipped))
-    paths = list(found)
-    rows = forecast_points(found, forecaster, fractions)
+    paths = kept
+    rows = forecast_points(paths, forecaster, fractions)
     record = {"reference_experiments": forecaster.reference.get("experiments", []),
               "evaluated": [Path(p).name for p in paths], "skipped": skipped, "fractions": list(fractions),
               "pass_rule": PASS, "sets": {}}

@@ -18,7 +18,7 @@ import numpy as np
 
 from grokcopy.analysis.grokking import crossing_step
 from grokcopy.forecast.model import MODELS, Forecast, configuration_key, fit_models, predict
-from grokcopy.forecast.signals import Snapshot, last_step, outcome, snapshot
+from grokcopy.forecast.signals import Snapshot, outcome, snapshot
 from grokcopy.safe_io import write_json_atomic
 
 UNREAD = {"attention_dropout": 0.0, "weight_decay": 0.0, "knockout_attention_layers": None}  # and their defaults
@@ -188,7 +188,8 @@ def forecast_run(folder: str | Path, at_step: int | None = None, horizon: int | 
     if not run.copy_history.is_file() and not run.run_config.is_file():
         raise FileNotFoundError(f"{folder}: not a grokcopy run folder (no copy_history.jsonl or run_config.json)")
     histories = run.histories()
-    last = last_step(histories)
+    last = max([r["step"] for r in histories["copy_history"]] + [r["step"] for r in histories["induction_history"]]
+               + [s for s, _ in histories["losses"]], default=0)
     if at_step is not None and at_step > last:
         raise ValueError(f"{folder}: its last record is at step {last}; --at-step {at_step} is past it (a forecast "
                          "reads only what the run has recorded)")

@@ -77,20 +77,13 @@ def loss_fall_step(losses: list[tuple[int, float]], at_step: int, share: float =
     return float(next(s for (s, _), l in zip(points, smoothed) if l <= level))
 
 
-def last_step(histories: dict) -> int:
-    """The step of the run's latest record (copy test, induction analysis or logged loss); 0 without one."""
-    return max([r["step"] for r in histories.get("copy_history") or []]
-               + [r["step"] for r in histories.get("induction_history") or []]
-               + [s for s, _ in histories.get("losses") or []], default=0)
-
-
 def snapshot(histories: dict, at_step: int | None = None) -> Snapshot:
     """The run at `at_step` (default: its latest record), from `RunFolder.histories()`-shaped data."""
     copy = sorted(histories.get("copy_history") or [], key=lambda r: r["step"])
     induction = sorted(histories.get("induction_history") or [], key=lambda r: r["step"])
     losses = sorted(histories.get("losses") or [])
     if at_step is None:
-        at_step = last_step(histories)
+        at_step = max([r["step"] for r in copy] + [r["step"] for r in induction] + [s for s, _ in losses], default=0)
     copy_k = [r for r in copy if r["step"] <= at_step]
     prev = [max(r["prev_token"][0]) for r in induction if r["step"] <= at_step and r.get("prev_token")]
     signals = {

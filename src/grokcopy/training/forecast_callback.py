@@ -52,6 +52,10 @@ class CopyForecastCallback(AnalysisCallback):
             "context": self.resolved_block_size,
             "max_steps": args.max_steps if args.max_steps and args.max_steps > 0 else state.max_steps,
         }
+        if self.forecaster is None:
+            from grokcopy.forecast.reference import shipped_forecaster
+
+            self.forecaster = shipped_forecaster()
 
     def _changed(self) -> bool:
         stamp = tuple((p.stat().st_mtime_ns, p.stat().st_size) if p.is_file() else None
@@ -73,10 +77,6 @@ class CopyForecastCallback(AnalysisCallback):
                      "losses": losses_from_log(state.log_history)}
         snap = snapshot(histories, state.global_step)
         snap.config = dict(self.configuration)
-        if self.forecaster is None:  # fit on first use, by the one process that forecasts (a few seconds)
-            from grokcopy.forecast.reference import shipped_forecaster
-
-            self.forecaster = shipped_forecaster()
         try:
             forecast = self.forecaster.forecast(snap, horizon)
         except ValueError as err:  # e.g. no tokens per step known: say so once, training goes on
