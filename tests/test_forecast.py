@@ -114,6 +114,21 @@ def test_quantiles_far_past_the_forecast_median_stay_finite():
         assert after < lo < hi < float("inf")
 
 
+def test_no_jump_grows_past_the_expected_jump_and_falls_with_the_horizon():
+    """The cure-rate model: a run far past the step its configuration jumps at is forecast "no jump"; a later
+    horizon leaves more time to jump, so P(no jump by H) never rises with H."""
+    from grokcopy.forecast.signals import Snapshot
+
+    forecaster = shipped_forecaster()
+    config = {"tokens_per_step": 20480, "learning_rate": 1.5e-3, "num_layers": 2, "context": 40}
+    early, late = (forecaster.forecast(Snapshot(step=k, config=config), horizon=5000) for k in (100, 2000))
+    assert early.outcome == "circuit" and late.outcome == "no jump" and late.p_no_jump > 0.9 > early.p_no_jump
+    by_horizon = [forecaster.forecast(Snapshot(step=300, config=config), horizon=h).p_no_jump
+                  for h in (300, 350, 400, 700, 5000)]
+    assert by_horizon[0] > 0.99 and all(a >= b - 1e-9 for a, b in zip(by_horizon, by_horizon[1:]))
+    assert by_horizon[-1] < 0.5
+
+
 def test_reference_build_fit_and_evaluate(tmp_path):
     """A reference set built from experiment folders fits; --evaluate scores held-out runs apart from in-sample."""
     ref_file = tmp_path / "ref.json"
@@ -126,7 +141,7 @@ def test_reference_build_fit_and_evaluate(tmp_path):
                for r in reference["runs"] for s in r["snapshots"])  # only snapshots before the jump
     forecaster = Forecaster(reference)
     full = forecaster.models["full"]
-    assert full["jumps"].n_runs == 64 and full["circuit_time"].n_runs == 30  # every run; the circuits (18 + 12)
+    assert forecaster.cure.n_runs == 64 and full["circuit_time"].n_runs == 30  # every run; the circuits (18 + 12)
     assert full["circuit_time"].sigma_new > full["circuit_time"].sigma  # unseen configurations are harder
     out = tmp_path / "eval"
     proc = subprocess.run([*GROKCOPY, "forecast", "--evaluate", str(REPRO / "cpu-depth-knockout"),

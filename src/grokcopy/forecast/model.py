@@ -3,9 +3,13 @@
 Small regressions, fit on snapshots of the reference runs taken before their jump (each run weighing one in all;
 a snapshot at step K is a run known to be without a jump at K, so every model is conditional on T > K):
 
-- **Whether**: ridge logistic regressions of "jumps within its budget" (all runs) and of "circuit, given a jump"
-  (runs that jumped with a known solution) on the configuration (ln tokens per step, ln learning rate, their
-  squares and product, depth) and the run's signals so far.
+- **Whether**: a cure-rate model (Farewell 1982): a share pi of runs never jumps, the rest jump at a time drawn from
+  the model below. pi is a ridge logistic regression on the configuration (ln tokens per step, ln learning rate,
+  their squares and product, depth), fit by maximum likelihood over runs (a run that jumped at T: 1 - pi; one
+  censored at its last step C: pi + (1 - pi) S(C)). Given no jump by K, Bayes moves the mass: P(never) =
+  pi / (pi + (1 - pi) S(K)), so a run far past the step its configuration and signals say it should have jumped
+  by is forecast "no jump", and the forecast to a horizon H counts only the jumps between K and H. And "circuit,
+  given a jump": a ridge logistic regression on the configuration and the run's signals so far.
 - **When**: for each solution, a log-normal time-to-jump regression (an accelerated-failure-time model) over the
   runs that jumped with it, its likelihood truncated at K: circuit runs on the configuration and the signals,
   headless runs (fewer) on ln tokens per step and ln learning rate alone. The two solutions' jumps differ (the
@@ -15,7 +19,8 @@ a snapshot at step K is a run known to be without a jump at K, so every model is
   leave-one-configuration-out error of the fit (each configuration predicted by a fit without it), not the
   in-sample spread: a forecast that extrapolates says so in its interval.
 
-`p_circuit` = P(jump) x P(circuit | jump) x P(T <= horizon | circuit); likewise headless; the rest is "no jump".
+`p_circuit` = (1 - pi) P(circuit | jump) (S_circuit(K) - S_circuit(H)) / (pi + (1 - pi) S(K)); likewise headless;
+the rest is "no jump" (by H).
 Models exist for each set of signals (configuration only; + copy test and loss; + previous-token score): a run is
 forecast by the richest one whose signals it has.
 """
@@ -169,7 +174,8 @@ def leave_one_configuration_out(rows: list[dict], signals: tuple[str, ...]) -> f
 
 
 def fit_models(rows: list[dict], signals: tuple[str, ...]) -> dict | None:
-    """Every regression of one signal set: `circuit_time`, `headless_time`, `jumps`, `circuit`."""
+    """Every regression of one signal set: `circuit_time`, `headless_time`, `circuit` (the cure share, which reads
+    the configuration only, is fit once: `fit_cure`)."""
     circuit_rows = [r for r in rows if r["outcome"]["solution"] == "circuit"]
     circuit_time = fit_time(circuit_rows, signals)
     if circuit_time is None:
@@ -177,8 +183,56 @@ def fit_models(rows: list[dict], signals: tuple[str, ...]) -> dict | None:
     circuit_time.sigma_new = max(circuit_time.sigma, leave_one_configuration_out(circuit_rows, signals) or 0.0)
     return {"circuit_time": circuit_time,
             "headless_time": fit_time([r for r in rows if r["outcome"]["solution"] == "headless"], (), linear=True),
-            "jumps": fit_logistic(rows, signals, lambda r: r["outcome"]["jump_step"] is not None),
             "circuit": fit_logistic(rows, signals, lambda r: {"circuit": 1, "headless": 0}.get(r["outcome"]["solution"]))}
+
+
+def _log_survival(t: float, mu: float, sigma: float) -> float:
+    return float(stats.norm.logsf((math.log(max(t, 1.0)) - mu) / sigma))
+
+
+def _jump_parts(models: dict, snap: Snapshot, known_configuration: bool) -> list[tuple[float, float, float]]:
+    """[(P(solution | jump), mu, sigma)] of the circuit and headless jump times (log-normal, untruncated)."""
+    p_circuit = models["circuit"].probability(snap) if models["circuit"] is not None else 1.0
+    circuit_time, headless_time = models["circuit_time"], models["headless_time"]
+    parts = [(p_circuit, circuit_time.mu(snap), circuit_time.sigma if known_configuration else circuit_time.sigma_new)]
+    if headless_time is not None and p_circuit < 1.0:
+        parts.append((1.0 - p_circuit, headless_time.mu(snap), headless_time.sigma))
+    return parts
+
+
+def _cure_nll(w, X, jumped, log_survival, weight):
+    log_pi = -np.logaddexp(0, -(X @ w))  # ln pi
+    log_rest = -np.logaddexp(0, X @ w)  # ln (1 - pi)
+    ll = np.where(jumped, log_rest, np.logaddexp(log_pi, log_rest + log_survival))
+    return -(weight * ll).sum() + 0.5 * RIDGE * (w[1:] ** 2).sum()
+
+
+def fit_cure(runs: list[dict], models: dict) -> Regression | None:
+    """pi, the share of runs that never jump, on the configuration: maximum likelihood over `runs` ({config,
+    outcome}), the jump times from the configuration-only `models` (a run censored at C could still have jumped
+    after C with probability S(C))."""
+    snaps = [(Snapshot(step=0, config=r["config"]), r["outcome"]) for r in runs]
+    kept = [(s, o, x) for s, o in snaps if (x := features(s, ())) is not None]
+    if len(kept) < MIN_RUNS:
+        return None
+    jumped = np.array([o["jump_step"] is not None for _, o, _ in kept])
+    if jumped.all() or not jumped.any():
+        return None
+    x = np.array([x for _, _, x in kept])
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale == 0] = 1.0
+    X = np.hstack([np.ones((len(kept), 1)), (x - mean) / scale])
+    log_survival = []
+    for s, o, _ in kept:
+        parts = _jump_parts(models, s, True)
+        end = o["last_step"] or 1
+        log_survival.append(float(np.logaddexp.reduce([math.log(max(w, 1e-300)) + _log_survival(end, mu, sd)
+                                                       for w, mu, sd in parts])))
+    model = Regression((), False, mean, scale, np.zeros(X.shape[1]), n_runs=len(kept), n_snapshots=len(kept))
+    model.coef = optimize.minimize(_cure_nll, np.zeros(X.shape[1]),
+                                   args=(X, jumped, np.array(log_survival), np.ones(len(kept))),
+                                   method="L-BFGS-B").x
+    return model
 
 
 @dataclass
@@ -252,19 +306,21 @@ def mixture_quantile(q: float, parts: list[tuple[float, float, float]], after: f
     return float(math.exp(hi))
 
 
-def predict(models: dict, snap: Snapshot, horizon: float | None, known_configuration: bool) -> dict:
-    """The jump's median and 80% interval given T > K (the two solutions' times mixed), and the probabilities."""
+def predict(models: dict, snap: Snapshot, horizon: float | None, known_configuration: bool, p_never: float) -> dict:
+    """The jump's median and 80% interval given T > K (the two solutions' times mixed), and the probabilities to
+    the horizon, `p_never` (the cure share pi) updated by the run not having jumped by K."""
     k = max(snap.step, 1)
-    circuit_time, headless_time = models["circuit_time"], models["headless_time"]
-    p_jumps = models["jumps"].probability(snap) if models["jumps"] is not None else 1.0
-    p_circuit = models["circuit"].probability(snap) if models["circuit"] is not None else 1.0
-    sigma = circuit_time.sigma if known_configuration else circuit_time.sigma_new
-    parts = [(p_circuit, circuit_time.mu(snap), sigma)]
-    if headless_time is not None and p_circuit < 1.0:
-        parts.append((1.0 - p_circuit, headless_time.mu(snap), headless_time.sigma))
-    lo, median, hi = (mixture_quantile(q, parts, k) for q in (INTERVAL[0], 0.5, INTERVAL[1]))
+    parts = _jump_parts(models, snap, known_configuration)
+    log_alive = [math.log(max(w, 1e-300)) + _log_survival(k, mu, sd) for w, mu, sd in parts]  # ln P(solution, T > K)
+    log_jumper = math.log1p(-p_never) + float(np.logaddexp.reduce(log_alive)) if p_never < 1 else -math.inf
+    log_never = math.log(p_never) if p_never > 0 else -math.inf
+    log_total = float(np.logaddexp(log_never, log_jumper))
+    # the jump time given a jump after K: each solution's truncated time, weighted by P(solution | T > K)
+    weights = np.exp(np.array(log_alive) - np.logaddexp.reduce(log_alive))
+    given = [(float(w), mu, sd) for w, (_, mu, sd) in zip(weights, parts)]
+    lo, median, hi = (mixture_quantile(q, given, k) for q in (INTERVAL[0], 0.5, INTERVAL[1]))
     by_horizon = [_cdf_after(horizon, mu, sd, k) if horizon else 1.0 for _, mu, sd in parts]
-    p_c = p_jumps * p_circuit * by_horizon[0]
-    p_h = p_jumps * (1 - p_circuit) * (by_horizon[1] if len(parts) > 1 else 1.0)
+    p_solution = [math.exp(log_jumper - log_total) * w * h for (w, _, _), h in zip(given, by_horizon)]
+    p_c, p_h = p_solution[0], (p_solution[1] if len(p_solution) > 1 else 0.0)
     return {"median": median, "interval": [lo, hi], "p_circuit": p_c, "p_headless": p_h,
-            "p_jump": p_c + p_h, "sigma": sigma}
+            "p_jump": p_c + p_h, "sigma": parts[0][2]}

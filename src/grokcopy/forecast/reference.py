@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from grokcopy.analysis.grokking import crossing_step
-from grokcopy.forecast.model import MODELS, Forecast, configuration_key, fit_models, predict
+from grokcopy.forecast.model import MODELS, Forecast, configuration_key, fit_cure, fit_models, predict
 from grokcopy.forecast.signals import Snapshot, outcome, snapshot
 from grokcopy.safe_io import write_json_atomic
 
@@ -71,6 +71,7 @@ class Forecaster:
         if self.models["config"] is None:
             raise ValueError("the reference set has fewer than 10 runs that formed a circuit with a known "
                              "configuration: nothing to fit")
+        self.cure = fit_cure(reference["runs"], self.models["config"])
         self.configurations = {configuration_key(r["config"]) for r in reference["runs"]}
         self.facts = _facts(reference)
         self.ranges = {name: (min(values), max(values)) for name in ("tokens_per_step", "learning_rate", "num_layers",
@@ -106,7 +107,8 @@ class Forecaster:
         if not snap.config.get("tokens_per_step") or not snap.config.get("learning_rate"):
             raise ValueError("the run's folder does not say its tokens per step and learning rate (run_config.json): "
                              "the forecast needs both")
-        p = predict(self.models[name], snap, horizon, configuration_key(snap.config) in self.configurations)
+        p_never = self.cure.probability(snap) if self.cure is not None else 0.0
+        p = predict(self.models[name], snap, horizon, configuration_key(snap.config) in self.configurations, p_never)
         jumped = snap.exact_match is not None and snap.exact_match >= 0.5
         if jumped:  # measured, not forecast; which solution it took is still the model's
             crossed = crossing_step(snap.copy_points, 0.5)
