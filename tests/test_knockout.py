@@ -37,3 +37,44 @@ def test_a_resume_cannot_drop_the_knockout(corpus_file, tmp_path):
 def test_bad_knockout_layers_are_refused_in_one_line(corpus_file, tmp_path, value, said):
     with pytest.raises(ConfigError, match=said):
         build_trainer(*parse_args(tiny_config(corpus_file, tmp_path / "run", knockout_attention_layers=value)))
+
+
+REPRO = __import__("pathlib").Path(__file__).resolve().parents[1] / "docs" / "reproduction"
+
+
+def test_the_report_gives_the_knockout_protocols_verdict_from_the_committed_histories(tmp_path):
+    """`grokcopy report` applies the protocol's rule: 4/4 seeds formed the circuit in layer 2, which carries it."""
+    from grokcopy.experiments.report import build_report
+
+    record = build_report([REPRO / "cpu-depth", REPRO / "cpu-depth-knockout"], tmp_path / "rep")
+    (reading,) = record["knockout"]
+    assert reading["verdict"] == "deeper layers take the circuit" and (reading["n_takes"], reading["n_runs"]) == (4, 4)
+    assert all(r["deeper_formed"] == [2] and r["layer_ablated_exact_match"][2] <= 0.5 * r["final_exact_match"]
+               for r in reading["runs"])
+    later = reading["jumps_later_than_twin"]
+    assert reading["intact_twin"] == "knockout_attention_layers=None" and 0.7 < later["p_value"] < 0.8
+    assert "deeper layers take the circuit" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def _condition(runs, knockout="1"):
+    return {"config": {"knockout_attention_layers": knockout, "learning_rate": 1e-3},
+            "runs": [{"name": f"s{i}", "seed": i, "stats": s} for i, s in enumerate(runs)]}
+
+
+def _stats(formed_layer, em, ablated, jump=300):
+    formation = [{"layer": layer, "formation_step": 300 if layer == formed_layer else None} for layer in range(4)]
+    return {"formation": formation, "final_exact_match": em, "layer_ablated_exact_match": ablated, "jump_step": jump}
+
+
+@pytest.mark.parametrize("runs, verdict", [
+    ([_stats(None, 0.0, [0.0] * 4, None)] * 4, "deeper layers do not take it"),
+    ([_stats(2, 0.9, [0.9, 0.9, 0.1, 0.9])] * 2 + [_stats(None, 0.0, [0.0] * 4, None)] * 2, "mixed"),
+    ([_stats(2, 0.9, [0.9, 0.9, 0.8, 0.9])] * 4, "mixed"),  # formed, but ablating it leaves the copying: not carried
+    ([_stats(2, 0.9, [0.9, 0.9, 0.1, 0.9])] * 2, "not resolved"),  # fewer than 3 seeds
+])
+def test_knockout_rule(runs, verdict):
+    from grokcopy.experiments.knockout import knockout_reading
+
+    (reading,) = knockout_reading({"ko": _condition(runs)})
+    assert reading["verdict"] == verdict and reading["intact_twin"] is None
+    assert knockout_reading({"intact": _condition(runs, knockout=None)}) == []

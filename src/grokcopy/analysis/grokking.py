@@ -229,6 +229,7 @@ def grokking_stats(source, *, jump_threshold: float = 0.5, loss_target: float | 
         # which solution the final model copies with, when it was ablated (grokcopy.analysis.ablation's rule)
         "copies_by_induction": (data.get("ablation") or {}).get("copies_by_induction"),
         "induction_heads_ablated_exact_match": (data.get("ablation") or {}).get("induction_heads_ablated_exact_match"),
+        "layer_ablated_exact_match": (data.get("ablation") or {}).get("layer_ablated_exact_match"),
         "groks": bool(loss_first and final_em is not None and final_em >= 0.9 and best_head is not None
                       and best_head >= formation_threshold),
     }

@@ -26,6 +26,7 @@ from grokcopy.experiments.report_text import (  # noqa: E402
     critical_batch_best_lr_lines,
     critical_batch_lines,
     interval_text,
+    knockout_lines,
     noise_scale_lines,
     num,
     rate_text,
@@ -343,6 +344,7 @@ def write_markdown(record: dict, out: Path) -> None:
         lines += lr_effect_table(grid)
     lines += noise_scale_lines(record.get("noise_scale")) + critical_batch_lines(record.get("critical_batch"))
     lines += critical_batch_best_lr_lines(record.get("critical_batch_best_lr"))
+    lines += knockout_lines(record.get("knockout"))
     lines += ["", "## The paper's claims", ""]
     for claim in record["claims"]:
         lines.append(f"- **{claim['text']}**: **{claim['verdict']}**. {claim['evidence']}.")

@@ -25,6 +25,7 @@ from grokcopy.experiments.conditions import (
 )
 from grokcopy.experiments.critical_batch import critical_batch
 from grokcopy.experiments.critical_batch_tuned import critical_batch_best_lr
+from grokcopy.experiments.knockout import knockout_reading
 from grokcopy.experiments.options import ReportConfig
 from grokcopy.run_dir import writable_problem, write_json_atomic
 
@@ -80,7 +81,9 @@ def build_report(paths, out, *, threshold: float = ReportConfig.threshold,
                         **{k: c["stats"][k] for k in ("jump_step_ci95", "jump_step_ci95_coverage",
                                                       "jump_step_ci95_method")},
                         "stats": c["stats"]} for c in conditions],
-        "claims": claims, "critical_batch": fit, "critical_batch_best_lr": tuned, "lr_batch": grid, "noise_scale": noise, "figures": [p.name for p in figures], "missing": missing_members(paths),
+        "claims": claims, "knockout": knockout_reading(by_label), "critical_batch": fit,
+        "critical_batch_best_lr": tuned, "lr_batch": grid, "noise_scale": noise, "figures": [p.name for p in figures],
+        "missing": missing_members(paths),
         "seed_split": None if held_out_from is None else seed_split(conditions, runs, held_out_from),
     }
     write_json_atomic(out / "report.json", json.loads(json.dumps(record, default=str)))
@@ -154,6 +157,9 @@ def run_report(config: ReportConfig) -> int:
     if noise and noise.get("b_crit"):
         print(f"gradient noise scale on the plateau: {noise['median_tokens']:,.0f} tokens "
               f"({noise['ratio']:.2f} x B_crit)")
+    for k in record.get("knockout") or []:
+        print(f"knock-out of layer {', '.join(map(str, k['knocked_out']))} ({k['condition']}): {k['verdict']} "
+              f"({k['n_takes']}/{k['n_runs']} seeds)")
     for claim in record["claims"]:
         print(f"{claim['text']}: {claim['verdict']}")
     return 0

@@ -144,3 +144,30 @@ def critical_batch_best_lr_lines(tuned: dict | None) -> list[str]:
         lines += ["", (f"Against the fixed rate's B_crit {num(comparison['fixed_b_crit'], 'tokens')}"
                        f"{interval_text(comparison['fixed_b_crit_ci95'])}: **{comparison['verdict']}**.")]
     return lines
+
+
+def knockout_lines(readings: list[dict] | None) -> list[str]:
+    """The knock-out reading of claim 3 (grokcopy.experiments.knockout): verdict, then one row per seed."""
+    lines = []
+    for k in readings or []:
+        knocked = ", ".join(str(layer) for layer in k["knocked_out"])
+        lines += ["", f"## Knock-out: with layer {knocked}'s attention removed, do deeper layers take the circuit?", "",
+                  f"**{k['verdict']}** ({k['condition']}): in {k['n_takes']}/{k['n_runs']} seeds a deeper layer formed an "
+                  "induction head, the run copies (final exact match >= 0.5) and ablating that layer's attention leaves "
+                  f"at most half its exact match; in {k['n_no_deeper_layer']}/{k['n_runs']} no deeper layer formed "
+                  "(rule: docs/reproduction/cpu-depth-knockout/PROTOCOL.md; 3/4 of the seeds decide).", "",
+                  "| seed | deeper layers formed (step) | final EM | EM with the layer's attention ablated | takes it |",
+                  "|---|---|---|---|---|"]
+        for r in k["runs"]:
+            formed = ", ".join(f"{layer} ({num(r['formed'][layer])})" for layer in r["deeper_formed"]) or "none"
+            ablated = r["layer_ablated_exact_match"]
+            cells = ", ".join(f"layer {layer}: {ablated[layer]:.3f}" for layer in r["deeper_formed"]) if ablated else "-"
+            lines.append(f"| {r['seed']} | {formed} | {num(r['final_exact_match'], 'em')} | {cells or '-'} | "
+                         f"{'yes' if r['takes'] else 'no'} |")
+        later = k.get("jumps_later_than_twin")
+        if later:
+            lines += ["", f"Beside it (not part of the verdict): the knocked-out runs' median jump "
+                          f"{num(later['median_knocked_out'])} against {num(later['median_intact'])} in the intact twin "
+                          f"({k['intact_twin']}); one-sided exact permutation p (knocked out later) = {later['p_value']:.2f} "
+                          f"({later['n_knocked_out']} vs {later['n_intact']} runs, never-jumped ranked last)."]
+    return lines
