@@ -43,13 +43,14 @@ def build_reference(paths, out: str | Path | None = None) -> dict:
     return record
 
 
-def forecast_points(paths, forecaster: Forecaster, fractions=FRACTIONS) -> list[dict]:
-    """One row per (run, fraction): the truth, the forecast and each baseline's jump step and interval."""
+def forecast_points(paths, forecaster: Forecaster, fractions=FRACTIONS, found: dict | None = None) -> list[dict]:
+    """One row per (run, fraction): the truth, the forecast and each baseline's jump step and interval. `found`:
+    each path's runs, when the caller has listed them already."""
     baselines, known = Baselines(forecaster.reference), set(forecaster.reference.get("experiments", []))
     rows = []
     for path in paths:
         experiment = Path(path).name
-        for run in find_runs([path]):
+        for run in (found or {}).get(path) or find_runs([path]):
             histories = load_histories(run)
             end = outcome(histories)
             base = end["jump_step"] if end["jump_step"] is not None else end["last_step"]
@@ -157,17 +158,16 @@ def evaluate(paths, out: str | Path, forecaster: Forecaster | None = None, fract
     forecaster = forecaster or shipped_forecaster()
     from grokcopy.errors import ConfigError
 
-    kept, skipped = [], []
+    found, skipped = {}, []
     for path in paths:  # an experiment whose runs have not landed yet is named, not fatal
         try:
-            find_runs([path])
-            kept.append(path)
+            found[path] = find_runs([path])
         except ConfigError as err:
             skipped.append(f"{Path(path).name}: {err}")
-    if not kept:
+    if not found:
         raise ConfigError("no runs in any folder given: " + "; ".join(skipped))
-    paths = kept
-    rows = forecast_points(paths, forecaster, fractions)
+    paths = list(found)
+    rows = forecast_points(paths, forecaster, fractions, found)
     record = {"reference_experiments": forecaster.reference.get("experiments", []),
               "evaluated": [Path(p).name for p in paths], "skipped": skipped, "fractions": list(fractions),
               "pass_rule": PASS, "sets": {}}
