@@ -78,3 +78,38 @@ def test_knockout_rule(runs, verdict):
     (reading,) = knockout_reading({"ko": _condition(runs)})
     assert reading["verdict"] == verdict and reading["intact_twin"] is None
     assert knockout_reading({"intact": _condition(runs, knockout=None)}) == []
+
+
+def test_attention_layer_drop_drops_whole_layers_per_sequence_in_training_only(corpus_file, tmp_path):
+    """Stochastic depth on the attention branch: in training some sequences lose a layer's whole attention output
+    (the projection's input zero for that sequence), the rest are scaled by 1 / (1 - p); evaluation is untouched."""
+    out = tmp_path / "run"
+    trainer = build_trainer(*parse_args(tiny_config(corpus_file, out, attention_layer_drop=0.5,
+                                                    induction_analysis=False)))
+    model = trainer.model
+    seen = []
+    handle = model.model.layers[0].self_attn.o_proj.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    ids = torch.randint(0, model.config.vocab_size, (64, 8))
+    model.train()
+    with torch.no_grad():
+        model(ids)
+    model.eval()
+    with torch.no_grad():
+        model(ids)
+    handle.remove()
+    trained, evaluated = seen
+    dropped = (trained.flatten(1) == 0).all(dim=1)
+    assert 10 < int(dropped.sum()) < 54  # about half of 64 sequences, each all or nothing
+    kept = ~dropped
+    assert not (evaluated.flatten(1) == 0).all(dim=1).any()
+    ratio = trained[kept].flatten() / evaluated[kept].flatten()
+    finite = evaluated[kept].flatten().abs() > 1e-6
+    assert torch.allclose(ratio[finite], torch.full_like(ratio[finite], 2.0), atol=1e-3)  # layer 0: nothing dropped before it
+    run = tmp_path / "trained"  # trains with it, and the run folder records it
+    run_training(*parse_args(tiny_config(corpus_file, run, max_steps=4, attention_layer_drop=0.5)))
+    assert __import__("json").loads((run / "run_config.json").read_text())["model"]["attention_layer_drop"] == 0.5
+
+
+def test_bad_attention_layer_drop_is_refused_in_one_line(corpus_file, tmp_path):
+    with pytest.raises(ConfigError, match=r"attention_layer_drop.*\[0, 1\)"):
+        parse_args(tiny_config(corpus_file, tmp_path / "run", attention_layer_drop=1.0))

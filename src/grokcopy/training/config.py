@@ -55,6 +55,12 @@ class ModelArguments:
                                         "for the whole run, e.g. '1': nothing these layers' attention computes reaches "
                                         "the residual stream (a knock-out: can deeper layers take the circuit?)."}
     )
+    attention_layer_drop: float | None = field(
+        default=None, metadata={"help": "Training only: the probability that one layer's whole attention output is "
+                                        "dropped for one sequence (stochastic depth on the attention branch; the kept "
+                                        "ones scaled by 1 / (1 - p)). A circuit carried by one layer then fails on "
+                                        "those sequences, so other layers are pushed to hold it too. Unset or 0: off."}
+    )
     model_config_overrides: str | None = field(
         default=None, metadata={"help": "JSON object of further config fields, e.g. '{\"rope_theta\": 500000}'."}
     )
@@ -267,7 +273,7 @@ def validate_arguments(model_args: ModelArguments, data_args: DataArguments, arg
         _check(value is None or value >= 1, name, "must be >= 1", value)
     _check(data_args.tokenizer_vocab_size >= 1, "tokenizer_vocab_size", "must be >= 1", data_args.tokenizer_vocab_size)
     _check(model_args.lora_r >= 0, "lora_r", "must be >= 0 (0: train all weights)", model_args.lora_r)
-    for name in ("attention_dropout", "lora_dropout"):
+    for name in ("attention_dropout", "lora_dropout", "attention_layer_drop"):
         value = getattr(model_args, name)
         _check(value is None or 0 <= value < 1, name, "must be in [0, 1)", value)
     knockout_layers(model_args)  # parses, or says which entry is not a layer

@@ -30,6 +30,7 @@ def build_model(model_args: ModelArguments, tokenizer):
     LoRA adapter on the pretrained model (continued pretraining that trains and saves only the adapter)."""
     model = _build_base_model(model_args, tokenizer)
     knock_out_attention(model, knockout_layers(model_args, model.config.num_hidden_layers))
+    drop_attention_layers(model, model_args.attention_layer_drop or 0.0)
     if model_args.lora_r <= 0:
         return model
     if not model_args.model_name_or_path:
@@ -71,6 +72,33 @@ def knock_out_attention(model: PreTrainedModel, layers: list[int]) -> None:
             param.requires_grad_(False)
     logger.info("Attention of layer%s %s knocked out (output projection zero and frozen)",
                 "s" * (len(layers) > 1), ", ".join(map(str, layers)))
+
+
+def drop_attention_layers(model: PreTrainedModel, p: float) -> None:
+    """Stochastic depth on every layer's attention branch (Huang et al. 2016): in training, each sequence loses a
+    layer's whole attention output with probability `p` (the input of its output projection zeroed, the kept ones
+    scaled by 1 / (1 - p)); in evaluation nothing is dropped. A hook, not a weight: checkpoints hold the plain model,
+    and the hook is put back whenever the run is built (resume included)."""
+    if not p:
+        return
+    from grokcopy.analysis.architectures import attention_output_projections, model_family
+    from grokcopy.errors import UnsupportedArchitectureError
+
+    try:
+        projections = attention_output_projections(model, model_family(model))
+    except UnsupportedArchitectureError as err:
+        raise ConfigError(f"attention_layer_drop: {one_line(err)}") from None
+
+    def drop(module, args):
+        if not module.training:
+            return None
+        x = args[0]
+        keep = (torch.rand(x.shape[0], *([1] * (x.dim() - 1)), device=x.device) >= p).to(x.dtype) / (1.0 - p)
+        return (x * keep, *args[1:])
+
+    for projection in projections:
+        projection.register_forward_pre_hook(drop)
+    logger.info("Attention layer drop %.2f: each layer's attention output dropped per sequence in training", p)
 
 
 def _build_base_model(model_args: ModelArguments, tokenizer) -> PreTrainedModel:

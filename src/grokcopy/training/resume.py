@@ -31,7 +31,7 @@ FIXED_DATA = {"dataset_name", "dataset_config_name", "dataset_split", "train_fil
 FIXED_MODEL = {"model_name_or_path", "revision", "preset", "model_type", "num_hidden_layers", "hidden_size",
                "num_attention_heads", "num_key_value_heads", "intermediate_size", "max_position_embeddings",
                "vocab_size", "tie_word_embeddings", "lora_r", "lora_alpha", "lora_target_modules",
-               "knockout_attention_layers"}
+               "knockout_attention_layers", "attention_layer_drop"}
 FIXED_TRAINING = {"seed", "data_seed", "per_device_train_batch_size", "gradient_accumulation_steps", "world_size",
                   "tokens_per_step", "copy_num_samples", "copy_num_sequences", "copy_prefix_length",
                   "copy_suffix_length", "copy_query_stride", "copy_symbols", "copy_symbol_pattern", "copy_separator",
