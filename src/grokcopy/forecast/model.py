@@ -323,4 +323,5 @@ def predict(models: dict, snap: Snapshot, horizon: float | None, known_configura
     p_solution = [math.exp(log_jumper - log_total) * w * h for (w, _, _), h in zip(given, by_horizon)]
     p_c, p_h = p_solution[0], (p_solution[1] if len(p_solution) > 1 else 0.0)
     return {"median": median, "interval": [lo, hi], "p_circuit": p_c, "p_headless": p_h,
-            "p_jump": p_c + p_h, "sigma": parts[0][2]}
+            "p_jump": p_c + p_h, "sigma": parts[0][2], "p_never": p_never,
+            "jumpers_done_by_k": -math.expm1(float(np.logaddexp.reduce(log_alive)))}

@@ -128,10 +128,10 @@ class Forecaster:
                                      **{k: snap.signals.get(k) for k in MODELS[name]}},
                             missing=missing, jumped_already=jumped,
                             outside_reference=self.outside_reference(snap.config))
-        forecast.reason = self.reason(forecast, snap)
+        forecast.reason = self.reason(forecast, snap, p)
         return forecast
 
-    def reason(self, forecast: Forecast, snap: Snapshot) -> str:
+    def reason(self, forecast: Forecast, snap: Snapshot, p: dict | None = None) -> str:
         """The measured reason behind a headless or no-jump forecast, in one sentence."""
         rise, facts = snap.signals.get("prev_token_rise"), self.facts
         if forecast.outcome == "circuit":
@@ -145,7 +145,11 @@ class Forecaster:
                f"{forecast.p_no_jump:.2f}" if forecast.outcome == "no jump" else
                f"at {snap.config['tokens_per_step']:.0f} tokens per step and learning rate "
                f"{snap.config['learning_rate']:g}, the reference runs that jumped mostly jumped headless")
-        if forecast.jump_step is not None and forecast.horizon and forecast.jump_step > forecast.horizon:
+        if forecast.outcome == "no jump" and p and p["jumpers_done_by_k"] >= 0.5 and not forecast.jumped_already:
+            why += (f": a run with these settings and signals that jumps at all would have jumped by step {snap.step} "
+                    f"with probability {p['jumpers_done_by_k']:.2f}, and "
+                    f"{p['p_never']:.0%} of such runs never jump (fit on the reference runs)")
+        elif forecast.jump_step is not None and forecast.horizon and forecast.jump_step > forecast.horizon:
             why += f" (a jump, if it comes, is forecast at step {forecast.jump_step:.0f})"
         if rise is not None and rise < facts["circuit_prev_rise_before_jump"]:
             why += (f"; and no previous-token head yet by step {snap.step} (layer 0's best previous-token score "
