@@ -21,7 +21,8 @@ from grokcopy.forecast.model import MODELS, Forecast, configuration_key, fit_cur
 from grokcopy.forecast.signals import Snapshot, outcome, snapshot
 from grokcopy.safe_io import write_json_atomic
 
-UNREAD = {"attention_dropout": 0.0, "weight_decay": 0.0, "knockout_attention_layers": None}  # and their defaults
+UNREAD = {"attention_dropout": 0.0, "weight_decay": 0.0, "knockout_attention_layers": None,
+          "attention_layer_drop": 0.0}  # and their defaults
 MAX_SNAPSHOTS = 24  # per run: enough leads for the fit, a file small enough to ship
 SHIPPED = Path(__file__).with_name("reference_runs.json")
 

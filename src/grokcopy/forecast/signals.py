@@ -39,9 +39,9 @@ class Snapshot:
 
 def run_configuration(histories: dict) -> dict:
     """What a user sets before training: `tokens_per_step`, `learning_rate`, `num_layers`, `context` (tokens per
-    document), `max_steps`; None where the run's files do not say. Also `attention_dropout`, `weight_decay` and
-    `knockout_attention_layers` (0 / None when unset), which no model reads: a forecast names them when they differ
-    from every reference run's."""
+    document), `max_steps`; None where the run's files do not say. Also `attention_dropout`, `weight_decay`,
+    `knockout_attention_layers` and `attention_layer_drop` (0 / None when unset), which no model reads: a forecast
+    names them when they differ from every reference run's."""
     config = histories.get("run_config") or {}
     training, model, data = (config.get(k) or {} for k in ("training", "model", "data"))
     induction = histories.get("induction_history") or []
@@ -55,7 +55,8 @@ def run_configuration(histories: dict) -> dict:
             "max_steps": training.get("max_steps") if (training.get("max_steps") or 0) > 0 else None,
             "attention_dropout": model.get("attention_dropout") or 0.0,
             "weight_decay": training.get("weight_decay") or 0.0,
-            "knockout_attention_layers": model.get("knockout_attention_layers")}
+            "knockout_attention_layers": model.get("knockout_attention_layers"),
+            "attention_layer_drop": model.get("attention_layer_drop") or 0.0}
 
 
 def _tail_mean(values: list[float]) -> float | None:
