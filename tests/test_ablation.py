@@ -221,6 +221,25 @@ def test_cli_writes_the_json_and_a_table(demo, tmp_path):
     assert "the run's own settings" in proc.stderr  # the run's copy test
 
 
+def test_cli_ablates_sets_of_layers_together(demo, tmp_path):
+    """--layers-together "0+1,1": each set's whole attention zeroed at once, equal to an independent zeroed copy."""
+    out, model, task = demo
+    target = tmp_path / "ablation.json"
+    proc = run_cli("ablate", out, "--json", target, "--num-samples", "16", "--induction-heads-only",
+                   "--layers-together", "0+1,1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads(target.read_text())
+    subset = CopyTask(task.config, task.samples[:16], task.num_sequences, task.query_indices)
+    for name, layers in (("layers 0+1", (0, 1)), ("layers 1", (1,))):
+        zeroed = score_copy_task(zeroed_copy(model, [(layer, h) for layer in layers for h in range(4)]), subset)
+        assert record["group_ablated_exact_match"][name] == zeroed["exact_match"], name
+    assert record["group_ablated_exact_match"]["layers 0+1"] < record["exact_match"]
+    assert "layers 0+1" in proc.stdout
+    bad = run_cli("ablate", out, "--layers-together", "1+7")
+    assert bad.returncode != 0 and "no layer 7" in bad.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in bad.stderr
+
+
 # --------------------------------------------------------------------------------- the CLI on a LoRA run, bad input
 
 

@@ -31,6 +31,7 @@ from grokcopy.cli_commands import (
     copy_test,
     given,
     induction,
+    layer_sets,
     positive_float,
     positive_int,
     series,
@@ -154,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     abl.add_argument("--induction-heads-only", "--induction_heads_only", action="store_true",
                      help="on a run folder: only the run's induction heads (I >= 0.3 at its last analysis) ablated "
                           "together, no per-head grid (two copy tests instead of one per head)")
+    abl.add_argument("--layers-together", "--layers_together", type=layer_sets,
+                     help='sets of layers whose whole attention is ablated at once, e.g. "1+2,1+3": a backup that '
+                          "takes over only when one layer is gone shows only in a joint ablation")
     abl.add_argument("--json", help="write the result here")
     push = sub.add_parser("push", help="push a run's checkpoints that are not on the Hub yet, one branch each")
     push.add_argument("output_dir")

@@ -45,6 +45,17 @@ def at_least(low: int):
 positive_int = at_least(1)
 
 
+def layer_sets(text: str) -> list[list[int]]:
+    """An argparse type: comma-separated sets of layers joined by '+', e.g. "1+2,1+3"."""
+    try:
+        sets = [sorted({int(layer) for layer in part.split("+")}) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected sets of layer numbers like "1+2,1+3", got {text!r}') from None
+    if not sets:
+        raise argparse.ArgumentTypeError("expected at least one set of layers")
+    return sets
+
+
 def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -156,7 +167,7 @@ def ablate(ns) -> int:
     writable_json(ns.json)
     analysis = saved_model.ablate(saved_model.SavedModel(ns.model, ns.revision), num_samples=ns.num_samples,
                                   batch_size=ns.batch_size, ablations_per_pass=ns.ablations_per_pass, progress=True,
-                                  per_head=not ns.induction_heads_only)
+                                  per_head=not ns.induction_heads_only, layers_together=ns.layers_together)
     *notes, samples = analysis.notes
     tell([*notes, samples + ("" if ns.num_samples else "; --num-samples sets another number")])
     if ns.json:

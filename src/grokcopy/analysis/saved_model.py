@@ -134,12 +134,14 @@ def run_induction_heads(model: SavedModel, threshold: float = INDUCTION_THRESHOL
 
 
 def ablate(model: SavedModel, *, num_samples: int | None = None, batch_size: int = COPY_BATCH_SIZE,
-           ablations_per_pass: int | None = None, progress: bool = False, per_head: bool = True) -> Analysis:
+           ablations_per_pass: int | None = None, progress: bool = False, per_head: bool = True,
+           layers_together: list[list[int]] | None = None) -> Analysis:
     """The run's own copy test (`num_samples` of it; default ABLATION_SAMPLES, or the run's number if smaller)
     with each head and each layer's attention zero-ablated (grokcopy.analysis.ablation); on a run folder with
     induction analyses also with all its induction heads (I >= 0.3 at its last analysis) ablated together, and
     whether it copies by induction (`copies_by_induction`, the rule of grokcopy.analysis.ablation).
-    `per_head=False` scores only that joint ablation."""
+    `per_head=False` scores only that joint ablation. `layers_together`: sets of layers whose whole attention is
+    ablated at once (`layers 1+2`, ...): a backup that takes over only when one layer is gone shows there alone."""
     from grokcopy.analysis.ablation import ablate_heads, copies_by_induction
     from grokcopy.analysis.architectures import model_family, unwrap_model
 
@@ -151,9 +153,17 @@ def ablate(model: SavedModel, *, num_samples: int | None = None, batch_size: int
     notes.append(f"head ablation: {samples} samples" + (f" (the run's copy test has {run_samples})"
                                                         if run_samples else ""))
     heads, step = run_induction_heads(model)
+    groups = {"induction_heads": [tuple(h) for h in heads]} if heads else {}
+    if layers_together:
+        config = unwrap_model(loaded).config
+        n_layers, n_heads = config.num_hidden_layers, config.num_attention_heads
+        for layers in layers_together:
+            bad = [layer for layer in layers if not 0 <= layer < n_layers]
+            if bad:
+                raise ValueError(f"--layers-together: no layer {bad[0]} in a model of {n_layers} layers")
+            groups["layers " + "+".join(map(str, layers))] = [(layer, h) for layer in layers for h in range(n_heads)]
     result = ablate_heads(loaded, task, batch_size=batch_size, ablations_per_pass=ablations_per_pass,
-                          progress=progress, per_head=per_head,
-                          groups={"induction_heads": [tuple(h) for h in heads]} if heads else None)
+                          progress=progress, per_head=per_head, groups=groups or None)
     if step is not None:  # a run with induction analyses: its induction heads, together
         ablated = result["group_ablated_exact_match"]["induction_heads"] if heads else result["exact_match"]
         result.update(induction_heads=heads, induction_heads_step=step, induction_threshold=INDUCTION_THRESHOLD,
