@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import GROKCOPY, assert_one_line_error, tiny_config
 
@@ -162,6 +163,22 @@ def test_reference_build_fit_and_evaluate(tmp_path):
     leads = record["signal_leads"]["circuit"]
     assert leads["0.5"]["n_runs"] == 12 + 4  # cpu-lr-batch's circuits and the knock-out twin's
     assert leads["0.75"]["prev_token_rise"][1] > leads["0.25"]["prev_token_rise"][1]  # the previous-token head leads
+
+
+def test_the_headline_measures_carry_intervals_that_say_how_little_few_runs_pin_down():
+    """Coverage: Clopper-Pearson (7 of 8 -> [0.47, 0.997]); median error: order statistics (8 runs -> min, max, as
+    ranks 2 and 7 would cover only 93%); AUROC: a stratified bootstrap around the point."""
+    from grokcopy.experiments.forecast_evaluation import auroc, uncertainty
+
+    errors = [0.01, 0.02, 0.03, 0.05, 0.06, 0.09, 0.12, 0.22]
+    p, y = [0.9, 0.8, 0.85, 0.7, 0.95, 0.1, 0.2, 0.75, 0.05, 0.3], [1, 1, 1, 1, 1, 0, 0, 0, 0, 0]
+    u = uncertainty(errors, [True] * 7 + [False], p, y)
+    assert u["coverage_80_ci95"][0] == pytest.approx(0.4735, abs=1e-3) and u["coverage_80_ci95"][1] > 0.99
+    assert u["median_abs_error_ci95"] == [0.01, 0.22]
+    big = uncertainty(list(np.linspace(0, 1, 101)), [True] * 101, p, y)["median_abs_error_ci95"]
+    assert 0.39 < big[0] < 0.5 < big[1] < 0.61  # ranks 41 and 61 of 101
+    assert u["auroc_ci95"][0] < auroc(p, y) <= u["auroc_ci95"][1]
+    assert uncertainty(errors[:5], [True] * 5, p[:6], y[:6])["median_abs_error_ci95"] is None  # too few runs
 
 
 def test_shipped_reference_is_the_protocols_fit_set():

@@ -95,6 +95,31 @@ def paired_difference(rows: list[dict], baseline: str, n: int = 2000, seed: int 
             "n_runs_better": int((pairs[:, 0] < pairs[:, 1]).sum()), "n_runs": len(pairs)}
 
 
+def uncertainty(errors, covered, p, y, n: int = 2000, seed: int = 0) -> dict:
+    """How much the headline measures are pinned down by this many runs: the 80% coverage with its Clopper-Pearson
+    interval (exact: coverage >= 95%), the median absolute error with its order-statistic interval (the widest-rank
+    pair that still guarantees >= 95%, exact under any distribution), and AUROC with a percentile bootstrap
+    stratified by class (nominal 95%)."""
+    out = {"coverage_80_ci95": None, "median_abs_error_ci95": None, "auroc_ci95": None}
+    if covered:
+        ci = stats.binomtest(int(sum(covered)), len(covered)).proportion_ci(0.95, method="exact")
+        out["coverage_80_ci95"] = [float(ci.low), float(ci.high)]
+    if len(errors) >= 6:  # below 6 runs no pair of order statistics reaches 95%
+        x, m = np.sort(errors), len(errors)
+        k = int(stats.binom.ppf(0.025, m, 0.5))  # P(B <= k-1) <= 2.5% with B ~ Bin(m, 1/2)
+        while k > 0 and stats.binom.cdf(k - 1, m, 0.5) > 0.025:
+            k -= 1
+        if k >= 1:
+            out["median_abs_error_ci95"] = [float(x[k - 1]), float(x[m - k])]
+    pos, neg = np.asarray(p)[np.asarray(y) == 1], np.asarray(p)[np.asarray(y) == 0]
+    if len(pos) >= 2 and len(neg) >= 2:
+        rng = np.random.default_rng(seed)
+        draws = [auroc(np.r_[rng.choice(pos, len(pos)), rng.choice(neg, len(neg))].tolist(),
+                       [1] * len(pos) + [0] * len(neg)) for _ in range(n)]
+        out["auroc_ci95"] = [float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))]
+    return out
+
+
 def _error(predicted, truth) -> float:
     return math.inf if predicted is None else abs(predicted - truth) / truth
 
@@ -146,6 +171,7 @@ def score(rows: list[dict]) -> dict:
         "n_circuit": int(y.sum()), "n_not_circuit": int(len(y) - y.sum()),
         "auroc": auroc(p.tolist(), y.tolist()), "brier": float(np.mean((p - y) ** 2)) if len(y) else None,
         "reliability": reliability,
+        **uncertainty(errors, covered, p, y),
         # warned (turned to headless or no jump) at any record step up to K, on a run that then formed a circuit
         "false_alarm_rate": (float(np.mean([r["alarmed_by_then"] for r in circuits]))
                              if circuits else None),

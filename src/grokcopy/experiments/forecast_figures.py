@@ -14,6 +14,16 @@ def _pct(value) -> str:
     return "n/a" if value is None else ("inf" if value == float("inf") else f"{100 * value:.0f}%")
 
 
+def _with_ci(value, ci, pct=True) -> str:
+    """A measure with its 95% interval when the record holds one."""
+    shown = _pct(value) if pct else ("n/a" if value is None else f"{value:.2f}")
+    if value is None or not ci:
+        return shown
+    lo, hi = ci
+    return shown + (f" [{100 * lo:.0f}, {_pct(hi)[:-1] if hi != float('inf') else 'inf'}]" if pct
+                    else f" [{lo:.2f}, {hi:.2f}]")
+
+
 def evaluation_figure(record: dict, out: Path) -> Path:
     fractions = record["fractions"]
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
@@ -60,15 +70,18 @@ def evaluation_text(record: dict) -> str:
              + (f" Skipped (no runs yet): {'; '.join(record['skipped'])}." if record.get("skipped") else ""), ""]
     for name, sets in record["sets"].items():
         lines += [f"## {name.replace('_', '-')}", "",
+                  "95% intervals in brackets: coverage Clopper-Pearson and median error order-statistic (both exact, "
+                  "coverage >= 95%), AUROC a bootstrap stratified by class (nominal).", "",
                   "| lead | runs (jumped) | median abs error | 80% coverage | AUROC (circuit / not) | Brier | "
                   "false alarms |", "|---|---|---|---|---|---|---|"]
         for f in record["fractions"]:
             s = sets[str(f)]
-            auroc = "n/a" if s["auroc"] is None else f"{s['auroc']:.2f}"
+            auroc = _with_ci(s["auroc"], s.get("auroc_ci95"), pct=False)
             brier = "n/a" if s["brier"] is None else f"{s['brier']:.3f}"
-            lines.append(f"| {f} | {s['n_runs']} ({s['n_jumped']}) | {_pct(s['median_abs_error'])} | "
-                         f"{_pct(s['coverage_80'])} | {auroc} ({s['n_circuit']} / {s['n_not_circuit']}) | {brier} | "
-                         f"{_pct(s['false_alarm_rate'])} |")
+            lines.append(f"| {f} | {s['n_runs']} ({s['n_jumped']}) | "
+                         f"{_with_ci(s['median_abs_error'], s.get('median_abs_error_ci95'))} | "
+                         f"{_with_ci(s['coverage_80'], s.get('coverage_80_ci95'))} | {auroc} ({s['n_circuit']} / "
+                         f"{s['n_not_circuit']}) | {brier} | {_pct(s['false_alarm_rate'])} |")
         half = sets["0.5"]
         lines += ["", "Baselines at half-way (median abs error; 80% coverage where the baseline has an interval; runs "
                   "it gave no forecast for):", ""]
