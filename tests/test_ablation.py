@@ -284,3 +284,63 @@ def test_bad_input_gives_one_line(tmp_path):
         proc = run_cli(*args)
         lines = [line for line in proc.stderr.splitlines() if line.startswith("grokcopy: error:")]
         assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], (args, proc.stderr[-2000:])
+
+
+# ------------------------------------------------------------------ during training: HeadAblationCallback
+
+
+def test_ablation_during_training_in_copy_trainer_agrees_with_ablating_the_saved_model(corpus_file, tmp_path):
+    """ablation_eval_steps: one record per scheduled step (log-spaced below N), the log's eval_ablation_*, and at
+    the last step the very numbers an independent zero-ablation of the saved final model gives; the copy test
+    is the run's own (its first ablation_num_samples samples)."""
+    from grokcopy.run_dir import RunFolder
+    from grokcopy.training.config import parse_args
+    from grokcopy.training.pipeline import run_training
+
+    out = tmp_path / "run"
+    run_training(*parse_args(tiny_config(corpus_file, out, save_strategy="no", ablation_eval_steps=4,
+                                         ablation_num_samples=6, ablation_layer_sets="0+1")))
+    history = RunFolder(out).histories()["ablation_history"]
+    assert [r["step"] for r in history] == [0, 1, 2, 4, 8]
+    last = history[-1]
+    assert last["num_samples"] == 6 and len(last["ablated_exact_match"]) == 2 and len(last["ablated_exact_match"][0]) == 4
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(out), AutoTokenizer.from_pretrained(out)
+    task = build_copy_task(tokenizer, CopyTaskConfig(num_samples=8), max_length=model.config.max_position_embeddings)
+    subset = CopyTask(task.config, task.samples[:6], task.num_sequences, task.query_indices)
+    assert last["exact_match"] == score_copy_task(model, subset)["exact_match"]
+    for layer, head in ((0, 1), (1, 3)):
+        zeroed = score_copy_task(zeroed_copy(model, [(layer, head)]), subset)
+        assert last["ablated_exact_match"][layer][head] == zeroed["exact_match"]
+        assert last["ablated_token_accuracy"][layer][head] == zeroed["token_accuracy"]
+    both = score_copy_task(zeroed_copy(model, [(l, h) for l in range(2) for h in range(4)]), subset)
+    assert last["group_ablated_token_accuracy"]["layers 0+1"] == both["token_accuracy"]
+    log = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    at_8 = {k: v for entry in log if entry["step"] == 8 for k, v in entry.items()}
+    assert at_8["eval_ablation_layer1_exact_match"] == last["layer_ablated_exact_match"][1]
+    assert at_8["eval_ablation_min_head_layer0_exact_match"] == min(last["ablated_exact_match"][0])
+    assert "eval_ablation_layers0_1_exact_match" in at_8
+
+
+def test_ablation_callback_in_a_plain_trainer_and_bad_settings(corpus_file, tmp_path):
+    """In a plain transformers.Trainer, listed after CopyEvalCallback, it ablates on that callback's copy test and
+    its metrics reach the log; a layer set the model lacks is refused before training, in one line."""
+    from test_any_trainer import run_other_trainer
+
+    from grokcopy import HeadAblationCallback
+    from grokcopy.errors import ConfigError
+    from grokcopy.training.config import parse_args
+
+    callback = HeadAblationCallback(every=4, num_samples=5)
+    log, _ = run_other_trainer(tiny_config(corpus_file, tmp_path / "with", save_strategy="no"),
+                               "trainer", "callbacks", after=(callback,))
+    records = [json.loads(line) for line in (tmp_path / "with" / "ablation_history.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 1, 2, 4, 8] and records[-1]["num_samples"] == 5
+    assert callback.copy_task is not None  # no trainer reference: drawn from the Trainer's tokenizer
+    assert any("eval_ablation_layer0_exact_match" in entry for entry in log)
+    with pytest.raises(ConfigError, match="ablation_layer_sets"):
+        parse_args(tiny_config(corpus_file, tmp_path / "bad", ablation_layer_sets="1+x"))
+    with pytest.raises(ValueError, match="no layer 5"):
+        run_other_trainer(tiny_config(corpus_file, tmp_path / "bad2", save_strategy="no"), "trainer", "callbacks",
+                          after=(HeadAblationCallback(layer_sets=((1, 5),)),))
+    with pytest.raises(ValueError, match="every and num_samples"):
+        HeadAblationCallback(every=0)

@@ -22,7 +22,7 @@ INDUCTION_KEYS = ("attention", "ep", "induction", "prev_token", "prefix_matching
 RUN = dict(induction_eval_steps=4)  # copy test every 2 steps (linear), induction at 0, 1, 2, 4, 8 and each save
 
 
-def run_other_trainer(config: dict, kind: str, wiring: str, extra: tuple = ()) -> list:
+def run_other_trainer(config: dict, kind: str, wiring: str, extra: tuple = (), after: tuple = ()) -> list:
     """Train the run of `config` with a plain Trainer or an SFTTrainer and the two callbacks; return its log_history.
 
     Model, tokenizer and packed blocks are made exactly as `grokcopy train` makes them; the training
@@ -52,7 +52,7 @@ def run_other_trainer(config: dict, kind: str, wiring: str, extra: tuple = ()) -
     if kind == "trainer":
         trainer = Trainer(model=model, args=TrainingArguments(**values), train_dataset=blocks["train"],
                           eval_dataset=blocks["validation"], processing_class=tokenizer,
-                          data_collator=default_data_collator, callbacks=[*extra, *callbacks, KeepLogs()])
+                          data_collator=default_data_collator, callbacks=[*extra, *callbacks, *after, KeepLogs()])
     else:
         from datasets import Dataset
         from trl import SFTConfig, SFTTrainer
@@ -62,7 +62,7 @@ def run_other_trainer(config: dict, kind: str, wiring: str, extra: tuple = ()) -
                 for split in ("train", "validation")}
         trainer = SFTTrainer(model=model, args=SFTConfig(**values, max_length=data_args.block_size),
                              train_dataset=text["train"], eval_dataset=text["validation"], processing_class=tokenizer,
-                             callbacks=[*extra, *callbacks, KeepLogs()])
+                             callbacks=[*extra, *callbacks, *after, KeepLogs()])
         assert trainer.train_dataset["input_ids"] == blocks["train"]["input_ids"]  # SFT tokenized it back
     if wiring == "attach":
         assert len(attach_analyses(trainer, copy=copy, induction=induction)) == 2

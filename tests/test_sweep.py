@@ -20,7 +20,7 @@ SWEEP_FILES = sorted(p.name for p in SWEEPS.glob("*.yaml"))
 
 def test_the_sweeps_are_there():
     assert SWEEP_FILES == ["cpu-batch-size.yaml", "cpu-claim1-stdlib.yaml", "cpu-critical-batch-tuned.yaml", "cpu-critical-batch.yaml", "cpu-depth-higher-order-pilot.yaml",
-                           "cpu-depth-knockout.yaml", "cpu-depth-layerdrop-pilot.yaml", "cpu-depth-layerdrop.yaml", "cpu-depth-pilot2.yaml", "cpu-depth.yaml", "cpu-forecast-test.yaml", "cpu-learning-rate.yaml", "cpu-lr-batch.yaml",
+                           "cpu-depth-knockout.yaml", "cpu-depth-layerdrop-long.yaml", "cpu-depth-layerdrop-pilot.yaml", "cpu-depth-layerdrop.yaml", "cpu-depth-pilot2.yaml", "cpu-depth.yaml", "cpu-forecast-test.yaml", "cpu-learning-rate.yaml", "cpu-lr-batch.yaml",
                            "cpu-regularization.yaml", "paper-batch-size.yaml", "paper-critical-batch.yaml", "paper-learning-rate.yaml", "paper-regularization.yaml"]
 
 

@@ -27,6 +27,7 @@ _EXPORTS = {
     "CopyEvalCallback": "grokcopy.training.copy_callback",
     "InductionHeadCallback": "grokcopy.training.induction_callback",
     "CopyForecastCallback": "grokcopy.training.forecast_callback",
+    "HeadAblationCallback": "grokcopy.training.ablation_callback",
     "DivergenceGuard": "grokcopy.training.callbacks",
     "attach_analyses": "grokcopy.training.callbacks",
     "HubCheckpointCallback": "grokcopy.hub.push",
@@ -44,7 +45,7 @@ _EXPORTS = {
 
 __all__ = [  # the names of _EXPORTS (tests/test_layout.py checks they agree)
     "ConfigError", "CopyEvalCallback", "CopyForecastCallback", "CopyTaskConfig", "CopyTrainer", "CopyTrainingArguments", "DataArguments",
-    "DivergenceGuard", "HubCheckpointCallback", "InductionHeadCallback", "InductionScores", "ModelArguments",
+    "DivergenceGuard", "HeadAblationCallback", "HubCheckpointCallback", "InductionHeadCallback", "InductionScores", "ModelArguments",
     "RunFolder",
     "__version__", "analyze_induction", "analyze_series", "attach_analyses", "build_copy_task", "build_report", "grokking_stats",
     "parse_args", "run_training", "score_copy_task",
@@ -63,6 +64,7 @@ if TYPE_CHECKING:  # for editors and type checkers; at run time names load on fi
     from grokcopy.training.callbacks import DivergenceGuard, attach_analyses
     from grokcopy.training.config import CopyTrainingArguments, DataArguments, ModelArguments, parse_args
     from grokcopy.training.copy_callback import CopyEvalCallback
+    from grokcopy.training.ablation_callback import HeadAblationCallback
     from grokcopy.training.forecast_callback import CopyForecastCallback
     from grokcopy.training.induction_callback import InductionHeadCallback
     from grokcopy.training.pipeline import run_training

@@ -47,13 +47,12 @@ positive_int = at_least(1)
 
 def layer_sets(text: str) -> list[list[int]]:
     """An argparse type: comma-separated sets of layers joined by '+', e.g. "1+2,1+3"."""
+    from grokcopy.analysis.ablation import parse_layer_sets
+
     try:
-        sets = [sorted({int(layer) for layer in part.split("+")}) for part in text.replace(" ", "").split(",") if part]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected sets of layer numbers like "1+2,1+3", got {text!r}') from None
-    if not sets:
-        raise argparse.ArgumentTypeError("expected at least one set of layers")
-    return sets
+        return parse_layer_sets(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def positive_float(text: str) -> float:

@@ -4,6 +4,7 @@
       run_config.json          every argument of the run (written before training starts)
       copy_history.jsonl       one record per copy test (CopyEvalCallback)
       induction_history.jsonl  one record per induction analysis (InductionHeadCallback)
+      ablation_history.jsonl   one record per head ablation during training (HeadAblationCallback)
       trainer_state.json       the Trainer's state; its log_history holds the logged training losses
       summary.json             the run in numbers (written once, when training ends)
       copy_curve.png, induction_history.png, induction_formation.png
@@ -54,6 +55,7 @@ logger = logging.getLogger(__name__)
 RUN_CONFIG = "run_config.json"
 COPY_HISTORY = "copy_history.jsonl"
 INDUCTION_HISTORY = "induction_history.jsonl"
+ABLATION_HISTORY = "ablation_history.jsonl"
 TRAINER_STATE = "trainer_state.json"
 SUMMARY = "summary.json"
 COPY_CURVE = "copy_curve.png"
@@ -68,10 +70,10 @@ CHECKPOINT_COPY_EVAL = "copy_eval.json"  # inside checkpoint-N/
 CHECKPOINT_INDUCTION = "induction.json"
 CHECKPOINT_INDUCTION_PLOT = "induction.png"
 # What goes to the Hub's main branch beside the newest checkpoint: the run's histories and figures.
-RUN_FILES = (COPY_HISTORY, INDUCTION_HISTORY, COPY_CURVE, INDUCTION_HISTORY_PLOT, FORMATION_PLOT, SUMMARY)
+RUN_FILES = (COPY_HISTORY, INDUCTION_HISTORY, ABLATION_HISTORY, COPY_CURVE, INDUCTION_HISTORY_PLOT, FORMATION_PLOT, SUMMARY)
 FIGURES = (COPY_CURVE, INDUCTION_HISTORY_PLOT, FORMATION_PLOT)
-HISTORY_FILES = (RUN_CONFIG, COPY_HISTORY, INDUCTION_HISTORY, SUMMARY, ABLATION)  # what an archive keeps (and the log)
-RUN_MARKERS = (RUN_CONFIG, COPY_HISTORY, INDUCTION_HISTORY, TRAINER_STATE, SUMMARY, PUSH_RECORD)
+HISTORY_FILES = (RUN_CONFIG, COPY_HISTORY, INDUCTION_HISTORY, ABLATION_HISTORY, SUMMARY, ABLATION)  # what an archive keeps (and the log)
+RUN_MARKERS = (RUN_CONFIG, COPY_HISTORY, INDUCTION_HISTORY, ABLATION_HISTORY, TRAINER_STATE, SUMMARY, PUSH_RECORD)
 TORCH_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -99,6 +101,7 @@ class RunFolder:
     run_config = property(lambda self: self.root / RUN_CONFIG)
     copy_history = property(lambda self: self.root / COPY_HISTORY)
     induction_history = property(lambda self: self.root / INDUCTION_HISTORY)
+    ablation_history = property(lambda self: self.root / ABLATION_HISTORY)
     trainer_state = property(lambda self: trainer_state_file(self.root))
     summary = property(lambda self: self.root / SUMMARY)
     copy_curve = property(lambda self: self.root / COPY_CURVE)
@@ -156,6 +159,9 @@ class RunFolder:
     def read_induction_history(self) -> list[dict]:
         return read_jsonl(self.induction_history)
 
+    def read_ablation_history(self) -> list[dict]:
+        return read_jsonl(self.ablation_history)
+
     def read_run_config(self):
         return read_json(self.run_config)
 
@@ -199,15 +205,15 @@ class RunFolder:
 
     def histories(self) -> dict:
         """Everything a report needs of the run: `losses`, `log_history`, `copy_history`, `induction_history`,
-        `run_config`, `tokens_per_step` (run_config.json's, else the copy history's) and `ablation` (None
-        when the final model was not ablated)."""
+        `run_config`, `tokens_per_step` (run_config.json's, else the copy history's), `ablation` (None
+        when the final model was not ablated) and `ablation_history` ([] when none ran during training)."""
         copy = self.read_copy_history()
         run_config = self.read_run_config() or {}
         log = self.log_history()
         return {"losses": self.logged_losses(log, copy), "log_history": log, "copy_history": copy,
                 "induction_history": self.read_induction_history(), "run_config": run_config,
                 "tokens_per_step": run_config.get("tokens_per_step") or history_tokens_per_step(copy),
-                "ablation": self.read_ablation()}
+                "ablation": self.read_ablation(), "ablation_history": self.read_ablation_history()}
 
     def contents(self) -> list[str]:
         """What in the folder belongs to a run (its files, its checkpoint folders); [] when none does.

@@ -164,6 +164,29 @@ def _shape(lm: nn.Module) -> tuple[list[nn.Module], int]:
     return projections, int(lm.config.num_attention_heads)
 
 
+def parse_layer_sets(text: str) -> list[list[int]]:
+    """Comma-separated sets of layers joined by '+', e.g. "1+2,1+3" -> [[1, 2], [1, 3]] (ValueError otherwise)."""
+    try:
+        sets = [sorted({int(layer) for layer in part.split("+")}) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise ValueError(f'expected sets of layer numbers like "1+2,1+3", got {text!r}') from None
+    if not sets:
+        raise ValueError("expected at least one set of layers")
+    return sets
+
+
+def layer_groups(layer_sets, num_layers: int, num_heads: int, source: str = "layer sets") -> dict[str, list]:
+    """Sets of layers as named ablation groups, every head of each layer: {"layers 1+2": [(1, 0), ..., (2, 3)]}.
+    A layer the model does not have is a ValueError naming `source`."""
+    groups = {}
+    for layers in layer_sets:
+        bad = [layer for layer in layers if not 0 <= layer < num_layers]
+        if bad:
+            raise ValueError(f"{source}: no layer {bad[0]} in a model of {num_layers} layers")
+        groups["layers " + "+".join(map(str, layers))] = [(layer, h) for layer in layers for h in range(num_heads)]
+    return groups
+
+
 def _lowest_layer(ablation: Ablation, num_layers: int) -> int:
     return min((layer for layer, _ in ablation), default=num_layers)
 

@@ -142,7 +142,7 @@ def ablate(model: SavedModel, *, num_samples: int | None = None, batch_size: int
     whether it copies by induction (`copies_by_induction`, the rule of grokcopy.analysis.ablation).
     `per_head=False` scores only that joint ablation. `layers_together`: sets of layers whose whole attention is
     ablated at once (`layers 1+2`, ...): a backup that takes over only when one layer is gone shows there alone."""
-    from grokcopy.analysis.ablation import ablate_heads, copies_by_induction
+    from grokcopy.analysis.ablation import ablate_heads, copies_by_induction, layer_groups
     from grokcopy.analysis.architectures import model_family, unwrap_model
 
     loaded = model.load()
@@ -156,12 +156,8 @@ def ablate(model: SavedModel, *, num_samples: int | None = None, batch_size: int
     groups = {"induction_heads": [tuple(h) for h in heads]} if heads else {}
     if layers_together:
         config = unwrap_model(loaded).config
-        n_layers, n_heads = config.num_hidden_layers, config.num_attention_heads
-        for layers in layers_together:
-            bad = [layer for layer in layers if not 0 <= layer < n_layers]
-            if bad:
-                raise ValueError(f"--layers-together: no layer {bad[0]} in a model of {n_layers} layers")
-            groups["layers " + "+".join(map(str, layers))] = [(layer, h) for layer in layers for h in range(n_heads)]
+        groups.update(layer_groups(layers_together, config.num_hidden_layers, config.num_attention_heads,
+                                   "--layers-together"))
     result = ablate_heads(loaded, task, batch_size=batch_size, ablations_per_pass=ablations_per_pass,
                           progress=progress, per_head=per_head, groups=groups or None)
     if step is not None:  # a run with induction analyses: its induction heads, together

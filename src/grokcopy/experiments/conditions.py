@@ -35,7 +35,8 @@ IGNORED = {"output_dir", "run_name", "logging_dir", "seed", "data_seed", "resume
            "induction_analysis", "induction_eval_steps", "local_rank", "cache_dir", "preprocessing_num_workers",
            "max_eval_samples", "project", "skip_memory_metrics", "ddp_timeout", "do_train", "do_eval",
            "torch_empty_cache_steps", "log_on_each_node", "copy_eval_steps", "copy_eval_schedule",
-           "copyable_loss_blocks", "resume_allow_changes", "copy_forecast"}
+           "copyable_loss_blocks", "resume_allow_changes", "copy_forecast", "ablation_eval_steps",
+           "ablation_num_samples", "ablation_layer_sets"}
 IGNORED_PREFIXES = ("hub_", "logging_", "save_", "eval_", "dataloader_", "log_level", "trackio_")
 SHORT = {"per_device_train_batch_size": "bs", "learning_rate": "lr", "gradient_accumulation_steps": "accum"}
 CLAIM_FIELDS = ("tokens_per_step", "per_device_train_batch_size", "gradient_accumulation_steps", "world_size",

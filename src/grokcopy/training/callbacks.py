@@ -26,24 +26,27 @@ from grokcopy.training.callback_support import (  # noqa: F401 (re-exported)
     eval_steps_schedule,
     log_metrics,
 )
+from grokcopy.training.ablation_callback import HeadAblationCallback
 from grokcopy.training.copy_callback import CopyEvalCallback
 from grokcopy.training.induction_callback import InductionHeadCallback
 
 logger = logging.getLogger(__name__)
 
 
-def attach_analyses(trainer, copy: bool | dict = True, induction: bool | dict = True) -> list[TrainerCallback]:
+def attach_analyses(trainer, copy: bool | dict = True, induction: bool | dict = True,
+                    ablation: bool | dict = False) -> list[TrainerCallback]:
     """Add the copy test and the induction analysis to any Trainer, in one line:
 
         attach_analyses(trainer, copy={"every": 100}, induction={"every": 100})
 
-    `copy` / `induction`: False to leave one out, True for its defaults, or a dict of its arguments
-    (CopyEvalCallback / InductionHeadCallback). The callbacks get the trainer (as TRL's callbacks
+    `copy` / `induction` / `ablation`: False to leave one out, True for its defaults, or a dict of its arguments
+    (CopyEvalCallback / InductionHeadCallback / HeadAblationCallback; the ablation is off unless asked: it
+    costs about 1 + heads + layers copy tests on its samples). The callbacks get the trainer (as TRL's callbacks
     do), so their metrics go through `trainer.log()` to log_history and every report_to integration
     at their own step, and the copy test's held-out loss split reads `trainer.eval_dataset`.
     Returns the callbacks added."""
     added = []
-    for wanted, kind in ((copy, CopyEvalCallback), (induction, InductionHeadCallback)):
+    for wanted, kind in ((copy, CopyEvalCallback), (induction, InductionHeadCallback), (ablation, HeadAblationCallback)):
         if wanted is False or wanted is None:
             continue
         if any(isinstance(cb, kind) for cb in trainer.callback_handler.callbacks):

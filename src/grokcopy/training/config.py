@@ -24,6 +24,7 @@ from grokcopy.analysis.induction_config import InductionConfig
 from grokcopy.copytest.task import COPY_BATCH_SIZE, CopyTaskConfig, check_minimums, with_settings
 from grokcopy.devices import has_accelerator
 from grokcopy.errors import ConfigError, main_error, one_line  # noqa: F401 (re-exported)
+from grokcopy.training.model_shape import _check, knockout_layers, model_config_kwargs, validate_shape
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class ModelArguments:
     )
     revision: str = field(default="main", metadata={"help": "Hub revision of model_name_or_path (e.g. step1000)."})
     preset: str | None = field(
-        default=None, metadata={"help": "Named model shape from grokcopy.training.config.PRESETS (e.g. demo, paper-162m)."}
+        default=None, metadata={"help": "Named model shape from grokcopy.training.model_shape.PRESETS (e.g. demo, paper-162m)."}
     )
     model_type: str = field(default="llama", metadata={"help": "transformers model_type for a model from scratch."})
     num_hidden_layers: int | None = field(default=None, metadata={"help": "Layers (overrides the preset)."})
@@ -140,6 +141,17 @@ class CopyTrainingArguments(TrainingArguments):
     induction_eval_steps: int | None = field(
         default=None, metadata={"help": "Also analyse every N steps (log-spaced below N), besides saves."}
     )
+    ablation_eval_steps: int | None = field(
+        default=None, metadata={"help": "Ablate every head and each layer's attention on the copy test every N steps "
+                                        "(log-spaced below N): ablation_history.jsonl, eval_ablation_* in the log "
+                                        "(grokcopy.training.ablation_callback). Off when unset."}
+    )
+    ablation_num_samples: int = field(
+        default=32, metadata={"help": "Copy-test samples each ablation during training scores (the same ones for all)."}
+    )
+    ablation_layer_sets: str | None = field(
+        default=None, metadata={"help": "Sets of layers also ablated together during training, e.g. '1+2,1+3'."}
+    )
     copy_forecast: bool = field(
         default=True, metadata={"help": "Forecast the copy jump at each copy test / induction analysis (logged as "
                                         "forecast_*; grokcopy.training.forecast_callback)."}
@@ -197,58 +209,19 @@ class CopyTrainingArguments(TrainingArguments):
             check_minimums(config_cls, self, prefix, error=ConfigError)
         if self.copyable_loss_blocks < 0:
             raise ConfigError(f"copyable_loss_blocks: must be >= 0 (0: off), got {self.copyable_loss_blocks}")
+        for name in ("ablation_eval_steps", "ablation_num_samples"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.ablation_layer_sets:
+            from grokcopy.analysis.ablation import parse_layer_sets
 
-
-# Named shapes. `paper-162m` is the paper's LLaMA (12 x 768, 12 heads, 3072 MLP, 1024 context,
-# untied embeddings); `demo` is the 2-core CPU model of `grokcopy demo`.
-PRESETS: dict[str, dict] = {
-    "paper-162m": dict(
-        model_type="llama", num_hidden_layers=12, hidden_size=768, num_attention_heads=12,
-        num_key_value_heads=12, intermediate_size=3072, max_position_embeddings=1024,
-        tie_word_embeddings=False,
-    ),
-    "demo": dict(
-        model_type="llama", num_hidden_layers=2, hidden_size=128, num_attention_heads=4,
-        num_key_value_heads=4, intermediate_size=512, max_position_embeddings=40,
-        tie_word_embeddings=False,
-    ),
-    "tiny": dict(
-        model_type="llama", num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
-        num_key_value_heads=2, intermediate_size=128, max_position_embeddings=256,
-        tie_word_embeddings=False,
-    ),
-}
-
-SHAPE_FIELDS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
-                 "intermediate_size", "max_position_embeddings", "attention_dropout", "tie_word_embeddings",
-                 "vocab_size")
-
-
-def model_config_kwargs(model_args: ModelArguments) -> dict:
-    """The preset, then explicit shape fields, then the JSON overrides: later wins."""
-    if model_args.preset is not None and model_args.preset not in PRESETS:
-        raise ConfigError(f"preset: unknown preset {model_args.preset!r}; known: {', '.join(PRESETS)}")
-    kwargs = dict(PRESETS.get(model_args.preset, {"model_type": model_args.model_type}))
-    if model_args.preset is None or model_args.model_type != "llama":
-        kwargs["model_type"] = model_args.model_type
-    kwargs.update({k: getattr(model_args, k) for k in SHAPE_FIELDS if getattr(model_args, k) is not None})
-    if model_args.model_config_overrides:
-        try:
-            overrides = json.loads(model_args.model_config_overrides)
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"model_config_overrides: not a JSON object ({err.msg})") from None
-        if not isinstance(overrides, dict):
-            raise ConfigError("model_config_overrides: expected a JSON object")
-        kwargs.update(overrides)
-    return kwargs
+            try:
+                parse_layer_sets(self.ablation_layer_sets)
+            except ValueError as err:
+                raise ConfigError(f"ablation_layer_sets: {err}") from None
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, CopyTrainingArguments)
-
-
-def _check(ok: bool, name: str, rule: str, value) -> None:
-    if not ok:
-        raise ConfigError(f"{name}: {rule}, got {value}")
 
 
 def validate_arguments(model_args: ModelArguments, data_args: DataArguments, args: CopyTrainingArguments) -> None:
@@ -279,38 +252,6 @@ def validate_arguments(model_args: ModelArguments, data_args: DataArguments, arg
     knockout_layers(model_args)  # parses, or says which entry is not a layer
     if not model_args.model_name_or_path:  # a fresh model: its shape must build
         validate_shape(model_config_kwargs(model_args))
-
-
-def knockout_layers(model_args: ModelArguments, num_layers: int | None = None) -> list[int]:
-    """`knockout_attention_layers` as sorted layer indices; with `num_layers`, each checked to exist."""
-    text = model_args.knockout_attention_layers
-    if not text:
-        return []
-    try:
-        layers = sorted({int(part) for part in str(text).split(",") if part.strip()})
-    except ValueError:
-        raise ConfigError(f"knockout_attention_layers: expected comma-separated layer numbers, e.g. '1', "
-                          f"got {text!r}") from None
-    bad = [layer for layer in layers if layer < 0 or (num_layers is not None and layer >= num_layers)]
-    if bad:
-        raise ConfigError(f"knockout_attention_layers: no layer {bad[0]} in a model with "
-                          f"{num_layers if num_layers is not None else 'its'} layers (0-based)")
-    return layers
-
-
-def validate_shape(shape: dict) -> None:
-    """A model shape (preset + fields + overrides) that transformers can build and run."""
-    for name in SHAPE_FIELDS:
-        value = shape.get(name)
-        if isinstance(value, int) and not isinstance(value, bool):
-            _check(value >= 1, name, "must be >= 1", value)
-    hidden, heads, kv_heads = (shape.get(k) for k in ("hidden_size", "num_attention_heads", "num_key_value_heads"))
-    if isinstance(hidden, int) and isinstance(heads, int) and hidden % heads:
-        raise ConfigError(f"num_attention_heads: {heads} does not divide hidden_size {hidden} "
-                          "(each head gets hidden_size / num_attention_heads dimensions)")
-    if isinstance(heads, int) and isinstance(kv_heads, int) and heads % kv_heads:
-        raise ConfigError(f"num_key_value_heads: {kv_heads} does not divide num_attention_heads {heads} "
-                          "(grouped-query attention shares each key/value head among a whole group)")
 
 
 class GrokcopyArgumentParser(HfArgumentParser):

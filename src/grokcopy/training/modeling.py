@@ -14,13 +14,8 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from grokcopy.errors import one_line
-from grokcopy.training.config import (  # noqa: F401 (PRESETS, model_config_kwargs re-exported)
-    PRESETS,
-    ConfigError,
-    ModelArguments,
-    knockout_layers,
-    model_config_kwargs,
-)
+from grokcopy.training.config import ConfigError, ModelArguments
+from grokcopy.training.model_shape import PRESETS, knockout_layers, model_config_kwargs  # noqa: F401 (re-exported)
 from grokcopy.training.data import load_pretrained
 
 logger = logging.getLogger(__name__)

@@ -35,7 +35,8 @@ FIXED_MODEL = {"model_name_or_path", "revision", "preset", "model_type", "num_hi
 FIXED_TRAINING = {"seed", "data_seed", "per_device_train_batch_size", "gradient_accumulation_steps", "world_size",
                   "tokens_per_step", "copy_num_samples", "copy_num_sequences", "copy_prefix_length",
                   "copy_suffix_length", "copy_query_stride", "copy_symbols", "copy_symbol_pattern", "copy_separator",
-                  "copy_seed", "induction_seq_len", "induction_batch_size", "copyable_loss_blocks"}
+                  "copy_seed", "induction_seq_len", "induction_batch_size", "copyable_loss_blocks",
+                  "ablation_num_samples"}
 # How a run is placed, logged, saved or shared: never a change of the run.
 BOOKKEEPING = {"output_dir", "run_name", "logging_dir", "resume_from_checkpoint", "overwrite_output_dir",
                "resume_allow_changes", "report_to", "disable_tqdm", "per_device_eval_batch_size",

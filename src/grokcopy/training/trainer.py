@@ -24,6 +24,7 @@ from grokcopy.hub.push import HubCheckpointCallback
 from grokcopy.run_dir import checkpoint_dir, checkpoint_problem, last_complete_checkpoint
 from grokcopy.training.callback_support import held_out_blocks, row_length, tokens_per_step, tokens_seen
 from grokcopy.training.callbacks import CopyEvalCallback, DivergenceGuard, InductionHeadCallback, LogSpacedSaves
+from grokcopy.training.ablation_callback import HeadAblationCallback
 from grokcopy.training.forecast_callback import CopyForecastCallback
 from grokcopy.training.noise_scale import GradientNoiseScaleCallback
 
@@ -87,6 +88,13 @@ class CopyTrainer(Trainer):
             settings = InductionConfig.from_training_args(self.args).settings()  # seq_len, batch_size
             self.add_callback(InductionHeadCallback(self, every=self.args.induction_eval_steps,
                                                     icl_input_ids=self._icl_input_ids(), **settings))
+        if self.args.ablation_eval_steps:
+            from grokcopy.analysis.ablation import parse_layer_sets
+
+            sets = parse_layer_sets(self.args.ablation_layer_sets) if self.args.ablation_layer_sets else ()
+            self.add_callback(HeadAblationCallback(self, every=self.args.ablation_eval_steps, layer_sets=sets,
+                                                   num_samples=self.args.ablation_num_samples,
+                                                   batch_size=self.args.copy_eval_batch_size))
         if self.args.copy_forecast and self.copy_task is not None and schedule != "none":
             self.add_callback(CopyForecastCallback(self))  # after the analyses: it reads the records they make
         self.hub_callback = None
