@@ -154,3 +154,29 @@ def test_version_help_and_train_help_list_every_field_grouped():
                  "--hub_checkpoint_series (default: False)", "--block_size (default: 1024)"):
         assert name in text, name
     assert text.index("--copy_num_samples") < text.index("copy test:") + 2000  # in its group, not in training
+
+
+def test_null_unsets_what_a_base_config_set(tmp_path):
+    """A config's (or a sweep's) `null` sets a field whose default is None back to None, on the command line
+    too (`--save_total_limit None`), instead of being dropped with the base's value left in force; on a field
+    with a real default it means that default."""
+    import yaml
+
+    from grokcopy.experiments.sweep import command, load_sweep
+    from grokcopy.training.config import config_to_argv, parse_args
+
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "run"), "preset": "tiny", "save_total_limit": 7,
+                                    "learning_rate": 3e-3}))
+    assert parse_args(base)[2].save_total_limit == 7
+    assert parse_args(base, ["--save_total_limit", "None"])[2].save_total_limit is None
+    assert parse_args({"output_dir": "x", "save_total_limit": None, "learning_rate": None})[2].learning_rate == 5e-5
+    assert config_to_argv({"save_total_limit": None, "learning_rate": None}) == ["--save_total_limit", "None"]
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump({"base": "base.yaml", "output_dir": str(tmp_path / "sweep"),
+                                          "fixed": {"save_total_limit": None}, "seeds": [0]}))
+    sweep = load_sweep(sweep_file)
+    line = command(sweep, sweep.members[0], [])
+    assert "--save_total_limit None" in line
+    args = line.split()[3:]  # grokcopy train BASE ...
+    assert parse_args(base, args)[2].save_total_limit is None

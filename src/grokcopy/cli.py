@@ -158,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     abl.add_argument("--layers-together", "--layers_together", type=layer_sets,
                      help='sets of layers whose whole attention is ablated at once, e.g. "1+2,1+3": a backup that '
                           "takes over only when one layer is gone shows only in a joint ablation")
+    abl.add_argument("--over-checkpoints", "--over_checkpoints", action="store_true",
+                     help="MODEL is a run folder: ablate each of its complete checkpoints (oldest first) and write one "
+                          "JSON line per checkpoint to --json (the ablation over training, from what was kept)")
+    abl.add_argument("--every", type=positive_int, help="with --over-checkpoints: only checkpoints at multiples of this")
     abl.add_argument("--json", help="write the result here")
     push = sub.add_parser("push", help="push a run's checkpoints that are not on the Hub yet, one branch each")
     push.add_argument("output_dir")

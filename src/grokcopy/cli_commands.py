@@ -164,9 +164,24 @@ def ablate(ns) -> int:
     from grokcopy.analysis.ablation import ablation_table
 
     writable_json(ns.json)
-    analysis = saved_model.ablate(saved_model.SavedModel(ns.model, ns.revision), num_samples=ns.num_samples,
-                                  batch_size=ns.batch_size, ablations_per_pass=ns.ablations_per_pass, progress=True,
-                                  per_head=not ns.induction_heads_only, layers_together=ns.layers_together)
+    settings = dict(num_samples=ns.num_samples, batch_size=ns.batch_size, ablations_per_pass=ns.ablations_per_pass,
+                    per_head=not ns.induction_heads_only, layers_together=ns.layers_together)
+    if ns.every and not ns.over_checkpoints:
+        raise ValueError("--every picks checkpoints: it needs --over-checkpoints")
+    if ns.over_checkpoints:
+        if not ns.json:
+            raise ValueError("--over-checkpoints writes one JSON line per checkpoint: name the file with --json")
+        from grokcopy.safe_io import write_jsonl
+
+        records = list(saved_model.ablate_checkpoints(ns.model, ns.every, **settings))
+        write_jsonl(records, Path(ns.json))
+        for r in records:
+            print(f"step {r['step']:>6}: exact match {r['exact_match']:.3f}" + "".join(
+                f"; layer {layer} ablated {value:.3f}" for layer, value in enumerate(r.get("layer_ablated_exact_match", [])))
+                + "".join(f"; {name} {value:.3f}" for name, value in (r.get("group_ablated_exact_match") or {}).items()
+                          if name != "induction_heads"))
+        return 0
+    analysis = saved_model.ablate(saved_model.SavedModel(ns.model, ns.revision), progress=True, **settings)
     *notes, samples = analysis.notes
     tell([*notes, samples + ("" if ns.num_samples else "; --num-samples sets another number")])
     if ns.json:

@@ -166,3 +166,24 @@ def ablate(model: SavedModel, *, num_samples: int | None = None, batch_size: int
                       induction_heads_ablated_exact_match=ablated,
                       copies_by_induction=copies_by_induction(result["exact_match"], heads, ablated))
     return Analysis({"model": model.path, "revision": model.revision, **result}, notes)
+
+
+def ablate_checkpoints(run: str | Path, every: int | None = None, progress: bool = True, **settings):
+    """`ablate` on every complete `checkpoint-N` of a local run folder (those at multiples of `every` when set),
+    oldest first: yields one record per checkpoint with its `step`, the fields of `ablate`'s record otherwise.
+    Read after training, this is the ablation a run made without `ablation_eval_steps` never recorded, as far
+    as its kept checkpoints reach. A folder without checkpoints is a ConfigError."""
+    from grokcopy.run_dir import RunFolder, checkpoint_problem, checkpoint_step
+
+    folder = RunFolder(run)
+    chosen = [c for c in folder.checkpoints() if (every is None or checkpoint_step(c) % every == 0)
+              and checkpoint_problem(c) is None]
+    if not chosen:
+        raise ConfigError(f"{run}: no complete checkpoint-N folder" + (f" at a multiple of {every}" if every else ""))
+    if progress:
+        from tqdm.auto import tqdm
+
+        chosen = tqdm(chosen, desc="checkpoints", unit="ckpt")
+    for checkpoint in chosen:
+        analysis = ablate(SavedModel(str(checkpoint)), **settings)
+        yield {"step": checkpoint_step(checkpoint), **analysis.record}

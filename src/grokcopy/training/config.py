@@ -9,6 +9,7 @@ the file is caught exactly like a wrong type on the command line.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -260,6 +261,13 @@ class GrokcopyArgumentParser(HfArgumentParser):
 
     def __init__(self):
         super().__init__(ARGUMENT_CLASSES, prog="grokcopy train", allow_abbrev=False)
+        # A field whose default is None takes `None` / `null` back: a sweep's `null` (or `--save_total_limit None`)
+        # then unsets what its base config set, instead of being dropped and leaving the base's value in force.
+        self.nullable = set()
+        for action in self._actions:
+            if action.default is None and action.type is not None and not action.choices:
+                action.type = _or_none(action.type)
+                self.nullable.add(action.dest)
 
     def error(self, message):
         raise ConfigError(message)
@@ -267,6 +275,20 @@ class GrokcopyArgumentParser(HfArgumentParser):
     @property
     def field_names(self) -> set[str]:
         return {f.name for cls in ARGUMENT_CLASSES for f in fields(cls) if f.init}
+
+
+def _or_none(convert):
+    def parse(text):
+        return None if str(text) in ("None", "null") else convert(text)
+
+    parse.__name__ = getattr(convert, "__name__", "value")  # argparse names the type in its errors
+    return parse
+
+
+@functools.cache
+def nullable_fields() -> frozenset[str]:
+    """The fields `null` can set (default None): the others take their default when a config says null."""
+    return frozenset(GrokcopyArgumentParser().nullable)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -291,7 +313,9 @@ def config_to_argv(config: dict[str, Any]) -> list[str]:
     """Turn typed config values into argv so argparse checks their types like command-line ones."""
     argv = []
     for key, value in config.items():
-        if value is None:
+        if value is None:  # null: None where the field takes it (it may unset a base config's value), else default
+            if key in nullable_fields():
+                argv += [f"--{key}", "None"]
             continue
         argv.append(f"--{key}")
         if isinstance(value, (list, tuple)):
