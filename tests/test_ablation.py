@@ -344,3 +344,34 @@ def test_ablation_callback_in_a_plain_trainer_and_bad_settings(corpus_file, tmp_
                           after=(HeadAblationCallback(layer_sets=((1, 5),)),))
     with pytest.raises(ValueError, match="every and num_samples"):
         HeadAblationCallback(every=0)
+
+
+def test_cli_ablates_every_kept_checkpoint_of_a_run(corpus_file, tmp_path):
+    """--over-checkpoints: one JSON line per complete checkpoint, oldest first (--every thins them), each the
+    numbers `grokcopy ablate` gives that checkpoint alone; a broken checkpoint is skipped; bad use, one line."""
+    from grokcopy.training.config import parse_args
+    from grokcopy.training.pipeline import run_training
+
+    out = tmp_path / "run"
+    run_training(*parse_args(tiny_config(corpus_file, out, max_steps=12, save_steps=4, save_total_limit=None)))
+    (out / "checkpoint-12" / "model.safetensors").write_bytes(b"torn")  # a checkpoint cut short: skipped
+    target = tmp_path / "over.jsonl"
+    proc = run_cli("ablate", out, "--over-checkpoints", "--num-samples", "6", "--layers-together", "0+1",
+                   "--json", target)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [r["step"] for r in records] == [4, 8]
+    single = tmp_path / "one.json"
+    assert run_cli("ablate", out / "checkpoint-8", "--num-samples", "6", "--layers-together", "0+1",
+                   "--json", single).returncode == 0
+    alone = json.loads(single.read_text())
+    for key in ("exact_match", "token_accuracy", "ablated_token_accuracy", "layer_ablated_token_accuracy",
+                "group_ablated_token_accuracy"):
+        assert records[1][key] == alone[key], key
+    assert "step      8" in proc.stdout and "layers 0+1" in proc.stdout
+    thinned = run_cli("ablate", out, "--over-checkpoints", "--every", "8", "--num-samples", "6", "--json", target)
+    assert thinned.returncode == 0 and [json.loads(x)["step"] for x in target.read_text().splitlines()] == [8]
+    for bad, said in ((("--every", "4"), "needs --over-checkpoints"), (("--over-checkpoints",), "--json"),
+                      (("--over-checkpoints", "--every", "5", "--json", target), "no complete checkpoint")):
+        proc = run_cli("ablate", out, *bad)
+        assert proc.returncode != 0 and said in proc.stderr.strip().splitlines()[-1], proc.stderr[-500:]
