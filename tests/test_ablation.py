@@ -319,6 +319,32 @@ def test_ablation_during_training_in_copy_trainer_agrees_with_ablating_the_saved
     assert at_8["eval_ablation_layer1_exact_match"] == last["layer_ablated_exact_match"][1]
     assert at_8["eval_ablation_min_head_layer0_exact_match"] == min(last["ablated_exact_match"][0])
     assert "eval_ablation_layers0_1_exact_match" in at_8
+    from grokcopy.experiments.report import build_report  # the report reads it: a table and a figure
+
+    record = build_report([out], tmp_path / "report")
+    timeline = record["ablation_timeline"]["run"]
+    assert timeline["n_records"] == 5 and set(timeline["group_needed_from"]) == {"layers 0+1"}
+    assert (tmp_path / "report" / "ablation_over_training.png").stat().st_size > 5_000
+    assert "When the copying needs each layer" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_the_timeline_finds_when_a_layer_is_needed_and_a_backup():
+    """needed_from: from the first record on which ablating leaves <= half the exact match at every later copying
+    record; a set needed while neither of its layers alone is: a backup."""
+    from grokcopy.experiments.ablation_timeline import run_timeline
+
+    def record(step, em, layers, together):
+        return {"step": step, "exact_match": em, "layer_ablated_exact_match": layers,
+                "group_ablated_exact_match": {"layers 1+2": together, "induction_heads": 0.0}}
+
+    history = [record(0, 0.0, [0, 0, 0], 0.0), record(100, 0.9, [0.0, 0.2, 0.9], 0.0),  # layer 1 alone carries it
+               record(200, 0.95, [0.0, 0.6, 0.95], 0.1), record(300, 0.96, [0.0, 0.9, 0.96], 0.0)]  # then a backup
+    t = run_timeline(history)
+    assert t["layer_needed_from"] == {0: 100, 1: None, 2: None}  # layer 1 stopped being needed at 200
+    assert t["group_needed_from"] == {"layers 1+2": 100} and t["backups"] == ["layers 1+2"]
+    assert run_timeline([]) is None
+    t = run_timeline(history[:2])
+    assert t["layer_needed_from"][1] == 100 and t["backups"] == []
 
 
 def test_ablation_callback_in_a_plain_trainer_and_bad_settings(corpus_file, tmp_path):

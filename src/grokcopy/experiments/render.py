@@ -345,6 +345,9 @@ def write_markdown(record: dict, out: Path) -> None:
     lines += noise_scale_lines(record.get("noise_scale")) + critical_batch_lines(record.get("critical_batch"))
     lines += critical_batch_best_lr_lines(record.get("critical_batch_best_lr"))
     lines += knockout_lines(record.get("knockout"))
+    from grokcopy.experiments.ablation_timeline import timeline_lines
+
+    lines += timeline_lines(record.get("ablation_timeline") or {})
     lines += ["", "## The paper's claims", ""]
     for claim in record["claims"]:
         lines.append(f"- **{claim['text']}**: **{claim['verdict']}**. {claim['evidence']}.")

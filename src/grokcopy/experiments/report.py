@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from grokcopy.errors import ConfigError
+from grokcopy.experiments.ablation_timeline import ablation_figure, ablation_timelines
 from grokcopy.experiments.batch_figures import collapse_figure, lr_batch_figure, lr_batch_grid, noise_scale_summary
 from grokcopy.experiments.claims import BATCH_FIELDS, evaluate_claims
 from grokcopy.experiments.conditions import (
@@ -63,6 +64,9 @@ def build_report(paths, out, *, threshold: float = ReportConfig.threshold,
         figures.append(collapse_figure(by_label, fit, out / "critical_batch_collapse.png"))
     if grid:
         figures.append(lr_batch_figure(grid, out / "lr_batch.png"))
+    timelines = ablation_timelines(runs)
+    if timelines:
+        figures.append(ablation_figure(runs, out / "ablation_over_training.png"))
     targets = sorted({r["stats"]["loss_target"] for r in runs if r["stats"]["loss_target"] is not None})
     target = targets[0] if len(targets) == 1 else targets or None  # one per experiment the report holds
     record = {
@@ -81,7 +85,7 @@ def build_report(paths, out, *, threshold: float = ReportConfig.threshold,
                         **{k: c["stats"][k] for k in ("jump_step_ci95", "jump_step_ci95_coverage",
                                                       "jump_step_ci95_method")},
                         "stats": c["stats"]} for c in conditions],
-        "claims": claims, "knockout": knockout_reading(by_label), "critical_batch": fit,
+        "claims": claims, "knockout": knockout_reading(by_label), "ablation_timeline": timelines, "critical_batch": fit,
         "critical_batch_best_lr": tuned, "lr_batch": grid, "noise_scale": noise, "figures": [p.name for p in figures],
         "missing": missing_members(paths),
         "seed_split": None if held_out_from is None else seed_split(conditions, runs, held_out_from),
