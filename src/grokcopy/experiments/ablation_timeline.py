@@ -79,10 +79,11 @@ def ablation_figure(runs: list[dict], out: Path, max_runs: int = 8) -> Path | No
         ax.set_ylim(-0.03, 1.03)
         ax.set_ylabel("exact match")
         ax.set_title(run["name"], fontsize=9)
-    axes[0, 0].legend(fontsize=7, ncol=4, loc="upper left")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, ncol=8, loc="lower center", frameon=False)
     axes[-1, 0].set_xlabel("step")
     fig.suptitle("Copy test with attention ablated, over training", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.5 / (2.4 * len(chosen)), 1, 1))
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
