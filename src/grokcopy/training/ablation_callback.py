@@ -82,16 +82,9 @@ class HeadAblationCallback(AnalysisCallback):
                     self.copy_task = callback.copy_task
                     break
         if self.copy_task is None:
-            from grokcopy.analysis.architectures import model_context_length
-            from grokcopy.copytest.task import CopyTaskConfig, CopyTaskError, build_copy_task
+            from grokcopy.copytest.task import CopyTaskConfig
 
-            tokenizer = self.tokenizer_of(kwargs)
-            if tokenizer is None:
-                raise CopyTaskError("HeadAblationCallback: the Trainer has no tokenizer to draw the copy test with: "
-                                    "pass processing_class=tokenizer to the Trainer, or copy_task= to the callback")
-            self.copy_task = build_copy_task(tokenizer, CopyTaskConfig(),
-                                             max_length=model_context_length(self.model_of(kwargs)),
-                                             prefix="HeadAblationCallback ")
+            self.copy_task = self.draw_copy_task(kwargs, CopyTaskConfig())
         return self.copy_task
 
     def layer_groups(self, model) -> dict:

@@ -169,6 +169,20 @@ class AnalysisCallback(TrainerCallback):
         tokenizer = kwargs.get("processing_class")
         return getattr(tokenizer, "tokenizer", tokenizer)
 
+    def draw_copy_task(self, kwargs, config):
+        """A copy test drawn from the Trainer's tokenizer with `config` (a CopyTaskConfig), fitted to the model's
+        context; a Trainer without a tokenizer is refused in one line naming this callback."""
+        from grokcopy.analysis.architectures import model_context_length
+        from grokcopy.copytest.task import CopyTaskError, build_copy_task
+
+        name = type(self).__name__
+        tokenizer = self.tokenizer_of(kwargs)
+        if tokenizer is None:
+            raise CopyTaskError(f"{name}: the Trainer has no tokenizer to draw the copy test with: pass "
+                                "processing_class=tokenizer to the Trainer, or copy_task= to the callback")
+        return build_copy_task(tokenizer, config, max_length=model_context_length(self.model_of(kwargs)),
+                               prefix=f"{name} ")
+
     def stopped(self, model, state) -> bool:
         """The trainer's DivergenceGuard saw a non-finite loss, or the weights are not finite: nothing is measured."""
         if getattr(self.trainer, "diverged_at", None) is not None:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from grokcopy.copytest.task import COPY_BATCH_SIZE, CopyTask, CopyTaskConfig, CopyTaskError, with_settings
+from grokcopy.copytest.task import COPY_BATCH_SIZE, CopyTask, CopyTaskConfig, with_settings
 from grokcopy.run_dir import COPY_HISTORY, RunFolder, write_json_atomic
 from grokcopy.training.callback_support import (
     AnalysisCallback,
@@ -95,15 +95,7 @@ class CopyEvalCallback(AnalysisCallback):
             self.on_save(args, state, control, **kwargs)
 
     def build_task(self, kwargs) -> CopyTask:
-        from grokcopy.analysis.architectures import model_context_length
-        from grokcopy.copytest.task import build_copy_task
-
-        tokenizer = self.tokenizer_of(kwargs)
-        if tokenizer is None:
-            raise CopyTaskError("CopyEvalCallback: the Trainer has no tokenizer to draw the copy test with: pass "
-                                "processing_class=tokenizer to the Trainer, or copy_task= to the callback")
-        return build_copy_task(tokenizer, self.task_config(), max_length=model_context_length(self.model_of(kwargs)),
-                               prefix="CopyEvalCallback ")
+        return self.draw_copy_task(kwargs, self.task_config())
 
     def warn_if_separator_unseen(self, state, kwargs) -> None:
         from grokcopy.copytest.task import separator_ids
